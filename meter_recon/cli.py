@@ -1,0 +1,188 @@
+"""The `meter-recon` command line (cyclopts + rich, like Prefect's own).
+
+Exit codes: 0 done, 1 done but some pairs failed, 2 bad usage or bad input.
+Heavy imports (Prefect, the flows) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+from cyclopts import App, CycloptsError, Parameter
+from rich.console import Console
+from rich.table import Table
+
+from meter_recon.settings import get_settings
+
+EXIT_OK = 0
+EXIT_PAIRS_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+app = App(
+    name="meter-recon",
+    help="Reconcile Stripe Billing meter usage with the internal invoice ledger.",
+    version_flags=["--version"],
+)
+db_app = App(name="db", help="Create or migrate the database schema.")
+pairs_app = App(name="pairs", help="The (customer, meter) pairs that runs reconcile.")
+app.command(db_app)
+app.command(pairs_app)
+
+DatabaseUrl = Annotated[
+    str | None,
+    Parameter(
+        name="--database-url",
+        help="SQLAlchemy URL; defaults to METER_RECON_DATABASE_URL, else ./meter_recon.db.",
+    ),
+]
+
+
+class BadInput(Exception):
+    """Bad usage or input: printed as one sentence, exit code 2."""
+
+
+def database_url(value: str | None) -> str:
+    return value or get_settings().database_url
+
+
+def parse_day(value: str, option: str) -> date:
+    try:
+        if len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"{option} {value!r} is not a date; use YYYY-MM-DD.") from None
+
+
+@db_app.command
+def upgrade(*, database_url_: DatabaseUrl = None) -> int:
+    """Create the schema, or migrate it to the newest revision (safe to run again)."""
+    from models.engine import redact_url
+    from models.migrate import current_revision, upgrade
+
+    url = database_url(database_url_)
+    upgrade(url)
+    console.print(f"database {redact_url(url)} is at revision {current_revision(url)}")
+    return EXIT_OK
+
+
+@pairs_app.command(name="list")
+def pairs_list(*, database_url_: DatabaseUrl = None) -> int:
+    """List the tracked pairs."""
+    from models.engine import get_engine, session_scope
+    from models.pairs import list_pairs
+
+    with session_scope(get_engine(database_url(database_url_))) as session:
+        pairs = list_pairs(session=session)
+        table = Table("customer", "meter", "from", "to (exclusive)", "source")
+        for pair in pairs:
+            table.add_row(
+                pair.stripe_customer_id,
+                pair.meter_id,
+                str(pair.active_from or ""),
+                str(pair.active_to or ""),
+                pair.source.value,
+            )
+    console.print(table)
+    console.print(f"{len(pairs)} pair(s)")
+    return EXIT_OK
+
+
+@pairs_app.command(name="add")
+def pairs_add(
+    customer: str,
+    meter: str,
+    /,
+    *,
+    from_: Annotated[str | None, Parameter(name="--from")] = None,
+    to: Annotated[str | None, Parameter(name="--to")] = None,
+    database_url_: DatabaseUrl = None,
+) -> int:
+    """Track a pair by hand, e.g. a customer who was never billed.
+
+    Parameters
+    ----------
+    customer
+        Stripe customer id (cus_...).
+    meter
+        Stripe meter id (mtr_...).
+    from_
+        First day reconciled (inclusive), YYYY-MM-DD.
+    to
+        Day reconciliation stops (exclusive), YYYY-MM-DD.
+    """
+    from models.engine import get_engine, session_scope
+    from models.pairs import track_by_hand
+
+    start = parse_day(from_, "--from") if from_ else None
+    end = parse_day(to, "--to") if to else None
+    if start and end and end <= start:
+        raise BadInput(f"--to {end} must be after --from {start}.")
+    with session_scope(get_engine(database_url(database_url_))) as session:
+        track_by_hand(session=session, customer=customer, meter=meter, active_from=start, active_to=end)
+    bounds = f" from {start or 'the beginning'} to {end or 'open end'}"
+    console.print(f"tracking {customer} × {meter}{bounds}")
+    return EXIT_OK
+
+
+@app.command(name="import-line-items")
+def import_line_items(file: Path, /, *, database_url_: DatabaseUrl = None) -> int:
+    """Upsert ledger line items from a CSV file, all or nothing.
+
+    Columns: id,invoice_id,stripe_customer_id,meter_id,period_start,period_end,quantity
+    and optionally currency,amount. Periods are UTC dates, period_end exclusive.
+
+    Parameters
+    ----------
+    file
+        The CSV file to import.
+    """
+    from meter_recon.importer import CsvRejected
+    from meter_recon.importer import import_line_items as run_import
+    from models.engine import get_engine
+
+    if not file.is_file():
+        raise BadInput(f"{file} is not a readable file.")
+    try:
+        report = run_import(engine=get_engine(database_url(database_url_)), path=file)
+    except CsvRejected as rejected:
+        for error in rejected.report.errors:
+            err_console.print(f"{file}: {error}")
+        err_console.print(f"{file}: {rejected}")
+        return EXIT_BAD_INPUT
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{file} is not UTF-8 text ({exc.reason}).") from None
+    console.print(
+        f"imported {report.upserted} line item(s) from {report.rows} row(s); "
+        f"{report.pairs_added} new pair(s) tracked"
+    )
+    return EXIT_OK
+
+
+app.command("meter_recon.simulator.cli:simulate_stripe", name="simulate-stripe")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(tokens, exit_on_error=False, print_error=True, result_action="return_value")
+    except CycloptsError:
+        return EXIT_BAD_INPUT
+    except BadInput as exc:
+        err_console.print(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    return result if isinstance(result, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

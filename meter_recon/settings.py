@@ -1,0 +1,74 @@
+"""Every setting meter-recon reads, from the environment or a `.env` file."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///meter_recon.db"
+
+
+class TaskRunnerKind(StrEnum):
+    THREADS = "threads"
+    DASK = "dask"
+
+
+class Settings(BaseSettings):
+    """One place for configuration; `STRIPE_*` keep Stripe's own names, the rest are prefixed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="METER_RECON_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
+
+    stripe_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STRIPE_API_KEY", "stripe_api_key")
+    )
+    stripe_api_base: str = Field(
+        default="https://api.stripe.com",
+        validation_alias=AliasChoices("STRIPE_API_BASE", "stripe_api_base"),
+    )
+    stripe_secret_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the key, used when STRIPE_API_KEY is unset.",
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+    abs_tol: Decimal = Decimal("0.000001")
+    rel_tol: Decimal = Decimal(0)
+    lookback_days: int = Field(default=3, ge=1, le=35)
+    max_requests_per_second: float = Field(default=20.0, gt=0)
+    max_workers: int = Field(default=16, ge=1, le=256)
+    task_runner: TaskRunnerKind = TaskRunnerKind.THREADS
+    dask_address: str | None = None
+    pairs_per_task: int = Field(default=1, ge=1, le=1000)
+    stale_run_minutes: int = Field(default=360, ge=1)
+
+    @field_validator("alert_urls", mode="before")
+    @classmethod
+    def _split_alert_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("abs_tol", "rel_tol")
+    @classmethod
+    def _non_negative(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError("tolerances cannot be negative")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

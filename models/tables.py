@@ -1,0 +1,266 @@
+"""The tables: the ledger, what is reconciled, what Stripe said, and what differs."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from models.types import ExactDecimal, UTCDateTime, utcnow
+
+
+class Formula(StrEnum):
+    SUM = "sum"
+    COUNT = "count"
+    LAST = "last"
+
+
+class Trigger(StrEnum):
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+
+
+class PairStatus(StrEnum):
+    OK = "ok"
+    FETCH_FAILED = "fetch_failed"
+
+
+class DiscrepancyKind(StrEnum):
+    QUANTITY_MISMATCH = "quantity_mismatch"
+    MISSING_IN_STRIPE = "missing_in_stripe"
+    UNBILLED_USAGE = "unbilled_usage"
+    OVERLAPPING_LINE_ITEMS = "overlapping_line_items"
+
+
+class DiscrepancyStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class PairSource(StrEnum):
+    LEDGER = "ledger"
+    MANUAL = "manual"
+
+
+def enum_column(enum: type[StrEnum], name: str, **kwargs: Any) -> Any:
+    """A VARCHAR with a named CHECK constraint: portable, and readable from plain SQL."""
+    return sa.Column(
+        sa.Enum(
+            enum,
+            name=name,
+            native_enum=False,
+            create_constraint=True,
+            length=32,
+            values_callable=lambda members: [m.value for m in members],
+            validate_strings=True,
+        ),
+        **kwargs,
+    )
+
+
+def quantity_column(*, nullable: bool = False) -> Any:
+    return sa.Column(ExactDecimal(), nullable=nullable)
+
+
+def timestamp_column(*, nullable: bool = False) -> Any:
+    # A Python-side default too, so Core inserts (bulk upserts) get the time as well.
+    return sa.Column(UTCDateTime(), nullable=nullable, default=None if nullable else utcnow)
+
+
+class InvoiceLineItem(SQLModel, table=True):
+    """One row of the internal ledger, as invoiced."""
+
+    __tablename__ = "invoice_line_item"
+    __table_args__ = (
+        sa.CheckConstraint("period_end > period_start", name="ck_line_item_period"),
+        sa.Index("ix_line_item_pair_period", "stripe_customer_id", "meter_id", "period_start"),
+    )
+
+    id: str = Field(primary_key=True, max_length=255)
+    invoice_id: str = Field(max_length=255)
+    stripe_customer_id: str = Field(max_length=255)
+    meter_id: str = Field(max_length=255)
+    period_start: date
+    period_end: date
+    quantity: Decimal = Field(sa_column=quantity_column())
+    currency: str | None = Field(default=None, max_length=3)
+    amount: Decimal | None = Field(default=None, sa_column=quantity_column(nullable=True))
+    imported_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class TrackedPair(SQLModel, table=True):
+    """A (customer, meter) pair that runs reconcile; bounds only for pairs added by hand."""
+
+    __tablename__ = "tracked_pair"
+    __table_args__ = (
+        sa.UniqueConstraint("stripe_customer_id", "meter_id", name="uq_tracked_pair"),
+        sa.CheckConstraint(
+            "active_to IS NULL OR active_from IS NULL OR active_to > active_from",
+            name="ck_tracked_pair_bounds",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    stripe_customer_id: str = Field(max_length=255)
+    meter_id: str = Field(max_length=255)
+    active_from: date | None = None
+    active_to: date | None = None
+    source: PairSource = Field(sa_column=enum_column(PairSource, "pair_source", nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class Meter(SQLModel, table=True):
+    """Cache of Stripe's meter configuration, refreshed at the start of each run."""
+
+    __tablename__ = "meter"
+
+    id: str = Field(primary_key=True, max_length=255)
+    display_name: str = Field(max_length=255)
+    event_name: str = Field(max_length=255)
+    formula: Formula = Field(sa_column=enum_column(Formula, "meter_formula", nullable=False))
+    status: str = Field(max_length=32)
+    refreshed_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class ReconciliationRun(SQLModel, table=True):
+    """One run of the flow over a window of UTC days."""
+
+    __tablename__ = "reconciliation_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    window_start: date
+    window_end: date
+    trigger: Trigger = Field(sa_column=enum_column(Trigger, "run_trigger", nullable=False))
+    status: RunStatus = Field(sa_column=enum_column(RunStatus, "run_status", nullable=False))
+    pairs_total: int = 0
+    pairs_ok: int = 0
+    pairs_failed: int = 0
+    line_items_compared: int = 0
+    line_items_matched: int = 0
+    line_items_pending: int = 0
+    discrepancies_new: int = 0
+    discrepancies_reopened: int = 0
+    discrepancies_resolved: int = 0
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    parameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    flow_run_id: str | None = Field(default=None, max_length=64)
+    error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    heartbeat_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    finished_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+
+
+class PairResult(SQLModel, table=True):
+    """What happened to one pair in one run."""
+
+    __tablename__ = "pair_result"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "stripe_customer_id", "meter_id", name="uq_pair_result"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="reconciliation_run.id", index=True)
+    stripe_customer_id: str = Field(max_length=255)
+    meter_id: str = Field(max_length=255)
+    status: PairStatus = Field(sa_column=enum_column(PairStatus, "pair_status", nullable=False))
+    error: str | None = None
+    requests: int = 0
+    duration_ms: int = 0
+    compared: int = 0
+    matched: int = 0
+    pending: int = 0
+    findings: int = 0
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class UsageSnapshot(SQLModel, table=True):
+    """What Stripe said for one (customer, meter, day) at its latest fetch."""
+
+    __tablename__ = "usage_snapshot"
+
+    stripe_customer_id: str = Field(primary_key=True, max_length=255)
+    meter_id: str = Field(primary_key=True, max_length=255)
+    day: date = Field(primary_key=True)
+    aggregated_value: Decimal = Field(sa_column=quantity_column())
+    fetched_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    run_id: int = Field(foreign_key="reconciliation_run.id")
+
+
+DISCREPANCY_IDENTITY = (
+    "stripe_customer_id",
+    "meter_id",
+    "kind",
+    "period_start",
+    "period_end",
+    "line_item_id",
+    "other_line_item_id",
+)
+
+
+class Discrepancy(SQLModel, table=True):
+    """A difference between Stripe and the ledger, with its lifecycle; never deleted."""
+
+    __tablename__ = "discrepancy"
+    __table_args__ = (
+        sa.UniqueConstraint(*DISCREPANCY_IDENTITY, name="uq_discrepancy_identity"),
+        sa.Index("ix_discrepancy_status", "status"),
+        sa.Index("ix_discrepancy_pair", "stripe_customer_id", "meter_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    stripe_customer_id: str = Field(max_length=255)
+    meter_id: str = Field(max_length=255)
+    kind: DiscrepancyKind = Field(
+        sa_column=enum_column(DiscrepancyKind, "discrepancy_kind", nullable=False)
+    )
+    period_start: date
+    period_end: date
+    line_item_id: str = Field(default="", max_length=255)
+    other_line_item_id: str = Field(default="", max_length=255)
+    stripe_quantity: Decimal = Field(sa_column=quantity_column())
+    internal_quantity: Decimal | None = Field(
+        default=None, sa_column=quantity_column(nullable=True)
+    )
+    difference: Decimal | None = Field(default=None, sa_column=quantity_column(nullable=True))
+    detail: str = ""
+    status: DiscrepancyStatus = Field(
+        sa_column=enum_column(DiscrepancyStatus, "discrepancy_status", nullable=False)
+    )
+    first_seen_run: int = Field(foreign_key="reconciliation_run.id")
+    last_seen_run: int = Field(foreign_key="reconciliation_run.id")
+    resolved_run: int | None = Field(default=None, foreign_key="reconciliation_run.id")
+    alerted_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    note: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+__all__ = [
+    "DISCREPANCY_IDENTITY",
+    "Discrepancy",
+    "DiscrepancyKind",
+    "DiscrepancyStatus",
+    "Formula",
+    "InvoiceLineItem",
+    "Meter",
+    "PairResult",
+    "PairSource",
+    "PairStatus",
+    "ReconciliationRun",
+    "RunStatus",
+    "TrackedPair",
+    "Trigger",
+    "UsageSnapshot",
+]

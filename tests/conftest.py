@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never read the developer's .env or real Stripe settings.
+for _name in list(os.environ):
+    if _name.startswith("METER_RECON_") and _name != "METER_RECON_TEST_POSTGRES_URL":
+        del os.environ[_name]
+os.environ.pop("STRIPE_API_KEY", None)
+os.environ.pop("STRIPE_API_BASE", None)
+
+pytest_plugins = ["tests.fixtures.db"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from meter_recon.settings import get_settings
+
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    get_settings.cache_clear()
