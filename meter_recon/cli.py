@@ -6,11 +6,14 @@ Heavy imports (Prefect, the flows) happen inside the commands that need them.
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from collections.abc import Sequence
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from cyclopts import App, CycloptsError, Parameter
 from rich.console import Console
@@ -126,9 +129,11 @@ def pairs_add(
     if start and end and end <= start:
         raise BadInput(f"--to {end} must be after --from {start}.")
     with session_scope(get_engine(database_url(database_url_))) as session:
-        track_by_hand(session=session, customer=customer, meter=meter, active_from=start, active_to=end)
+        track_by_hand(
+            session=session, customer=customer, meter=meter, active_from=start, active_to=end
+        )
     bounds = f" from {start or 'the beginning'} to {end or 'open end'}"
-    console.print(f"tracking {customer} × {meter}{bounds}")
+    console.print(f"tracking {customer} / {meter}{bounds}")
     return EXIT_OK
 
 
@@ -163,6 +168,110 @@ def import_line_items(file: Path, /, *, database_url_: DatabaseUrl = None) -> in
         f"imported {report.upserted} line item(s) from {report.rows} row(s); "
         f"{report.pairs_added} new pair(s) tracked"
     )
+    return EXIT_OK
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+@app.command
+def discrepancies(
+    *,
+    status: str | None = None,
+    kind: list[str] | None = None,
+    customer: list[str] | None = None,
+    meter: list[str] | None = None,
+    format: OutputFormat = OutputFormat.TABLE,
+    database_url_: DatabaseUrl = None,
+) -> int:
+    """List discrepancies; without --status, those not resolved (open and acknowledged).
+
+    Parameters
+    ----------
+    status
+        open, acknowledged, resolved, or all.
+    kind
+        quantity_mismatch, missing_in_stripe, unbilled_usage or overlapping_line_items (repeatable).
+    customer
+        Only this Stripe customer (repeatable).
+    meter
+        Only this Stripe meter (repeatable).
+    format
+        table (for people), csv or json (for tools); csv and json have the same columns.
+    """
+    from models.discrepancies import COLUMNS, as_record, list_discrepancies
+    from models.engine import get_engine, session_scope
+    from models.tables import DiscrepancyKind, DiscrepancyStatus
+
+    statuses = _choices(DiscrepancyStatus, status, "--status", allow_all=True)
+    kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
+    with session_scope(get_engine(database_url(database_url_))) as session:
+        records = [
+            as_record(row)
+            for row in list_discrepancies(
+                session=session,
+                statuses=statuses,
+                kinds=kinds,
+                customers=customer or [],
+                meters=meter or [],
+            )
+        ]
+    if format is OutputFormat.JSON:
+        print(json.dumps(records, indent=2))
+    elif format is OutputFormat.CSV:
+        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    else:
+        table = Table(*COLUMNS)
+        for record in records:
+            table.add_row(*("" if record[c] is None else str(record[c]) for c in COLUMNS))
+        console.print(table)
+        console.print(f"{len(records)} discrepancy(ies)")
+    return EXIT_OK
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _choices(enum: type[E], value: str | None, option: str, *, allow_all: bool = False) -> list[E]:
+    if value is None:
+        return [] if not allow_all else [m for m in enum if m.value != "resolved"]
+    if allow_all and value == "all":
+        return []
+    try:
+        return [enum(value)]
+    except ValueError:
+        known = ", ".join(m.value for m in enum) + (", all" if allow_all else "")
+        raise BadInput(f"{option} {value!r} is not one of {known}.") from None
+
+
+@app.command
+def ack(discrepancy_id: int, /, *, note: str, database_url_: DatabaseUrl = None) -> int:
+    """Acknowledge a discrepancy: finance has seen it; it re-opens if its numbers change.
+
+    Parameters
+    ----------
+    discrepancy_id
+        The discrepancy's id, as `meter-recon discrepancies` shows it.
+    note
+        Why it is acknowledged (kept with the discrepancy).
+    """
+    from models.discrepancies import AlreadyResolved, UnknownDiscrepancy, acknowledge
+    from models.engine import get_engine, session_scope
+
+    try:
+        with session_scope(get_engine(database_url(database_url_))) as session:
+            row = acknowledge(session=session, discrepancy_id=discrepancy_id, note=note)
+            console.print(
+                f"discrepancy {row.id} ({row.kind.value}, {row.stripe_customer_id} / "
+                f"{row.meter_id}, {row.period_start}..{row.period_end}) acknowledged"
+            )
+    except (UnknownDiscrepancy, AlreadyResolved) as exc:
+        raise BadInput(str(exc)) from None
     return EXIT_OK
 
 

@@ -6,9 +6,15 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from models.tables import InvoiceLineItem
+from sqlalchemy import Engine
+from sqlmodel import Session
 
-HEADER = "id,invoice_id,stripe_customer_id,meter_id,period_start,period_end,quantity,currency,amount"
+from models.tables import InvoiceLineItem, ReconciliationRun, RunStatus, Trigger
+from tasks.compare import Formula, LineItem, PairComparison, Window, compare_pair
+
+HEADER = (
+    "id,invoice_id,stripe_customer_id,meter_id,period_start,period_end,quantity,currency,amount"
+)
 
 
 def line_item(
@@ -35,3 +41,47 @@ def line_item(
 def csv_file(path: Path, *rows: str, header: str = HEADER) -> Path:
     path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     return path
+
+
+def new_run(engine: Engine, *, start: str = "2026-11-01", end: str = "2026-11-04") -> int:
+    """A `running` reconciliation run to hang recorded rows on."""
+    with Session(engine) as session:
+        run = ReconciliationRun(
+            window_start=date.fromisoformat(start),
+            window_end=date.fromisoformat(end),
+            trigger=Trigger.MANUAL,
+            status=RunStatus.RUNNING,
+        )
+        session.add(run)
+        session.commit()
+        assert run.id is not None
+        return run.id
+
+
+def days(values: dict[str, str]) -> dict[date, Decimal]:
+    return {date.fromisoformat(day): Decimal(value) for day, value in values.items()}
+
+
+def item(id: str, start: str, end: str, quantity: str) -> LineItem:
+    return LineItem(
+        id=id,
+        period_start=date.fromisoformat(start),
+        period_end=date.fromisoformat(end),
+        quantity=Decimal(quantity),
+    )
+
+
+def comparison(
+    daily: dict[date, Decimal],
+    *items: LineItem,
+    window: tuple[str, str] = ("2026-11-01", "2026-11-04"),
+    today: str = "2026-11-04",
+    formula: Formula = Formula.SUM,
+) -> PairComparison:
+    return compare_pair(
+        daily=daily,
+        line_items=items,
+        window=Window(date.fromisoformat(window[0]), date.fromisoformat(window[1])),
+        today=date.fromisoformat(today),
+        formula=formula,
+    )

@@ -15,7 +15,9 @@ pytest_plugins = ["tests.fixtures.db"]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from meter_recon.settings import get_settings
 
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

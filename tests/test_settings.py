@@ -84,7 +84,9 @@ def test_api_key_never_appears_in_validation_errors(monkeypatch: pytest.MonkeyPa
         ("METER_RECON_TASK_RUNNER", "processes"),
     ],
 )
-def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_invalid_values_are_rejected(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()

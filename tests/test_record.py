@@ -1,0 +1,279 @@
+"""The discrepancy lifecycle, one row of the issue's table per test, on every database."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from models.tables import (
+    Discrepancy,
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    PairResult,
+    PairStatus,
+    UsageSnapshot,
+)
+from models.types import utcnow
+from tasks import record as record_module
+from tasks.compare import PairComparison
+from tasks.record import PairStats, RecordOutcome, record_pair, record_pair_failure
+from tests.builders import comparison, days, item, new_run
+
+CUSTOMER, METER = "cus_A", "mtr_api"
+STATS = PairStats(requests=1, duration_ms=5)
+MISMATCH = comparison(days({"2026-11-01": "7"}), item("li_1", "2026-11-01", "2026-11-02", "5"))
+MISMATCH_CHANGED = comparison(
+    days({"2026-11-01": "8"}), item("li_1", "2026-11-01", "2026-11-02", "5")
+)
+MATCHED = comparison(days({"2026-11-01": "5"}), item("li_1", "2026-11-01", "2026-11-02", "5"))
+
+
+def record(engine: Engine, run_id: int, result: PairComparison) -> RecordOutcome:
+    return record_pair(
+        engine=engine,
+        run_id=run_id,
+        customer=CUSTOMER,
+        meter=METER,
+        comparison=result,
+        daily={},
+        fetched=None,
+        stats=STATS,
+    )
+
+
+def rows(engine: Engine) -> list[Discrepancy]:
+    with Session(engine) as session:
+        return list(session.exec(select(Discrepancy).order_by(col(Discrepancy.id))).all())
+
+
+def only(engine: Engine) -> Discrepancy:
+    [row] = rows(engine)
+    return row
+
+
+def set_status(engine: Engine, status: DiscrepancyStatus, *, alerted: bool = False) -> None:
+    with Session(engine) as session:
+        row = session.exec(select(Discrepancy)).one()
+        row.status = status
+        row.alerted_at = utcnow() if alerted else None
+        session.add(row)
+        session.commit()
+
+
+def test_a_new_discrepancy_is_open(engine: Engine) -> None:
+    run = new_run(engine)
+    outcome = record(engine, run, MISMATCH)
+    row = only(engine)
+    assert outcome.new == 1
+    assert row.kind is DiscrepancyKind.QUANTITY_MISMATCH
+    assert row.status is DiscrepancyStatus.OPEN
+    assert (row.first_seen_run, row.last_seen_run, row.resolved_run) == (run, run, None)
+    assert (row.stripe_quantity, row.internal_quantity, row.difference) == (
+        Decimal(7),
+        Decimal(5),
+        Decimal(2),
+    )
+    assert row.alerted_at is None
+
+
+def test_seen_again_updates_last_seen_run_and_numbers(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record(engine, first, MISMATCH)
+    outcome = record(engine, second, MISMATCH_CHANGED)
+    row = only(engine)
+    assert outcome.updated == 1
+    assert row.status is DiscrepancyStatus.OPEN
+    assert (row.first_seen_run, row.last_seen_run) == (first, second)
+    assert row.stripe_quantity == Decimal(8)
+    assert row.difference == Decimal(3)
+
+
+def test_no_longer_holding_within_scope_is_resolved_by_that_run(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record(engine, first, MISMATCH)
+    outcome = record(engine, second, MATCHED)
+    row = only(engine)
+    assert outcome.resolved == 1
+    assert row.status is DiscrepancyStatus.RESOLVED
+    assert row.resolved_run == second
+
+
+def test_outside_what_the_run_re_evaluated_is_left_alone(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    unbilled = comparison(days({"2026-11-01": "3"}))
+    record(engine, first, unbilled)
+    later_window = comparison({}, window=("2026-11-02", "2026-11-04"))
+    outcome = record(engine, second, later_window)
+    assert outcome.resolved == 0
+    assert only(engine).status is DiscrepancyStatus.OPEN
+
+
+def test_resolved_then_holding_again_is_reopened_and_alerted_again(engine: Engine) -> None:
+    runs = [new_run(engine) for _ in range(3)]
+    record(engine, runs[0], MISMATCH)
+    set_status(engine, DiscrepancyStatus.OPEN, alerted=True)
+    record(engine, runs[1], MATCHED)
+    outcome = record(engine, runs[2], MISMATCH)
+    row = only(engine)
+    assert outcome.reopened == 1
+    assert row.status is DiscrepancyStatus.OPEN
+    assert row.resolved_run is None
+    assert row.alerted_at is None
+    assert (row.first_seen_run, row.last_seen_run) == (runs[0], runs[2])
+
+
+def test_acknowledged_with_changed_numbers_is_reopened(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record(engine, first, MISMATCH)
+    set_status(engine, DiscrepancyStatus.ACKNOWLEDGED, alerted=True)
+    outcome = record(engine, second, MISMATCH_CHANGED)
+    row = only(engine)
+    assert outcome.reopened == 1
+    assert row.status is DiscrepancyStatus.OPEN
+    assert row.alerted_at is None
+
+
+def test_acknowledged_with_the_same_numbers_stays_acknowledged(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record(engine, first, MISMATCH)
+    set_status(engine, DiscrepancyStatus.ACKNOWLEDGED, alerted=True)
+    outcome = record(engine, second, MISMATCH)
+    row = only(engine)
+    assert outcome.unchanged == 1
+    assert row.status is DiscrepancyStatus.ACKNOWLEDGED
+    assert row.alerted_at is not None
+    assert row.last_seen_run == second
+
+
+def test_acknowledged_and_no_longer_holding_is_resolved(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record(engine, first, MISMATCH)
+    set_status(engine, DiscrepancyStatus.ACKNOWLEDGED)
+    record(engine, second, MATCHED)
+    assert only(engine).status is DiscrepancyStatus.RESOLVED
+
+
+def _snapshot(engine: Engine) -> list[dict[str, Any]]:
+    return [row.model_dump() for row in rows(engine)]
+
+
+def test_recording_the_same_result_twice_changes_nothing(engine: Engine) -> None:
+    run = new_run(engine)
+    record(engine, run, MISMATCH)
+    before = _snapshot(engine)
+    outcome = record(engine, run, MISMATCH)
+    assert outcome == RecordOutcome(unchanged=1)
+    assert _snapshot(engine) == before
+
+
+def test_nothing_is_ever_deleted(engine: Engine) -> None:
+    runs = [new_run(engine) for _ in range(4)]
+    for run, result in zip(runs, [MISMATCH, MATCHED, MISMATCH_CHANGED, MATCHED], strict=True):
+        record(engine, run, result)
+    row = only(engine)
+    assert row.status is DiscrepancyStatus.RESOLVED
+    assert row.resolved_run == runs[3]
+
+
+def test_a_failed_pair_leaves_its_discrepancies_as_they_were(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record(engine, first, MISMATCH)
+    before = _snapshot(engine)
+    record_pair_failure(
+        engine=engine,
+        run_id=second,
+        customer=CUSTOMER,
+        meter=METER,
+        error="Stripe answered 503 after 8 attempts",
+        stats=STATS,
+    )
+    assert _snapshot(engine) == before
+    with Session(engine) as session:
+        result = session.exec(select(PairResult).where(PairResult.run_id == second)).one()
+    assert result.status is PairStatus.FETCH_FAILED
+    assert result.error == "Stripe answered 503 after 8 attempts"
+
+
+def test_a_crash_midway_leaves_the_pair_untouched(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = new_run(engine)
+
+    def crash(**_: object) -> None:
+        raise RuntimeError("process killed")
+
+    monkeypatch.setattr(record_module, "record_pair_result", crash)
+    with pytest.raises(RuntimeError):
+        record(engine, run, MISMATCH)
+    assert rows(engine) == []
+
+
+def test_snapshots_keep_what_stripe_said_per_day(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    fetched = (date(2026, 11, 1), date(2026, 11, 4))
+    for run, daily in [
+        (first, days({"2026-11-01": "1.5", "2026-11-02": "2"})),
+        (second, days({"2026-11-02": "4"})),
+    ]:
+        record_pair(
+            engine=engine,
+            run_id=run,
+            customer=CUSTOMER,
+            meter=METER,
+            comparison=MATCHED,
+            daily=daily,
+            fetched=fetched,
+            stats=STATS,
+        )
+    with Session(engine) as session:
+        snapshots = session.exec(select(UsageSnapshot).order_by(col(UsageSnapshot.day))).all()
+    assert [(s.day.day, s.aggregated_value, s.run_id) for s in snapshots] == [
+        (1, Decimal(0), second),
+        (2, Decimal(4), second),
+    ]
+
+
+def test_two_recorders_of_the_same_pair_at_once_leave_one_row_per_identity(
+    engine: Engine,
+) -> None:
+    results = [
+        comparison(
+            days({f"2026-11-0{d}": str(d + n) for d in (1, 2, 3)}),
+            item("li_1", "2026-11-01", "2026-11-02", "1"),
+            item("li_2", "2026-11-01", "2026-11-03", "9"),
+        )
+        for n in range(2)
+    ]
+    runs = [new_run(engine) for _ in range(8)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            for round_, run in enumerate(runs[index::2]):
+                barrier.wait()
+                record(engine, run, results[(index + round_) % 2])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    identities = [
+        (r.kind, r.period_start, r.period_end, r.line_item_id, r.other_line_item_id)
+        for r in rows(engine)
+    ]
+    expected = {f.identity for result in results for f in result.findings}
+    assert len(identities) == len(set(identities)) == len(expected) == 4
+    statuses = {r.line_item_id: r.status for r in rows(engine)}
+    assert statuses["li_2"] is DiscrepancyStatus.OPEN
+    assert statuses["li_1"] in {DiscrepancyStatus.OPEN, DiscrepancyStatus.RESOLVED}
