@@ -182,6 +182,9 @@ class PairResult(SQLModel, table=True):
     matched: int = 0
     pending: int = 0
     findings: int = 0
+    discrepancies_new: int = 0
+    discrepancies_reopened: int = 0
+    discrepancies_resolved: int = 0
     recorded_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
 

@@ -97,6 +97,7 @@ def record_pair(
             status=PairStatus.OK,
             stats=stats,
             comparison=comparison,
+            outcome=outcome,
         )
     return outcome
 
@@ -215,6 +216,7 @@ def record_pair_result(
     status: PairStatus,
     stats: PairStats,
     comparison: PairComparison | None = None,
+    outcome: RecordOutcome | None = None,
     error: str | None = None,
 ) -> None:
     """One row per (run, pair); recording the pair again in the same run replaces it."""
@@ -230,6 +232,9 @@ def record_pair_result(
         "matched": comparison.matched if comparison else 0,
         "pending": comparison.pending if comparison else 0,
         "findings": len(comparison.findings) if comparison else 0,
+        "discrepancies_new": outcome.new if outcome else 0,
+        "discrepancies_reopened": outcome.reopened if outcome else 0,
+        "discrepancies_resolved": outcome.resolved if outcome else 0,
         "recorded_at": utcnow(),
     }
     table = PairResult.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,80 @@
+"""Stripe access for tasks: one client per process; the key from the env or a Secret block."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+
+from pydantic import SecretStr
+
+from meter_recon.settings import Settings
+from meter_recon.stripe import DailyUsage, Meter, RateLimiter, StripeClient
+
+_clients: dict[tuple[str, float, str], StripeClient] = {}
+_lock = threading.Lock()
+_limiter_override: RateLimiter | None = None
+
+
+class MissingApiKey(RuntimeError):
+    pass
+
+
+def resolve_api_key(settings: Settings) -> SecretStr:
+    """STRIPE_API_KEY, else the Prefect Secret block named by METER_RECON_STRIPE_SECRET_BLOCK."""
+    if settings.stripe_api_key is not None and settings.stripe_api_key.get_secret_value():
+        return settings.stripe_api_key
+    if settings.stripe_secret_block:
+        from prefect.blocks.system import Secret
+
+        value = Secret.load(settings.stripe_secret_block).get()  # type: ignore[union-attr]
+        return SecretStr(str(value))
+    raise MissingApiKey("No Stripe API key: set STRIPE_API_KEY or METER_RECON_STRIPE_SECRET_BLOCK.")
+
+
+def use_rate_limiter(limiter: RateLimiter | None) -> None:
+    """Replace the per-process limiter (the Dask runner shares one across processes)."""
+    global _limiter_override
+    with _lock:
+        _limiter_override = limiter
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
+def stripe_client(settings: Settings) -> StripeClient:
+    """The process-wide client for these settings (one connection pool, one rate limit)."""
+    key = resolve_api_key(settings)
+    fingerprint = (
+        settings.stripe_api_base,
+        settings.max_requests_per_second,
+        str(hash(key.get_secret_value())),
+    )
+    with _lock:
+        client = _clients.get(fingerprint)
+        if client is None:
+            client = _clients[fingerprint] = StripeClient(
+                api_key=key,
+                api_base=settings.stripe_api_base,
+                max_requests_per_second=settings.max_requests_per_second,
+                rate_limiter=_limiter_override,
+            )
+        return client
+
+
+def close_clients() -> None:
+    with _lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
+def fetch_meters(settings: Settings) -> list[Meter]:
+    return stripe_client(settings).list_meters()
+
+
+def fetch_daily_usage(
+    settings: Settings, *, meter: str, customer: str, start: date, end: date
+) -> DailyUsage:
+    return stripe_client(settings).daily_usage(
+        meter_id=meter, customer=customer, start=start, end=end
+    )
