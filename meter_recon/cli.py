@@ -275,7 +275,116 @@ def ack(discrepancy_id: int, /, *, note: str, database_url_: DatabaseUrl = None)
     return EXIT_OK
 
 
+def _run_flow(
+    *,
+    database_url_: str | None,
+    start: date | None,
+    end: date | None,
+    customers: list[str],
+    meters: list[str],
+    manual: bool,
+) -> int:
+    from meter_recon.runner import execute, progress_display, settings_for
+    from meter_recon.windows import BadWindow, check_window, utc_today
+    from models.engine import redact_url
+    from models.migrate import current_revision, head_revision
+    from tasks.fetch import MissingApiKey, resolve_api_key
+
+    if start is not None and end is not None:
+        try:
+            check_window(start=start, end=end, today=utc_today())
+        except BadWindow as exc:
+            raise BadInput(str(exc)) from None
+    settings = settings_for(database_url_)
+    try:
+        resolve_api_key(settings)
+    except MissingApiKey as exc:
+        raise BadInput(str(exc)) from None
+    if current_revision(settings.database_url) != head_revision(settings.database_url):
+        raise BadInput(
+            f"The database {redact_url(settings.database_url)} is not migrated; "
+            "run `meter-recon db upgrade` first."
+        )
+    with progress_display(console):
+        try:
+            summary = execute(
+                settings=settings,
+                start=start,
+                end=end,
+                customers=customers,
+                meters=meters,
+                manual=manual,
+            )
+        except Exception as exc:
+            from tasks.pairs import describe_error
+
+            err_console.print(f"run failed: {describe_error(exc)}")
+            return EXIT_PAIRS_FAILED
+    return _print_summary(summary)
+
+
+def _print_summary(summary: object) -> int:
+    from flows.reconcile import RunSummary
+
+    assert isinstance(summary, RunSummary)
+    console.print(
+        f"run {summary.run_id} {summary.status}: window {summary.window_start}.."
+        f"{summary.window_end} (end exclusive)\n"
+        f"  pairs: {summary.pairs_ok} reconciled, {summary.pairs_failed} failed, "
+        f"{summary.pairs_total} tracked\n"
+        f"  line items: {summary.compared} compared, {summary.matched} matched, "
+        f"{summary.pending} pending\n"
+        f"  discrepancies: {summary.new} new, {summary.reopened} re-opened, "
+        f"{summary.resolved} resolved; {summary.alerted} alerted\n"
+        f"  Stripe requests: {summary.requests}"
+    )
+    return EXIT_OK if summary.status == "completed" else EXIT_PAIRS_FAILED
+
+
+@app.command
+def run(
+    *,
+    start: str,
+    end: str,
+    customer: list[str] | None = None,
+    meter: list[str] | None = None,
+    database_url_: DatabaseUrl = None,
+) -> int:
+    """Re-reconcile a window of UTC days [start, end) now (a manual run).
+
+    Exit code 0 when every pair was reconciled, 1 when some pairs failed, 2 on bad input.
+
+    Parameters
+    ----------
+    start
+        First day, YYYY-MM-DD (inclusive).
+    end
+        Day after the last, YYYY-MM-DD (exclusive); today (UTC) at the latest.
+    customer
+        Only this Stripe customer (repeatable).
+    meter
+        Only this Stripe meter (repeatable).
+    """
+    return _run_flow(
+        database_url_=database_url_,
+        start=parse_day(start, "--start"),
+        end=parse_day(end, "--end"),
+        customers=customer or [],
+        meters=meter or [],
+        manual=True,
+    )
+
+
+@app.command
+def nightly(*, database_url_: DatabaseUrl = None) -> int:
+    """The nightly run: the last METER_RECON_LOOKBACK_DAYS complete UTC days, every pair."""
+    return _run_flow(
+        database_url_=database_url_, start=None, end=None, customers=[], meters=[], manual=False
+    )
+
+
 app.command("meter_recon.simulator.cli:simulate_stripe", name="simulate-stripe")
+app.command("meter_recon.demo:demo", name="demo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
