@@ -39,7 +39,6 @@ from tasks.record import PairStats, record_pair_failure
 from tasks.report import publish_report
 
 HEARTBEAT_SECONDS = 10.0
-STALE_AFTER = timedelta(minutes=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +107,10 @@ class _Heartbeat:
         )
 
     def _beat(self) -> None:
-        engine = get_engine(get_settings().database_url)
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        settings = get_settings()
+        engine = get_engine(settings.database_url)
+        interval = min(HEARTBEAT_SECONDS, settings.stale_after_seconds / 4)
+        while not self._stop.wait(interval):
             try:
                 with session_scope(engine) as session:
                     heartbeat(session=session, run_id=self._run_id)
@@ -178,7 +179,9 @@ def reconcile_meters(
         "task_runner": settings.task_runner.value,
     }
     with session_scope(engine) as session:
-        stale = fail_stale_runs(session=session, stale_after=STALE_AFTER)
+        stale = fail_stale_runs(
+            session=session, stale_after=timedelta(seconds=settings.stale_after_seconds)
+        )
         run = start_run(
             session=session,
             window_start=window_start,

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     task_runner: TaskRunnerKind = TaskRunnerKind.THREADS
     dask_address: str | None = None
     pairs_per_task: int = Field(default=1, ge=1, le=1000)
-    stale_run_minutes: int = Field(default=360, ge=1)
+    stale_after_seconds: int = Field(default=120, ge=1)
 
     @field_validator("alert_urls", mode="before")
     @classmethod

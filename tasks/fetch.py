@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import date
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -13,6 +14,7 @@ from meter_recon.stripe import DailyUsage, Meter, RateLimiter, StripeClient
 _clients: dict[tuple[str, float, str], StripeClient] = {}
 _lock = threading.Lock()
 _limiter_override: RateLimiter | None = None
+_client_options: dict[str, Any] = {}
 
 
 class MissingApiKey(RuntimeError):
@@ -41,6 +43,16 @@ def use_rate_limiter(limiter: RateLimiter | None) -> None:
         _clients.clear()
 
 
+def configure_clients(**options: Any) -> None:
+    """Extra `StripeClient` options for clients made from now on (tests shorten backoffs)."""
+    with _lock:
+        _client_options.clear()
+        _client_options.update(options)
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
 def stripe_client(settings: Settings) -> StripeClient:
     """The process-wide client for these settings (one connection pool, one rate limit)."""
     key = resolve_api_key(settings)
@@ -57,6 +69,7 @@ def stripe_client(settings: Settings) -> StripeClient:
                 api_base=settings.stripe_api_base,
                 max_requests_per_second=settings.max_requests_per_second,
                 rate_limiter=_limiter_override,
+                **_client_options,
             )
         return client
 

@@ -11,7 +11,12 @@ for _name in list(os.environ):
 os.environ.pop("STRIPE_API_KEY", None)
 os.environ.pop("STRIPE_API_BASE", None)
 
-pytest_plugins = ["tests.fixtures.db"]
+pytest_plugins = [
+    "tests.fixtures.db",
+    "tests.fixtures.stripe",
+    "tests.fixtures.prefect",
+    "tests.fixtures.alerts",
+]
 
 
 @pytest.fixture(autouse=True)
