@@ -226,15 +226,37 @@ def discrepancies(
         writer.writeheader()
         writer.writerows(records)
     else:
-        table = Table(*COLUMNS)
-        for record in records:
-            table.add_row(*("" if record[c] is None else str(record[c]) for c in COLUMNS))
-        console.print(table)
+        console.print(_discrepancy_table(records))
         console.print(f"{len(records)} discrepancy(ies)")
     return EXIT_OK
 
 
 E = TypeVar("E", bound=StrEnum)
+
+
+def _discrepancy_table(records: list[dict[str, object]]) -> Table:
+    """The same rows as csv/json, shaped to fit a terminal; period end stays exclusive."""
+    table = Table("id", "customer", "meter", "period [start, end)", "kind", "line items")
+    for heading in ("Stripe", "ledger", "difference"):
+        table.add_column(heading, justify="right")
+    table.add_column("status")
+    table.add_column("runs")
+    for r in records:
+        items = " > ".join(str(i) for i in (r["line_item_id"], r["other_line_item_id"]) if i)
+        table.add_row(
+            str(r["id"]),
+            str(r["customer"]),
+            str(r["meter"]),
+            f"{r['period_start']} .. {r['period_end']}",
+            str(r["kind"]),
+            items,
+            str(r["stripe_quantity"]),
+            str(r["internal_quantity"] or ""),
+            str(r["difference"] or ""),
+            str(r["status"]),
+            f"{r['first_seen_run']}-{r['last_seen_run']}",
+        )
+    return table
 
 
 def _choices(enum: type[E], value: str | None, option: str, *, allow_all: bool = False) -> list[E]:
