@@ -25,8 +25,8 @@ EXIT_OK = 0
 EXIT_PAIRS_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 app = App(
     name="meter-recon",

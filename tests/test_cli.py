@@ -235,3 +235,50 @@ def test_ack_of_an_unknown_id_exits_2_with_one_sentence(
     assert run_cli("ack", "999999", "--note", "x", "--database-url", database_url) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: There is no discrepancy with id 999999."
+
+
+def _day(offset: int) -> str:
+    from datetime import timedelta
+
+    from meter_recon.windows import utc_today
+
+    return (utc_today() + timedelta(days=offset)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "sentence"),
+    [
+        (_day(-1), _day(-3), "The window is reversed"),
+        (_day(-2), _day(-2), "The window is empty"),
+        (_day(-2), _day(1), "The window ends after today"),
+        ("2026-02-30", _day(-1), "--start '2026-02-30' is not a date"),
+    ],
+)
+def test_run_with_a_bad_window_exits_2_with_one_sentence(
+    database_url: str, capsys: pytest.CaptureFixture[str], start: str, end: str, sentence: str
+) -> None:
+    code = run_cli("run", "--start", start, "--end", end, "--database-url", database_url)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith(f"error: {sentence}")
+    assert err.count("\n") == 0
+    assert err.endswith(".")
+
+
+def test_run_without_a_stripe_key_exits_2(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_cli("run", "--start", _day(-3), "--end", _day(0), "--database-url", database_url)
+    assert code == 2
+    assert "STRIPE_API_KEY" in capsys.readouterr().err
+
+
+def test_run_on_a_database_without_schema_says_to_upgrade(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_x")
+    code = run_cli(
+        "run", "--start", _day(-3), "--end", _day(0), "--database-url", empty_database_url
+    )
+    assert code == 2
+    assert "meter-recon db upgrade" in capsys.readouterr().err
