@@ -23,8 +23,19 @@ pytest_plugins = [
 @pytest.fixture(autouse=True)
 def _isolated_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+) -> Iterator[None]:
+    """Each test starts in an empty directory with the suite's environment, and leaves it so.
+
+    The CLI sets METER_RECON_DATABASE_URL in the process environment on purpose (workers
+    inherit it); a test running the CLI in-process must not pass it on to the next test.
+    """
     from meter_recon.settings import get_settings
 
+    saved = dict(os.environ)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    get_settings.cache_clear()
+    yield
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    os.environ.update(saved)
     get_settings.cache_clear()
