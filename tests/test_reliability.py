@@ -47,18 +47,14 @@ def cli_env(world: World, database_url: str, prefect_server: str, **extra: str) 
     return env
 
 
+def run_command(world: World) -> list[str]:
+    window = ["--start", str(world.start), "--end", str(world.end)]
+    return [sys.executable, "-m", "meter_recon.cli", "run", *window]
+
+
 def start_cli_run(world: World, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meter_recon.cli",
-            "run",
-            "--start",
-            str(world.start),
-            "--end",
-            str(world.end),
-        ],
+        run_command(world),
         env=env,
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -102,16 +98,7 @@ def test_a_run_killed_midway_then_run_again_leaves_the_rows_of_a_clean_run(
     world.simulator.latency = 0.0
     time.sleep(1.2)
     again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "meter_recon.cli",
-            "run",
-            "--start",
-            str(world.start),
-            "--end",
-            str(world.end),
-        ],
+        run_command(world),
         env={**env, "METER_RECON_STALE_AFTER_SECONDS": "1", "METER_RECON_MAX_WORKERS": "4"},
         cwd=tmp_path,
         capture_output=True,
