@@ -28,8 +28,9 @@ from decimal import (
     Overflow,
     localcontext,
 )
-from enum import StrEnum
 from operator import attrgetter
+
+from models.tables import DiscrepancyKind, Formula
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -60,21 +61,8 @@ _ZERO = Decimal(0)
 _DAY = timedelta(days=1)
 
 
-class Formula(StrEnum):
-    """How a Stripe meter aggregates its events (same values as ``models.Formula``)."""
-
-    SUM = "sum"
-    COUNT = "count"
-    LAST = "last"
-
-
-class Kind(StrEnum):
-    """What a finding says is wrong (same values as ``models.DiscrepancyKind``)."""
-
-    QUANTITY_MISMATCH = "quantity_mismatch"
-    MISSING_IN_STRIPE = "missing_in_stripe"
-    UNBILLED_USAGE = "unbilled_usage"
-    OVERLAPPING_LINE_ITEMS = "overlapping_line_items"
+# The enums are the tables' own, so a finding's kind is the stored kind.
+Kind = DiscrepancyKind
 
 
 def _require_day(value: object, name: str) -> None:

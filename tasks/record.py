@@ -251,7 +251,7 @@ def _row(finding: Finding, *, run_id: int, customer: str, meter: str) -> dict[st
     return {
         "stripe_customer_id": customer,
         "meter_id": meter,
-        "kind": DiscrepancyKind(finding.kind.value),
+        "kind": finding.kind,
         "period_start": finding.period_start,
         "period_end": finding.period_end,
         "line_item_id": finding.line_item_id,
