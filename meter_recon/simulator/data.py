@@ -1,0 +1,318 @@
+"""The simulator's data: meters, raw meter events, and Stripe's aggregation of them.
+
+Events are indexed per (event_name, customer), sorted by timestamp, so answering one
+event-summaries request costs a binary search plus the events in range, whatever the number
+of customers. The data-file format is DESIGN.md's: `{"meters": [...], "events": [...]}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+from pathlib import Path
+from typing import Any, Literal
+
+from meter_recon.stripe.money import loads_exact, to_decimal
+
+FORMULAS = ("count", "last", "sum")
+STATUSES = ("active", "inactive")
+WINDOW_SECONDS = {"day": 86_400, "hour": 3_600}
+DEFAULT_CREATED = (
+    1_735_689_600  # 2025-01-01T00:00:00Z; meter i of a file is created i seconds later
+)
+# Aggregation precision: far beyond anything a meter holds, so sums are exact.
+_SUM_PRECISION = 200
+
+Window = Literal["day", "hour"]
+
+
+class SimulatorDataError(ValueError):
+    """The data file (or a meter / event given to the simulator) is not valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRecord:
+    """A meter as the simulator serves it."""
+
+    id: str
+    display_name: str
+    event_name: str
+    formula: str
+    status: str
+    created: int
+    updated: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One aggregated bucket `[start_time, end_time)` of a customer's events."""
+
+    start_time: int
+    end_time: int
+    value: Decimal
+    events: int
+
+
+@dataclass(slots=True)
+class _Series:
+    """One (event_name, customer)'s events, in timestamp order (ties in arrival order)."""
+
+    timestamps: list[int] = field(default_factory=list)
+    values: list[Decimal] = field(default_factory=list)
+
+    def insert(self, timestamp: int, value: Decimal) -> None:
+        index = bisect_right(self.timestamps, timestamp)
+        self.timestamps.insert(index, timestamp)
+        self.values.insert(index, value)
+
+
+def summary_id(meter_id: str, customer: str, start_time: int, end_time: int) -> str:
+    """A stable `mtrusg_…` id for one bucket of one customer on one meter."""
+    digest = hashlib.blake2b(
+        f"{meter_id}\x00{customer}\x00{start_time}\x00{end_time}".encode(), digest_size=12
+    ).hexdigest()
+    return f"mtrusg_{digest}"
+
+
+def aggregate(formula: str, values: list[Decimal]) -> Decimal:
+    """Stripe's aggregation of a bucket's event values, in event order."""
+    if formula == "count":
+        return Decimal(len(values))
+    if formula == "last":
+        return values[-1]
+    with localcontext() as context:
+        context.prec = _SUM_PRECISION
+        return sum(values, Decimal(0))
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise SimulatorDataError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def _integer(raw: Mapping[str, Any], key: str, where: str, *, default: int | None = None) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SimulatorDataError(f"{where}: {key!r} must be an integer (Unix seconds)")
+    return value
+
+
+class SimulatorData:
+    """Meters and meter events; safe to read and extend from several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._meters: dict[str, MeterRecord] = {}
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._identifiers: set[str] = set()
+        self.event_count = 0
+        self.duplicates_ignored = 0
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> SimulatorData:
+        """Data from the parsed data-file JSON (decimal values as `Decimal`, str or int)."""
+        if not isinstance(raw, Mapping):
+            raise SimulatorDataError("the data file must hold a JSON object")
+        unknown = set(raw) - {"meters", "events"}
+        if unknown:
+            raise SimulatorDataError(f"unknown top-level keys: {', '.join(sorted(unknown))}")
+        meters, events = raw.get("meters", []), raw.get("events", [])
+        if not isinstance(meters, list) or not isinstance(events, list):
+            raise SimulatorDataError("'meters' and 'events' must be arrays")
+        data = cls()
+        for index, meter in enumerate(meters):
+            where = f"meters[{index}]"
+            if not isinstance(meter, Mapping):
+                raise SimulatorDataError(f"{where}: must be an object")
+            meter_id = _text(meter, "id", where)
+            data.add_meter(
+                id=meter_id,
+                display_name=_text(meter, "display_name", where, default=meter_id),
+                event_name=_text(meter, "event_name", where),
+                formula=_text(meter, "formula", where, default="sum"),
+                status=_text(meter, "status", where, default="active"),
+                created=_integer(meter, "created", where, default=DEFAULT_CREATED + index),
+                updated=meter.get("updated"),
+            )
+        data.add_events(events)
+        return data
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SimulatorData:
+        """Data from data-file text; JSON numbers are read as decimals from their text."""
+        try:
+            raw = loads_exact(text)
+        except ValueError as exc:
+            raise SimulatorDataError(f"not valid JSON: {exc}") from None
+        return cls.from_mapping(raw)
+
+    @classmethod
+    def load(cls, path: Path | str) -> SimulatorData:
+        """Data from a data file."""
+        return cls.from_json(Path(path).read_bytes())
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add_meter(
+        self,
+        *,
+        id: str,
+        event_name: str,
+        display_name: str | None = None,
+        formula: str = "sum",
+        status: str = "active",
+        created: int | None = None,
+        updated: object = None,
+    ) -> MeterRecord:
+        """Add a meter; ids are unique."""
+        where = f"meter {id!r}"
+        if formula not in FORMULAS:
+            raise SimulatorDataError(f"{where}: formula must be one of {', '.join(FORMULAS)}")
+        if status not in STATUSES:
+            raise SimulatorDataError(f"{where}: status must be one of {', '.join(STATUSES)}")
+        with self._lock:
+            if id in self._meters:
+                raise SimulatorDataError(f"{where}: a meter with this id already exists")
+            created_at = DEFAULT_CREATED + len(self._meters) if created is None else created
+            if updated is None:
+                updated_at = created_at
+            elif isinstance(updated, int) and not isinstance(updated, bool):
+                updated_at = updated
+            else:
+                raise SimulatorDataError(f"{where}: 'updated' must be an integer")
+            record = MeterRecord(
+                id=id,
+                display_name=display_name or id,
+                event_name=event_name,
+                formula=formula,
+                status=status,
+                created=created_at,
+                updated=updated_at,
+            )
+            self._meters[id] = record
+            return record
+
+    def add_event(
+        self,
+        *,
+        event_name: str,
+        customer: str,
+        timestamp: int,
+        value: Decimal | str | int = 1,
+        identifier: str | None = None,
+    ) -> bool:
+        """Record one meter event; False when its identifier was already seen (then ignored)."""
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+            raise SimulatorDataError(f"event timestamp must be an integer, got {timestamp!r}")
+        try:
+            amount = to_decimal(value)
+        except ValueError as exc:
+            raise SimulatorDataError(f"event value: {exc}") from None
+        with self._lock:
+            if identifier is not None:
+                if identifier in self._identifiers:
+                    self.duplicates_ignored += 1
+                    return False
+                self._identifiers.add(identifier)
+            key = (event_name, customer)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series()
+            series.insert(timestamp, amount)
+            self.event_count += 1
+            return True
+
+    def add_events(self, events: Iterable[object]) -> int:
+        """Add data-file event objects in order; returns how many were kept."""
+        kept = 0
+        for index, event in enumerate(events):
+            where = f"events[{index}]"
+            if not isinstance(event, Mapping):
+                raise SimulatorDataError(f"{where}: must be an object")
+            identifier = event.get("identifier")
+            if identifier is not None and (not isinstance(identifier, str) or not identifier):
+                raise SimulatorDataError(f"{where}: 'identifier' must be a non-empty string")
+            value = event.get("value", 1)
+            if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+                raise SimulatorDataError(f"{where}: 'value' must be a decimal string or number")
+            try:
+                kept += self.add_event(
+                    event_name=_text(event, "event_name", where),
+                    customer=_text(event, "customer", where),
+                    timestamp=_integer(event, "timestamp", where),
+                    value=value,
+                    identifier=identifier,
+                )
+            except SimulatorDataError as exc:
+                raise SimulatorDataError(f"{where}: {exc}") from None
+        return kept
+
+    def seen_identifier(self, identifier: str) -> bool:
+        with self._lock:
+            return identifier in self._identifiers
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def meter(self, meter_id: str) -> MeterRecord | None:
+        with self._lock:
+            return self._meters.get(meter_id)
+
+    def meters(self, status: str | None = None) -> list[MeterRecord]:
+        """Meters, newest created first (as Stripe lists them), optionally of one status."""
+        with self._lock:
+            ordered = list(self._meters.values())
+        ranked = sorted(enumerate(ordered), key=lambda item: (item[1].created, item[0]))
+        return [meter for _, meter in reversed(ranked) if status is None or meter.status == status]
+
+    def buckets(
+        self,
+        meter: MeterRecord,
+        customer: str,
+        start_time: int,
+        end_time: int,
+        window: Window | None,
+    ) -> list[Bucket]:
+        """The customer's non-empty buckets of `meter` in `[start_time, end_time)`, newest first.
+
+        With a window, buckets are aligned UTC days or hours; without one, a single bucket
+        spans the whole range.
+        """
+        with self._lock:
+            series = self._series.get((meter.event_name, customer))
+            if series is None:
+                return []
+            low = bisect_left(series.timestamps, start_time)
+            high = bisect_left(series.timestamps, end_time)
+            timestamps = series.timestamps[low:high]
+            values = series.values[low:high]
+        if not timestamps:
+            return []
+        if window is None:
+            return [Bucket(start_time, end_time, aggregate(meter.formula, values), len(values))]
+        size = WINDOW_SECONDS[window]
+        buckets: list[Bucket] = []
+        group_start = timestamps[0] - timestamps[0] % size
+        group: list[Decimal] = []
+        for timestamp, value in zip(timestamps, values, strict=True):
+            bucket_start = timestamp - timestamp % size
+            if bucket_start != group_start:
+                buckets.append(
+                    Bucket(
+                        group_start, group_start + size, aggregate(meter.formula, group), len(group)
+                    )
+                )
+                group_start, group = bucket_start, []
+            group.append(value)
+        buckets.append(
+            Bucket(group_start, group_start + size, aggregate(meter.formula, group), len(group))
+        )
+        buckets.reverse()
+        return buckets

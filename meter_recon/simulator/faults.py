@@ -1,0 +1,121 @@
+"""Injected faults: what the simulator does instead of answering an event-summaries request."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+# `status` faults answer with that HTTP status and a Stripe error body; `reset` closes the
+# connection without a response; `timeout` holds the response for `delay` seconds (longer
+# than the client's timeout); `malformed` answers 200 with a truncated JSON body.
+STATUS_FAULTS = ("409", "429", "500", "502", "503")
+FAULT_KINDS = (*STATUS_FAULTS, "reset", "timeout", "malformed")
+DEFAULT_MIX = ("500", "503", "reset", "timeout", "malformed")
+DEFAULT_TIMEOUT_DELAY = 35.0  # longer than the client's default 30 s timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One fault.
+
+    `should_retry` adds `Stripe-Should-Retry: true|false` and `retry_after` adds `Retry-After`
+    (seconds) to a status fault; `customer` restricts a scripted fault to that customer's
+    requests; `delay` is how long a `timeout` fault holds the response (None: the injector's
+    `timeout_delay`).
+    """
+
+    kind: str
+    should_retry: bool | None = None
+    retry_after: float | None = None
+    customer: str | None = None
+    delay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+
+    @property
+    def status(self) -> int | None:
+        return int(self.kind) if self.kind in STATUS_FAULTS else None
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """`"500,503,reset"` -> the fault kinds, validated."""
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    for kind in kinds:
+        Fault(kind)
+    return kinds
+
+
+class FaultInjector:
+    """Faults for the next event-summaries requests: a script first, then a random rate.
+
+    A script is a queue: each request takes the first queued fault that applies to its
+    customer. Random faults hit a `rate` fraction of the remaining requests, drawn from `mix`.
+    """
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[Fault] = deque()
+        self._rng = random.Random(seed)
+        self.rate = 0.0
+        self.mix: tuple[str, ...] = DEFAULT_MIX
+        self.random_customer: str | None = None
+        self.timeout_delay = DEFAULT_TIMEOUT_DELAY
+
+    def set_random(
+        self,
+        rate: float,
+        mix: Iterable[str] = DEFAULT_MIX,
+        *,
+        customer: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Fail a `rate` fraction (0..1) of requests with faults drawn from `mix`."""
+        kinds = tuple(mix)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fault rate must be within 0..1, got {rate!r}")
+        if rate and not kinds:
+            raise ValueError("a fault rate needs at least one fault kind")
+        for kind in kinds:
+            Fault(kind)
+        with self._lock:
+            self.rate, self.mix, self.random_customer = rate, kinds, customer
+            if seed is not None:
+                self._rng.seed(seed)
+
+    def script(self, *faults: Fault | str, customer: str | None = None) -> None:
+        """Queue faults for the next requests (of `customer`, when given), in order."""
+        queued = [Fault(fault) if isinstance(fault, str) else fault for fault in faults]
+        if customer is not None:
+            queued = [replace(fault, customer=customer) for fault in queued]
+        with self._lock:
+            self._queue.extend(queued)
+
+    def clear(self) -> None:
+        """No scripted faults, no random faults."""
+        with self._lock:
+            self._queue.clear()
+            self.rate, self.mix, self.random_customer = 0.0, DEFAULT_MIX, None
+            self.timeout_delay = DEFAULT_TIMEOUT_DELAY
+
+    @property
+    def pending(self) -> int:
+        """Scripted faults not yet applied."""
+        with self._lock:
+            return len(self._queue)
+
+    def next_fault(self, customer: str | None) -> Fault | None:
+        """The fault for one request of `customer`, or None to answer normally."""
+        with self._lock:
+            for index, fault in enumerate(self._queue):
+                if fault.customer is None or fault.customer == customer:
+                    del self._queue[index]
+                    return fault
+            applies = self.random_customer in (None, customer)
+            if self.rate and applies and self._rng.random() < self.rate:
+                return Fault(self._rng.choice(self.mix))
+            return None

@@ -1,0 +1,34 @@
+"""Stripe access: a rate-limited, retrying client for the billing meter endpoints."""
+
+from meter_recon.stripe.client import STRIPE_VERSION, StripeClient
+from meter_recon.stripe.errors import (
+    AuthenticationError,
+    NotFoundError,
+    RateLimitError,
+    StripeAPIError,
+    StripeConnectionError,
+    StripeError,
+)
+from meter_recon.stripe.models import DailyUsage, EventSummary, Meter
+from meter_recon.stripe.rate_limit import (
+    RateLimiter,
+    SlidingWindowRateLimiter,
+    shared_rate_limiter,
+)
+
+__all__ = [
+    "STRIPE_VERSION",
+    "AuthenticationError",
+    "DailyUsage",
+    "EventSummary",
+    "Meter",
+    "NotFoundError",
+    "RateLimitError",
+    "RateLimiter",
+    "SlidingWindowRateLimiter",
+    "StripeAPIError",
+    "StripeClient",
+    "StripeConnectionError",
+    "StripeError",
+    "shared_rate_limiter",
+]

@@ -1,0 +1,496 @@
+"""A small, thread-safe, rate-limited and retrying client for Stripe's billing meter endpoints."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from importlib import metadata
+from types import TracebackType
+from typing import Any, Generic, Literal, Self, TypeVar
+from urllib.parse import quote_plus, urlencode
+
+import httpx
+from pydantic import SecretStr
+
+from meter_recon.stripe.errors import (
+    StripeAPIError,
+    StripeConnectionError,
+    StripeError,
+    api_error_class,
+)
+from meter_recon.stripe.models import DailyUsage, EventSummary, Meter
+from meter_recon.stripe.money import loads_exact, to_decimal
+from meter_recon.stripe.rate_limit import RateLimiter, shared_rate_limiter
+from meter_recon.stripe.redaction import redact
+from meter_recon.stripe.retry import backoff_seconds, retry_after_seconds, should_retry_status
+
+STRIPE_VERSION = "2026-10-28.endive"
+"""The API version stripe-python 16.1.0 pins (`Stripe-Version`)."""
+
+DEFAULT_API_BASE = "https://api.stripe.com"
+PAGE_LIMIT = 100
+SECONDS_PER_DAY = 86_400
+
+ValueGroupingWindow = Literal["day", "hour"]
+
+logger = logging.getLogger("meter_recon.stripe")
+
+T = TypeVar("T")
+ItemT = TypeVar("ItemT")
+
+
+class _MalformedBody(ValueError):
+    """A 2xx response whose body is not what the endpoint returns."""
+
+
+@dataclass
+class _Call:
+    """One public call: what the logs name it by, and how many attempts it made."""
+
+    meter: str | None = None
+    customer: str | None = None
+    requests: int = 0
+
+
+@dataclass(frozen=True)
+class _Page(Generic[ItemT]):
+    items: list[ItemT]
+    has_more: bool
+    last_id: str | None
+
+
+def _user_agent() -> str:
+    try:
+        version = metadata.version("meter-recon")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return (
+        f"meter-recon/{version} httpx/{httpx.__version__} "
+        f"{platform.python_implementation()}/{platform.python_version()}"
+    )
+
+
+def summaries_params(
+    *,
+    customer: str,
+    start_time: int,
+    end_time: int,
+    value_grouping_window: ValueGroupingWindow | None,
+    limit: int = PAGE_LIMIT,
+    expand: Sequence[str] = (),
+    starting_after: str | None = None,
+) -> list[tuple[str, str]]:
+    """The query parameters of an event-summaries request, in stripe-python's order.
+
+    Order: customer, start_time, end_time, value_grouping_window, limit, expand[i], then
+    starting_after (the cursor is appended last by the SDK's auto-pager).
+    """
+    pairs: list[tuple[str, str]] = [
+        ("customer", customer),
+        ("start_time", str(start_time)),
+        ("end_time", str(end_time)),
+    ]
+    if value_grouping_window is not None:
+        pairs.append(("value_grouping_window", value_grouping_window))
+    pairs.append(("limit", str(limit)))
+    pairs.extend((f"expand[{index}]", field) for index, field in enumerate(expand))
+    if starting_after is not None:
+        pairs.append(("starting_after", starting_after))
+    return pairs
+
+
+def summaries_query(
+    *,
+    customer: str,
+    start_time: int,
+    end_time: int,
+    value_grouping_window: ValueGroupingWindow | None,
+    limit: int = PAGE_LIMIT,
+    expand: Sequence[str] = (),
+    starting_after: str | None = None,
+) -> str:
+    """The query string of an event-summaries request, encoded exactly as stripe-python does
+    (`urllib.parse.urlencode`, i.e. `quote_plus` escaping)."""
+    return urlencode(
+        summaries_params(
+            customer=customer,
+            start_time=start_time,
+            end_time=end_time,
+            value_grouping_window=value_grouping_window,
+            limit=limit,
+            expand=expand,
+            starting_after=starting_after,
+        )
+    )
+
+
+def summaries_path(meter_id: str) -> str:
+    return f"/v1/billing/meters/{quote_plus(meter_id)}/event_summaries"
+
+
+def utc_midnight(day: date) -> int:
+    """Unix seconds of `day` 00:00 UTC."""
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def _require(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
+    value = body.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _MalformedBody(f"field {key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _object(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise _MalformedBody(f"{what} is not a JSON object")
+    return value
+
+
+def parse_meter(raw: object) -> Meter:
+    body = _object(raw, "meter")
+    aggregation = _object(body.get("default_aggregation"), "default_aggregation")
+    return Meter(
+        id=_require(body, "id", str),
+        display_name=_require(body, "display_name", str),
+        event_name=_require(body, "event_name", str),
+        formula=_require(aggregation, "formula", str),
+        status=_require(body, "status", str),
+    )
+
+
+def parse_event_summary(raw: object) -> EventSummary:
+    body = _object(raw, "event summary")
+    value = body.get("aggregated_value")
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise _MalformedBody("field 'aggregated_value' is missing or not a number")
+    return EventSummary(
+        id=_require(body, "id", str),
+        meter=_require(body, "meter", str),
+        start_time=_require(body, "start_time", int),
+        end_time=_require(body, "end_time", int),
+        aggregated_value=to_decimal(value),
+    )
+
+
+def _parse_page(raw: object, parse_item: Callable[[object], ItemT]) -> _Page[ItemT]:
+    body = _object(raw, "list")
+    if body.get("object") != "list":
+        raise _MalformedBody("response is not a list object")
+    data = body.get("data")
+    has_more = body.get("has_more")
+    if not isinstance(data, list) or not isinstance(has_more, bool):
+        raise _MalformedBody("list without 'data' array or 'has_more' boolean")
+    items = [parse_item(item) for item in data]
+    last_id = _require(_object(data[-1], "list item"), "id", str) if data else None
+    if has_more and last_id is None:
+        raise _MalformedBody("list says has_more but holds no data")
+    return _Page(items=items, has_more=has_more, last_id=last_id)
+
+
+class StripeClient:
+    """Stripe's billing meter endpoints over one pooled `httpx.Client`.
+
+    Thread-safe: one instance is meant to be shared by every thread of a process. Every HTTP
+    attempt (retries included) first takes a slot from the rate limiter, which by default is
+    the process-wide limiter for `max_requests_per_second`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr | str,
+        api_base: str = DEFAULT_API_BASE,
+        stripe_version: str = STRIPE_VERSION,
+        max_requests_per_second: float = 20.0,
+        rate_limiter: RateLimiter | None = None,
+        max_attempts: int = 8,
+        max_retry_seconds: float = 120.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 8.0,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        if not secret:
+            raise ValueError("a Stripe API key is required")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._api_key = SecretStr(secret)
+        self.api_base = api_base.rstrip("/")
+        self.stripe_version = stripe_version
+        self.max_attempts = max_attempts
+        self.max_retry_seconds = max_retry_seconds
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.rate_limiter: RateLimiter = rate_limiter or shared_rate_limiter(
+            max_requests_per_second
+        )
+        self._requests_made = 0
+        self._counter_lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=self.api_base,
+            headers={
+                "Stripe-Version": stripe_version,
+                "User-Agent": _user_agent(),
+                "Accept": "application/json",
+            },
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StripeClient(api_base={self.api_base!r}, stripe_version={self.stripe_version!r})"
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP attempts made by this client so far, retries included."""
+        with self._counter_lock:
+            return self._requests_made
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def list_meters(self) -> list[Meter]:
+        """Every billing meter of the account (all pages)."""
+        items, _ = self._list_all(
+            "/v1/billing/meters", [("limit", str(PAGE_LIMIT))], _Call(), parse_meter
+        )
+        return items
+
+    def get_meter(self, meter_id: str) -> Meter:
+        """One billing meter."""
+        return self._get_json(
+            f"/v1/billing/meters/{quote_plus(meter_id)}", _Call(meter=meter_id), parse_meter
+        )
+
+    def event_summaries(
+        self,
+        *,
+        meter_id: str,
+        customer: str,
+        start_time: int,
+        end_time: int,
+        value_grouping_window: ValueGroupingWindow | None = "day",
+    ) -> list[EventSummary]:
+        """Every event summary of `customer` on `meter_id` in `[start_time, end_time)`."""
+        summaries, _ = self._summaries(
+            meter_id=meter_id,
+            customer=customer,
+            start_time=start_time,
+            end_time=end_time,
+            value_grouping_window=value_grouping_window,
+        )
+        return summaries
+
+    def daily_usage(self, *, meter_id: str, customer: str, start: date, end: date) -> DailyUsage:
+        """Usage per UTC day in `[start, end)`: each daily bucket's `start_time` day -> value.
+
+        Days without a bucket are absent. Bucket order is irrelevant; a bucket that is not a
+        whole UTC day inside the range, or a day given twice, is a malformed answer.
+        """
+        if end < start:
+            raise ValueError(f"end {end} is before start {start}")
+        if start == end:
+            return DailyUsage(values={}, requests=0)
+        start_time, end_time = utc_midnight(start), utc_midnight(end)
+        summaries, requests = self._summaries(
+            meter_id=meter_id,
+            customer=customer,
+            start_time=start_time,
+            end_time=end_time,
+            value_grouping_window="day",
+        )
+        values: dict[date, Decimal] = {}
+        for summary in summaries:
+            offset = summary.start_time - start_time
+            if offset % SECONDS_PER_DAY or not start_time <= summary.start_time < end_time:
+                raise StripeConnectionError(
+                    f"Stripe returned a bucket starting at {summary.start_time}, not a UTC day "
+                    f"in [{start}, {end}) (meter {meter_id}, customer {customer})"
+                )
+            day = start + timedelta(days=offset // SECONDS_PER_DAY)
+            if day in values:
+                raise StripeConnectionError(
+                    f"Stripe returned two buckets for {day} (meter {meter_id}, customer {customer})"
+                )
+            values[day] = summary.aggregated_value
+        return DailyUsage(values=values, requests=requests)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _summaries(
+        self,
+        *,
+        meter_id: str,
+        customer: str,
+        start_time: int,
+        end_time: int,
+        value_grouping_window: ValueGroupingWindow | None,
+    ) -> tuple[list[EventSummary], int]:
+        pairs = summaries_params(
+            customer=customer,
+            start_time=start_time,
+            end_time=end_time,
+            value_grouping_window=value_grouping_window,
+        )
+        call = _Call(meter=meter_id, customer=customer)
+        return self._list_all(summaries_path(meter_id), pairs, call, parse_event_summary)
+
+    def _list_all(
+        self,
+        path: str,
+        pairs: list[tuple[str, str]],
+        call: _Call,
+        parse_item: Callable[[object], ItemT],
+    ) -> tuple[list[ItemT], int]:
+        items: list[ItemT] = []
+        starting_after: str | None = None
+        while True:
+            page_pairs = (
+                pairs if starting_after is None else [*pairs, ("starting_after", starting_after)]
+            )
+            page = self._get_json(
+                f"{path}?{urlencode(page_pairs)}",
+                call,
+                lambda body: _parse_page(body, parse_item),
+            )
+            items.extend(page.items)
+            if not page.has_more:
+                return items, call.requests
+            starting_after = page.last_id
+
+    def _count_attempt(self, call: _Call) -> None:
+        call.requests += 1
+        with self._counter_lock:
+            self._requests_made += 1
+
+    def _get_json(self, target: str, call: _Call, parse: Callable[[Any], T]) -> T:
+        """GET `target` with rate limiting and retries; `parse` turns the JSON into a result."""
+        secret = self._api_key.get_secret_value()
+        headers = {"Authorization": f"Bearer {secret}"}
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            # Built before waiting for a slot, so the request leaves as soon as it gets one.
+            request = self._http.build_request("GET", target, headers=headers)
+            self.rate_limiter.acquire()
+            attempt += 1
+            self._count_attempt(call)
+            retry_after: float | None = None
+            failure: StripeError
+            try:
+                response = self._http.send(request)
+            except httpx.UnsupportedProtocol as exc:
+                raise StripeConnectionError(
+                    redact(f"Cannot reach Stripe at {self.api_base}: {exc}", secret)
+                ) from None
+            except httpx.RequestError as exc:
+                reason = type(exc).__name__
+                failure = StripeConnectionError(
+                    redact(f"Could not reach Stripe: {reason}: {exc}", secret), should_retry=True
+                )
+            else:
+                request_id = response.headers.get("request-id")
+                if response.is_success:
+                    try:
+                        return parse(loads_exact(response.content))
+                    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+                        reason = "malformed body"
+                        failure = StripeConnectionError(
+                            redact(f"Stripe sent a malformed response body: {exc}", secret),
+                            status=response.status_code,
+                            request_id=request_id,
+                            should_retry=True,
+                        )
+                else:
+                    reason = f"HTTP {response.status_code}"
+                    failure = self._api_error(response, secret)
+                    retry_after = retry_after_seconds(response.headers)
+            if not failure.should_retry:
+                raise failure
+            if attempt >= self.max_attempts:
+                raise _exhausted(failure, attempt)
+            delay = backoff_seconds(
+                attempt - 1, base=self.backoff_base, cap=self.backoff_cap, retry_after=retry_after
+            )
+            if time.monotonic() - started + delay > self.max_retry_seconds:
+                raise _exhausted(failure, attempt)
+            logger.warning(
+                "Stripe request failed (%s); retry %d of %d in %.2fs [meter=%s customer=%s]",
+                reason,
+                attempt,
+                self.max_attempts - 1,
+                delay,
+                call.meter or "-",
+                call.customer or "-",
+                extra={
+                    "stripe_meter": call.meter,
+                    "stripe_customer": call.customer,
+                    "stripe_attempt": attempt,
+                    "stripe_reason": reason,
+                },
+            )
+            time.sleep(delay)
+
+    @staticmethod
+    def _api_error(response: httpx.Response, secret: str) -> StripeAPIError:
+        status = response.status_code
+        request_id = response.headers.get("request-id")
+        error_type = code = param = None
+        message = f"Stripe answered HTTP {status}"
+        try:
+            body = loads_exact(response.content)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            error_type = error.get("type") if isinstance(error.get("type"), str) else None
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+            if isinstance(error.get("message"), str):
+                message = f"{message}: {error['message']}"
+        return api_error_class(status)(
+            redact(message, secret),
+            status=status,
+            type=error_type,
+            code=code,
+            param=param,
+            request_id=request_id,
+            should_retry=should_retry_status(status, response.headers),
+        )
+
+
+def _exhausted(failure: StripeError, attempts: int) -> StripeError:
+    """`failure`, re-raised as the final error after `attempts` attempts."""
+    return type(failure)(
+        f"{failure.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
+        status=failure.status,
+        type=failure.type,
+        code=failure.code,
+        param=failure.param,
+        request_id=failure.request_id,
+        should_retry=failure.should_retry,
+    )
