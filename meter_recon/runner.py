@@ -19,6 +19,7 @@ logger = logging.getLogger("meter_recon.run")
 # Prefect's ephemeral server sends anonymous usage telemetry unless told not to; a billing tool
 # that runs nightly on finance data should not phone home by default.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @contextmanager

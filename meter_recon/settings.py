@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     )
     stripe_secret_block: str | None = Field(
         default=None,
-        description="Name of a Prefect Secret block holding the key, used when STRIPE_API_KEY is unset.",
+        description="A Prefect Secret block holding the key, used when STRIPE_API_KEY is unset.",
     )
 
     database_url: str = DEFAULT_DATABASE_URL

@@ -129,9 +129,6 @@ def test_enum_columns_reject_unknown_values_at_the_database(engine: Engine) -> N
     with Session(engine) as session:
         run = _run(session)
         session.commit()
+        statement = text("UPDATE reconciliation_run SET status = 'exploded' WHERE id = :id")
         with pytest.raises(IntegrityError):
-            session.execute(
-                text("UPDATE reconciliation_run SET status = 'exploded' WHERE id = :id"),
-                {"id": run.id},
-            )
-            session.commit()
+            session.execute(statement, {"id": run.id})

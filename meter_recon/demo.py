@@ -1,0 +1,617 @@
+"""`meter-recon demo`: the whole job end to end on one machine, with nothing to set up.
+
+It seeds a SQLite ledger and a Stripe simulator with realistic data (`meter_recon.seed`),
+serves the simulator and a tiny alert inbox on 127.0.0.1, runs the reconciliation flow on
+Prefect's embedded server, and prints the report. Everything lives in one directory
+(`demo/` by default):
+
+- `demo.json`: the day the data is anchored on, the seed, the customer count and the window,
+  so a later run regenerates the very same simulator data, even on another day;
+- `stripe.json`: the simulator's data file (`meter-recon simulate-stripe --data demo/stripe.json`);
+- `ledger.csv`: the ledger, imported with the real importer;
+- `meter_recon.db`: the SQLite database.
+
+A second run reuses the directory (the ledger is not imported again), runs the flow over the
+same window and shows that nothing is new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from meter_recon.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, DemoData, Identity, generate
+from models.tables import DiscrepancyKind
+
+if TYPE_CHECKING:
+    from flows.reconcile import RunSummary
+
+STATE_FILE = "demo.json"
+DATABASE_FILE = "meter_recon.db"
+LEDGER_FILE = "ledger.csv"
+STRIPE_FILE = "stripe.json"
+#: Files `--fresh` removes (and nothing else: the directory may hold the user's own files).
+DEMO_FILES = (
+    STATE_FILE,
+    STRIPE_FILE,
+    LEDGER_FILE,
+    DATABASE_FILE,
+    f"{DATABASE_FILE}-wal",
+    f"{DATABASE_FILE}-shm",
+    f"{DATABASE_FILE}-journal",
+)
+DEMO_API_KEY = "sk_test_demo_meter_recon"
+
+KIND_HELP = {
+    DiscrepancyKind.QUANTITY_MISMATCH: "Stripe and the ledger disagree on a closed line item",
+    DiscrepancyKind.MISSING_IN_STRIPE: "billed, but Stripe has no usage for the period",
+    DiscrepancyKind.UNBILLED_USAGE: "a day with usage in Stripe that no line item bills",
+    DiscrepancyKind.OVERLAPPING_LINE_ITEMS: "two line items bill the same days",
+}
+
+
+class DemoError(ValueError):
+    """The demo cannot run as asked; the message is one sentence for the user."""
+
+
+class DemoRunFailed(RuntimeError):
+    """The flow itself failed (the message says how, without secrets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoState:
+    """What `demo.json` pins, so every run of a demo directory sees the same data."""
+
+    anchor: date
+    seed: int
+    customers: int
+    window: tuple[date, date]
+
+    def to_json(self) -> str:
+        return (
+            json.dumps(
+                {
+                    "anchor": self.anchor.isoformat(),
+                    "seed": self.seed,
+                    "customers": self.customers,
+                    "window": [self.window[0].isoformat(), self.window[1].isoformat()],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> DemoState:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(
+                anchor=date.fromisoformat(raw["anchor"]),
+                seed=int(raw["seed"]),
+                customers=int(raw["customers"]),
+                window=(date.fromisoformat(raw["window"][0]), date.fromisoformat(raw["window"][1])),
+            )
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            raise DemoError(
+                f"{path} is not a demo state file; run `meter-recon demo --fresh` to start over."
+            ) from None
+
+
+@dataclass
+class DemoOutcome:
+    """What one demo run did (the command prints it; tests inspect it)."""
+
+    exit_code: int
+    state: DemoState
+    data: DemoData
+    seeded: bool
+    summary: RunSummary
+    database_url: str
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    open_records: list[dict[str, Any]] = field(default_factory=list)
+    found: frozenset[Identity] = frozenset()
+
+    @property
+    def planted_found(self) -> bool:
+        return self.found == self.data.expected_identities()
+
+
+class AlertInbox:
+    """A tiny HTTP endpoint on 127.0.0.1 that keeps what Apprise's `json://` posts to it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        inbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                try:
+                    message = json.loads(body)
+                except ValueError:
+                    message = {"raw": body.decode("utf-8", "replace")}
+                inbox.messages.append(message if isinstance(message, dict) else {"raw": message})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # quiet: the demo prints what arrived itself
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="demo-alert-inbox", daemon=True
+        )
+
+    @property
+    def apprise_url(self) -> str:
+        return f"json://127.0.0.1:{self._server.server_address[1]}/"
+
+    def __enter__(self) -> AlertInbox:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@contextmanager
+def patched_environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration, then put back what was there."""
+    from meter_recon.settings import get_settings
+
+    names = {*values, "METER_RECON_DATABASE_URL"}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+class _TaskRunChatter(logging.Filter):
+    """Drops task runs' INFO lines (one "Finished in state Completed()" per pair)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith("prefect.task_runs")
+
+
+@contextmanager
+def quiet_task_runs() -> Iterator[None]:
+    """Keep the terminal readable: the report lists what the tasks found.
+
+    Only Prefect's console handlers are filtered; the task runs' logs still reach Prefect's
+    API (and its UI).
+    """
+    import prefect.main  # noqa: F401  configures Prefect's logging: its handlers exist
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    chatter = _TaskRunChatter()
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    for handler in handlers:
+        handler.addFilter(chatter)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(chatter)
+
+
+def _say(console: Console, text: str) -> None:
+    """A plain line: no markup, no highlighting, not wrapped (ids and URLs stay whole)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def sqlite_url(path: Path) -> str:
+    """`sqlite:///demo/meter_recon.db` for a relative path, `sqlite:////abs/...` otherwise."""
+    return f"sqlite:///{path.as_posix()}"
+
+
+def _remove_demo_files(directory: Path) -> None:
+    from models.engine import get_engine
+
+    get_engine(sqlite_url(directory / DATABASE_FILE)).dispose()
+    for name in DEMO_FILES:
+        (directory / name).unlink(missing_ok=True)
+
+
+def _line_item_count(database_url: str) -> int:
+    from sqlmodel import Session, func, select
+
+    from models.engine import get_engine
+    from models.tables import InvoiceLineItem
+
+    with Session(get_engine(database_url)) as session:
+        return session.exec(select(func.count()).select_from(InvoiceLineItem)).one()
+
+
+def _state_for(
+    directory: Path, *, customers: int, seed: int, database_url: str, console: Console
+) -> DemoState:
+    """The stored state, or a new one anchored today (UTC)."""
+    from meter_recon.seed import default_window
+    from meter_recon.windows import utc_today
+
+    path = directory / STATE_FILE
+    if path.exists():
+        state = DemoState.load(path)
+        if (state.customers, state.seed) != (customers, seed):
+            _say(
+                console,
+                f"note: {directory} holds the demo seeded with --customers {state.customers} "
+                f"--seed {state.seed}; using those (add --fresh to seed it again)",
+            )
+        today = utc_today()
+        if state.window[1] > today:
+            raise DemoError(
+                f"{path} is anchored on {state.anchor}, after today ({today}, UTC); "
+                "run `meter-recon demo --fresh` to start over."
+            )
+        return state
+    database = directory / DATABASE_FILE
+    if database.exists() and _line_item_count(database_url):
+        raise DemoError(
+            f"{database} holds a ledger but {path} is missing, so its data cannot be "
+            "regenerated; run `meter-recon demo --fresh` to start over."
+        )
+    anchor = utc_today()
+    return DemoState(anchor=anchor, seed=seed, customers=customers, window=default_window(anchor))
+
+
+def _seed_ledger(data: DemoData, *, ledger: Path, database_url: str) -> None:
+    from meter_recon.importer import import_line_items
+    from models.engine import get_engine, session_scope
+    from models.pairs import track_by_hand
+
+    engine = get_engine(database_url)
+    import_line_items(engine=engine, path=ledger)
+    with session_scope(engine) as session:
+        for pair in data.hand_tracked:
+            track_by_hand(
+                session=session,
+                customer=pair.customer,
+                meter=pair.meter,
+                active_from=pair.active_from,
+                active_to=pair.active_to,
+            )
+
+
+def run_demo(
+    *,
+    directory: Path,
+    customers: int = DEFAULT_CUSTOMERS,
+    seed: int = DEFAULT_SEED,
+    fresh: bool = False,
+    console: Console,
+) -> DemoOutcome:
+    """Seed (once), serve the simulator and an alert inbox, run the flow, print the report."""
+    from meter_recon.runner import execute, progress_display, settings_for
+    from meter_recon.simulator import SimulatorData, StripeSimulator
+    from models.engine import get_engine
+    from models.migrate import upgrade
+    from tasks.fetch import close_clients
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        _remove_demo_files(directory)
+    database_url = sqlite_url(directory / DATABASE_FILE)
+    state = _state_for(
+        directory, customers=customers, seed=seed, database_url=database_url, console=console
+    )
+    try:
+        data = generate(anchor=state.anchor, customers=state.customers, seed=state.seed)
+    except ValueError as exc:
+        raise DemoError(str(exc)) from None
+
+    (directory / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+    stripe_file = data.write_simulator_file(directory / STRIPE_FILE)
+    ledger = data.write_ledger_csv(directory / LEDGER_FILE)
+    upgrade(database_url)
+    seeded = _line_item_count(database_url) == 0
+    if seeded:
+        _seed_ledger(data, ledger=ledger, database_url=database_url)
+    _print_setup(console, data, directory=directory, database_url=database_url, seeded=seeded)
+
+    start, end = state.window
+    try:
+        with (
+            AlertInbox() as inbox,
+            StripeSimulator(data=SimulatorData.load(stripe_file), api_key=DEMO_API_KEY) as stripe,
+            patched_environment(
+                {
+                    "STRIPE_API_KEY": DEMO_API_KEY,
+                    "STRIPE_API_BASE": stripe.url,
+                    "METER_RECON_ALERT_URLS": inbox.apprise_url,
+                    # The demo's own numbers, whatever a local .env says.
+                    "METER_RECON_ABS_TOL": "0.000001",
+                    "METER_RECON_REL_TOL": "0",
+                    "METER_RECON_TASK_RUNNER": "threads",
+                    # The simulator on 127.0.0.1 has no rate limit to respect.
+                    "METER_RECON_MAX_REQUESTS_PER_SECOND": "200",
+                }
+            ),
+        ):
+            _say(
+                console,
+                f"Stripe simulator on {stripe.url}; alerts go to {inbox.apprise_url}\n"
+                f"running the flow over {start}..{end} (UTC days, end exclusive) "
+                "on Prefect's embedded server unless PREFECT_API_URL is set ...",
+            )
+            settings = settings_for(database_url)
+            with quiet_task_runs(), progress_display(console):
+                try:
+                    summary = execute(
+                        settings=settings,
+                        start=start,
+                        end=end,
+                        customers=[],
+                        meters=[],
+                        manual=True,
+                    )
+                except Exception as exc:
+                    from tasks.pairs import describe_error
+
+                    raise DemoRunFailed(describe_error(exc)) from exc
+            alerts = list(inbox.messages)
+    finally:
+        close_clients()
+    outcome = _report(
+        console,
+        data=data,
+        state=state,
+        seeded=seeded,
+        summary=summary,
+        alerts=alerts,
+        database_url=database_url,
+        directory=directory,
+    )
+    get_engine(database_url).dispose()
+    return outcome
+
+
+def _print_setup(
+    console: Console, data: DemoData, *, directory: Path, database_url: str, seeded: bool
+) -> None:
+    formulas = ", ".join(f"{m.display_name} ({m.formula})" for m in data.meters)
+    lines = [
+        f"meter-recon demo in {directory}/: {len(data.customers)} customers, seed {data.seed}, "
+        f"data anchored on {data.anchor} (UTC)",
+        f"  meters: {formulas}",
+        f"  Stripe: {len(data.events)} meter events -> {directory / STRIPE_FILE}",
+    ]
+    if seeded:
+        lines.append(
+            f"  ledger: {len(data.line_items)} line items -> {directory / LEDGER_FILE}, imported "
+            f"into {database_url}; {len(data.hand_tracked)} pair(s) tracked by hand"
+        )
+    else:
+        lines.append(f"  ledger: already in {database_url} (not imported again)")
+    lines.append(f"  planted: {len(data.expected)} discrepancies of every kind")
+    _say(console, "\n".join(lines))
+
+
+def _report(
+    console: Console,
+    *,
+    data: DemoData,
+    state: DemoState,
+    seeded: bool,
+    summary: object,
+    alerts: list[dict[str, Any]],
+    database_url: str,
+    directory: Path,
+) -> DemoOutcome:
+    from flows.reconcile import RunSummary
+    from models.discrepancies import as_record, list_discrepancies
+    from models.engine import get_engine, session_scope
+
+    assert isinstance(summary, RunSummary)
+    exit_code = _print_summary(console, summary)
+
+    if alerts:
+        for alert in alerts:
+            _say(console, f"alert received: {alert.get('title', alert)}")
+    else:
+        _say(console, "no alert sent: nothing new or re-opened since the last run")
+    if summary.new == 0 and summary.reopened == 0:
+        _say(console, "nothing new: every open discrepancy below was found by an earlier run")
+
+    with session_scope(get_engine(database_url)) as session:
+        records = [as_record(row) for row in list_discrepancies(session=session)]
+    found = frozenset(_identity(record) for record in records)
+    _print_discrepancies(console, records, planted={e.identity: e.why for e in data.expected})
+
+    outcome = DemoOutcome(
+        exit_code=exit_code,
+        state=state,
+        data=data,
+        seeded=seeded,
+        summary=summary,
+        database_url=database_url,
+        alerts=alerts,
+        open_records=records,
+        found=found,
+    )
+    expected = data.expected_identities()
+    if outcome.planted_found:
+        _say(console, f"\nall {len(expected)} planted discrepancies were found, and nothing else")
+    else:
+        _say(
+            console,
+            f"\nthe open discrepancies differ from the {len(expected)} planted ones: "
+            f"{len(expected - found)} planted not found, {len(found - expected)} not planted",
+        )
+        outcome.exit_code = max(exit_code, 1)
+
+    url = database_url
+    _say(
+        console,
+        "\nexplore:\n"
+        f"  meter-recon discrepancies --database-url {url} --format csv\n"
+        f"  meter-recon ack ID --note 'seen' --database-url {url}\n"
+        f"  meter-recon simulate-stripe --data {directory / STRIPE_FILE}   (in another terminal)\n"
+        f"  STRIPE_API_KEY=sk_test_x STRIPE_API_BASE=http://127.0.0.1:12111 "
+        f"meter-recon nightly --database-url {url}",
+    )
+    return outcome
+
+
+def _print_summary(console: Console, summary: RunSummary) -> int:
+    """The run's numbers, as `meter-recon run` prints them; the exit code from its status."""
+    _say(
+        console,
+        f"\nrun {summary.run_id} {summary.status}: window {summary.window_start}.."
+        f"{summary.window_end} (end exclusive)\n"
+        f"  pairs: {summary.pairs_ok} reconciled, {summary.pairs_failed} failed, "
+        f"{summary.pairs_total} tracked\n"
+        f"  line items: {summary.compared} compared, {summary.matched} matched, "
+        f"{summary.pending} pending (period not closed yet)\n"
+        f"  discrepancies: {summary.new} new, {summary.reopened} re-opened, "
+        f"{summary.resolved} resolved; {summary.alerted} alerted\n"
+        f"  Stripe requests: {summary.requests}",
+    )
+    return 0 if summary.status == "completed" else 1
+
+
+def _identity(record: dict[str, Any]) -> Identity:
+    return (
+        record["customer"],
+        record["meter"],
+        DiscrepancyKind(record["kind"]),
+        date.fromisoformat(record["period_start"]),
+        date.fromisoformat(record["period_end"]),
+        record["line_item_id"] or "",
+        record["other_line_item_id"] or "",
+    )
+
+
+#: Wide enough for a discrepancy table on one line per row when the output is not a terminal
+#: (a log, a pipe); a terminal gets its own width.
+REPORT_WIDTH = 200
+COLUMNS = ("id", "customer", "meter", "period [start, end)")
+NUMBERS = ("Stripe", "ledger", "difference")
+
+
+def _print_discrepancies(
+    console: Console, records: list[dict[str, Any]], *, planted: dict[Identity, str]
+) -> None:
+    if not records:
+        _say(console, "\nno open discrepancies")
+        return
+    _say(console, f"\n{len(records)} open discrepancies, by kind:")
+    if not console.is_terminal and console.width < REPORT_WIDTH:
+        console = Console(file=console.file, width=REPORT_WIDTH, highlight=False)
+    for kind in DiscrepancyKind:
+        rows = [r for r in records if r["kind"] == kind.value]
+        if not rows:
+            continue
+        notes = {row["id"]: _note(row, planted) for row in rows}
+        table = _table(kind, rows, notes)
+        unbounded = console.options.update_width(10_000)
+        if Measurement.get(console, unbounded, table).maximum <= console.width:
+            console.print(table)
+            continue
+        # Too narrow for the notes in a column: they follow the table, one line each.
+        console.print(_table(kind, rows, None))
+        for row in rows:
+            _say(console, f"  #{row['id']}: {notes[row['id']]}")
+        console.print()
+
+
+def _note(record: dict[str, Any], planted: dict[Identity, str]) -> str:
+    """The line item(s) of a discrepancy and why the demo planted it."""
+    items = " / ".join(i for i in (record["line_item_id"], record["other_line_item_id"]) if i)
+    why = planted.get(_identity(record), "not planted by the demo")
+    return f"{items}: {why}" if items else why
+
+
+def _table(
+    kind: DiscrepancyKind, rows: list[dict[str, Any]], notes: dict[int, str] | None
+) -> Table:
+    table = Table(
+        title=Text(f"{kind.value} ({len(rows)}): {KIND_HELP[kind]}"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in COLUMNS:
+        table.add_column(name, no_wrap=True)
+    for name in NUMBERS:
+        table.add_column(name, justify="right", no_wrap=True)
+    if notes is not None:
+        table.add_column("line item(s): planted as", no_wrap=True)
+    for row in rows:
+        cells = [
+            row["id"],
+            row["customer"],
+            row["meter"],
+            f"{row['period_start']}..{row['period_end']}",
+            row["stripe_quantity"],
+            row["internal_quantity"],
+            row["difference"],
+        ]
+        if notes is not None:
+            cells.append(notes[row["id"]])
+        table.add_row(*(Text("" if cell is None else str(cell)) for cell in cells))
+    return table
+
+
+def demo(
+    *,
+    directory: Path = Path("demo"),
+    customers: int = DEFAULT_CUSTOMERS,
+    seed: int = DEFAULT_SEED,
+    fresh: bool = False,
+) -> int:
+    """Seed a SQLite ledger and a Stripe simulator with realistic data, run the flow, report.
+
+    Needs nothing but this package: no PostgreSQL, no Stripe account, no network. A second
+    run reuses the directory and shows that nothing is new.
+
+    Parameters
+    ----------
+    directory
+        Where the demo keeps its ledger database, CSV and simulator data (created if missing).
+    customers
+        How many customers to generate (at least 5); used when the directory is seeded.
+    seed
+        Seed of the data generator: the same seed and day give the same data.
+    fresh
+        Delete the demo's files in the directory first and seed again, anchored on today.
+    """
+    from meter_recon.cli import EXIT_PAIRS_FAILED, BadInput, console, err_console
+
+    try:
+        outcome = run_demo(
+            directory=directory, customers=customers, seed=seed, fresh=fresh, console=console
+        )
+    except DemoError as exc:
+        raise BadInput(str(exc)) from None
+    except DemoRunFailed as exc:
+        _say(err_console, f"run failed: {exc}")
+        return EXIT_PAIRS_FAILED
+    return outcome.exit_code
