@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -345,7 +345,17 @@ def _run(
         requests=totals["requests"],
         task_runs_recorded=recorded,
     )
-    logger.info("run %d %s: %s", run_id, status.value, asdict(summary))
+    logger.info(
+        "run %d %s: %d of %d pairs reconciled, %d failed; %d new, %d re-opened, %d resolved",
+        run_id,
+        status.value,
+        summary.pairs_ok,
+        summary.pairs_total,
+        summary.pairs_failed,
+        summary.new,
+        summary.reopened,
+        summary.resolved,
+    )
     return summary
 
 
