@@ -197,8 +197,13 @@ class StripeClient:
     """Stripe's billing meter endpoints over one pooled `httpx.Client`.
 
     Thread-safe: one instance is meant to be shared by every thread of a process. Every HTTP
-    attempt (retries included) first takes a slot from the rate limiter, which by default is
-    the process-wide limiter for `max_requests_per_second`.
+    attempt (retries included) first takes a slot from the rate limiter: `rate_limiter` when
+    given (then `max_requests_per_second` is unused), else the process-wide limiter for
+    `max_requests_per_second` (`shared_rate_limiter`).
+
+    Retries follow stripe-python's rule extended to 429 (see `retry.py`), with full-jitter
+    exponential backoff (`backoff_base`, `backoff_cap`) and `Retry-After` as a floor, for at
+    most `max_attempts` attempts and `max_retry_seconds` seconds per request.
     """
 
     def __init__(
@@ -228,8 +233,10 @@ class StripeClient:
         self.max_retry_seconds = max_retry_seconds
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.rate_limiter: RateLimiter = rate_limiter or shared_rate_limiter(
-            max_requests_per_second
+        self.rate_limiter: RateLimiter = (
+            rate_limiter
+            if rate_limiter is not None
+            else shared_rate_limiter(max_requests_per_second)
         )
         self._requests_made = 0
         self._counter_lock = threading.Lock()
