@@ -1,16 +1,16 @@
 """Stripe's rate limit shared by every process of a run: a Prefect global concurrency limit.
 
 When tasks run in several processes (the Dask task runner), a per-process limiter cannot keep
-the account under Stripe's limit. Prefect's global concurrency limits (GCL) can: one limit on
-the Prefect server, with `slot_decay_per_second`, used through
-`prefect.concurrency.sync.rate_limit`.
+the account under Stripe's limit. A Prefect global concurrency limit (GCL) with
+`slot_decay_per_second`, used in `rate_limit` mode, can: one bucket on the Prefect server that
+every process takes slots from.
 
-How a GCL rate limit behaves (Prefect 3.9, measured here): it is a bucket of `limit` slots
-that drains at `slot_decay_per_second`; every acquisition is one HTTP request to the Prefect
-server plus one Prefect event, and costs that server 10-60 ms of CPU. One acquisition per
-Stripe request would cap a run at about 17 requests/s, whatever the limit says. So a process
-takes a *block* of `block` slots per acquisition and hands them to its threads; a slot not
-used within `ttl` seconds of asking for it is thrown away (never saved for a later burst).
+Measured on the embedded Prefect server (Prefect 3.9.1, 2 cores): one acquisition is one HTTP
+request, 5-15 ms; `prefect.concurrency.sync.rate_limit` also emits a Prefect event for each
+one, which made an acquisition cost 45-65 ms back to back, about 17 acquisitions/s for all
+processes together. One acquisition per Stripe request would cap a run there. So a process
+takes a *block* of slots per acquisition (about ten a second) and hands them to its threads;
+a slot not used within `ttl` seconds of its grant is thrown away, never saved for a burst.
 
 Why no sliding second sees more than `rate` requests start: the plan sets `limit = block`,
 so after a block is granted the bucket is full, and the next grant must wait until `block`
@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_LIMIT_NAME = "meter-recon:stripe-requests"
 DEFAULT_MARGIN = 0.02
@@ -93,10 +94,61 @@ def ensure_limit(plan: RateLimitPlan, name: str = DEFAULT_LIMIT_NAME) -> None:
         )
 
 
-def _prefect_rate_limit(name: str, slots: int) -> None:
-    from prefect.concurrency.sync import rate_limit
+class MissingRateLimit(RuntimeError):
+    """The GCL does not exist on the Prefect server: refusing to run without a rate limit."""
 
-    rate_limit(name, occupy=slots, strict=True)
+
+class PrefectSlots:
+    """Takes slots of a GCL in `rate_limit` mode, the way `prefect.concurrency.sync.rate_limit`
+    does (`POST /v2/concurrency_limits/increment`, then sleep `Retry-After` on 423 and ask
+    again), with two differences that matter here: it returns when the granting attempt was
+    sent and answered, so the caller knows how old its slots can be, and it emits no Prefect event per
+    acquisition (each one costs the Prefect server more than the acquisition itself).
+
+    One client per limiter, opened on first use (again if the Prefect API changes), used by
+    one thread at a time (the limiter's lock), talking to the API the calling task runs
+    against.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._client: Any = None
+        self._api_url: str | None = None
+
+    def _current_client(self) -> Any:
+        from prefect.client.orchestration import get_client
+        from prefect.settings import get_current_settings
+
+        api_url = get_current_settings().api.url
+        if self._client is None or api_url != self._api_url:
+            if self._client is not None:
+                self._client.__exit__(None, None, None)
+            client = get_client(sync_client=True)
+            client.__enter__()
+            self._client, self._api_url = client, api_url
+        return self._client
+
+    def __call__(self, name: str, slots: int) -> tuple[float, float]:
+        import httpx
+
+        client = self._current_client()
+        while True:
+            sent = self._clock()
+            try:
+                response = client.increment_concurrency_slots(
+                    names=[name], slots=slots, mode="rate_limit"
+                )
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:
+                    raise
+                time.sleep(float(exc.response.headers.get("Retry-After", "0.05")))
+                continue
+            if not response.json():
+                raise MissingRateLimit(
+                    f"The Prefect global concurrency limit {name!r} does not exist; "
+                    "the flow creates it when it starts."
+                )
+            return sent, self._clock()
 
 
 class PrefectRateLimiter:
@@ -104,7 +156,10 @@ class PrefectRateLimiter:
 
     Thread-safe. One thread at a time asks Prefect for a block of slots (the others wait for
     it); each `acquire()` then takes one slot of the block, or a new block when the block is
-    used up or older than `ttl` seconds (counted from when it was asked for).
+    used up or older than `ttl` seconds. A block's age counts from when the attempt that won
+    it was sent (never later than the grant), so however slow Prefect answers, no slot is
+    used more than `ttl` seconds after the server granted it. `acquire_slots(name, slots)`
+    returns when the granting attempt was sent and when its answer came back.
     """
 
     def __init__(
@@ -112,16 +167,17 @@ class PrefectRateLimiter:
         plan: RateLimitPlan,
         *,
         name: str = DEFAULT_LIMIT_NAME,
-        acquire_slots: Callable[[str, int], None] = _prefect_rate_limit,
+        acquire_slots: Callable[[str, int], tuple[float, float]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plan = plan
         self.name = name
-        self._acquire_slots = acquire_slots
+        self._acquire_slots = acquire_slots or PrefectSlots(clock)
         self._clock = clock
         self._lock = threading.Lock()
         self._left = 0
         self._expires = -math.inf
+        self._next_ask = -math.inf
         self.blocks_acquired = 0
         self.slots_wasted = 0
 
@@ -131,10 +187,15 @@ class PrefectRateLimiter:
                 self._left -= 1
                 return
             self.slots_wasted += self._left
-            asked = self._clock()
-            self._acquire_slots(self.name, self.plan.block)
+            # The bucket cannot hold a new block before `block / decay` after our last grant:
+            # asking earlier is refused, and a refusal restarts the server's decay clock.
+            wait = self._next_ask - self._clock()
+            if wait > 0:
+                time.sleep(wait)
+            sent, answered = self._acquire_slots(self.name, self.plan.block)
             self.blocks_acquired += 1
-            self._expires = asked + self.plan.ttl
+            self._expires = sent + self.plan.ttl
+            self._next_ask = answered + self.plan.block / self.plan.slot_decay_per_second
             self._left = self.plan.block - 1
 
     def __repr__(self) -> str:
