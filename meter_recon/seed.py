@@ -34,23 +34,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from meter_recon.importer import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from models.tables import DiscrepancyKind
 
 DEFAULT_CUSTOMERS = 36
 DEFAULT_SEED = 7
 #: Customers the planted discrepancies need (the rest are ordinary, matching customers).
 MIN_CUSTOMERS = 5
-LEDGER_COLUMNS = (
-    "id",
-    "invoice_id",
-    "stripe_customer_id",
-    "meter_id",
-    "period_start",
-    "period_end",
-    "quantity",
-    "currency",
-    "amount",
-)
+LEDGER_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 DAILY_BILLING_DAYS = 14
 _DAY = timedelta(days=1)
 _WEEK = timedelta(days=7)
