@@ -1,8 +1,13 @@
 """Make sure Prefect's history holds every task run before a run says it is done.
 
 Task-run states reach the server as events sent in the background; a process that exits
-right after its flow loses those still queued. So the flow drains the event queue and then
-waits until the server has recorded every task run it made.
+right after its flow loses those still queued (measured: 12-17 % of 5,000-10,000 one-pair
+task runs recorded when the process exited at once). So the flow drains the event queue and
+then waits until the server has recorded every task run it made.
+
+The embedded server records a task run for ~30 ms of CPU, and drops events once ~10,000 are
+waiting ("Subscription queue is full"); a run whose events were dropped would wait for ever.
+So the wait also ends when the count has not moved for `stall_after` seconds, with a warning.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from prefect.client.orchestration import get_client
 from prefect.events.worker import EventsWorker
 
 FINAL_STATES = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
+STALL_SECONDS = 20.0
+POLL_SECONDS = (0.05, 0.5)  # first poll, slowest poll
 
 logger = logging.getLogger("meter_recon.history")
 
@@ -33,16 +40,35 @@ def recorded_task_runs(flow_run_id: UUID) -> int:
         return int(response.json())
 
 
-def wait_for_history(flow_run_id: UUID, *, expected: int, timeout: float) -> int:
-    """Drain queued events, then wait until `expected` task runs are recorded (or time out)."""
+def wait_for_history(
+    flow_run_id: UUID, *, expected: int, timeout: float, stall_after: float = STALL_SECONDS
+) -> int:
+    """Drain queued events, then wait until `expected` task runs are recorded.
+
+    Gives up at `timeout`, or when no new task run was recorded for `stall_after` seconds;
+    returns how many are recorded.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
     EventsWorker.drain_all(timeout=timeout, at_exit=False)
-    deadline = time.monotonic() + timeout
     recorded = recorded_task_runs(flow_run_id)
-    while recorded < expected and time.monotonic() < deadline:
-        time.sleep(0.25)
-        recorded = recorded_task_runs(flow_run_id)
-    if recorded < expected:
-        logger.warning(
-            "Prefect recorded %d of %d task runs after %.0f s", recorded, expected, timeout
-        )
+    progressed = time.monotonic()
+    poll = POLL_SECONDS[0]
+    while recorded < expected:
+        now = time.monotonic()
+        if now >= deadline or now - progressed >= stall_after:
+            logger.warning(
+                "Prefect recorded %d of %d task runs (%s after %.0f s)",
+                recorded,
+                expected,
+                "timed out" if now >= deadline else "no progress",
+                now - started,
+            )
+            break
+        time.sleep(poll)
+        poll = min(poll * 2, POLL_SECONDS[1])
+        count = recorded_task_runs(flow_run_id)
+        if count > recorded:
+            progressed = time.monotonic()
+        recorded = count
     return recorded

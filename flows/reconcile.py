@@ -15,9 +15,10 @@ from prefect.logging import get_run_logger
 from sqlmodel import Session, select
 
 from flows.history import wait_for_history
-from flows.runners import task_runner_for
+from flows.runners import pairs_per_task_for, task_runner_for
 from meter_recon import progress
-from meter_recon.settings import get_settings
+from meter_recon.settings import TaskRunnerKind, get_settings
+from meter_recon.stripe.prefect_limit import ensure_limit, plan_for
 from meter_recon.windows import check_window, nightly_window, utc_today
 from models.engine import get_engine, session_scope
 from models.pairs import list_pairs
@@ -230,6 +231,12 @@ def _run(
     settings = get_settings()
     engine = get_engine(settings.database_url)
     task_runs = 0
+    if settings.task_runner is TaskRunnerKind.DASK:
+        # Worker processes share Stripe's rate limit through a Prefect GCL: create it (or
+        # bring it to this run's rate) before any task asks Stripe for anything.
+        plan = plan_for(settings.max_requests_per_second)
+        ensure_limit(plan)
+        logger.info("Stripe rate limit shared through Prefect: %s", plan)
 
     task_runs += 1
     refreshed = refresh_meters(return_state=True)
@@ -266,7 +273,7 @@ def _run(
         (pair, f"meter {pair.meter} is not a meter of this Stripe account") for pair in unknown
     ]
     runnable = [p for p in pairs if p.formula]
-    batches = _batches(runnable, settings.pairs_per_task)
+    batches = _batches(runnable, pairs_per_task_for(settings, len(runnable)))
     logger.info(
         "reconciling %d pair(s) in %d task(s) on %s",
         len(runnable),

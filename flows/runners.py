@@ -1,25 +1,118 @@
-"""The task runner a run fans out on, chosen by settings with no code change in the flow."""
+"""The task runner a run fans out on, chosen by settings with no code change in the flow.
+
+- `threads` (default): Prefect's `ThreadPoolTaskRunner`, `max_workers` threads; Stripe's rate
+  limit is a per-process limiter.
+- `dask`: `prefect-dask`'s `DaskTaskRunner`, on the scheduler at `dask_address`, or on a
+  `distributed.LocalCluster` of two worker processes; the rate limit is then a Prefect global
+  concurrency limit every worker process shares (`meter_recon.stripe.prefect_limit`).
+"""
 
 from __future__ import annotations
 
+import math
+from contextlib import AbstractContextManager
 from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from meter_recon.settings import Settings, TaskRunnerKind
 
+LOCAL_CLUSTER_WORKERS = 2
+
+# Grouping pairs into tasks (`METER_RECON_PAIRS_PER_TASK`, else chosen per run). Measured on
+# 2 cores with the embedded Prefect server: a task run costs the Prefect server ~30 ms of CPU
+# to record (three state events, a log line) and the flow process ~5-8 ms; a Dask worker
+# spends ~160 ms rebuilding Prefect's context for each task. At Stripe's 100 requests/s, one
+# task per pair would ask for 3 cores just to keep Prefect's history. Runs up to
+# ONE_TASK_PER_PAIR_UP_TO pairs keep one task per pair (every pair its own run in the UI);
+# larger ones group pairs so that about TASKS_PER_SECOND tasks a second run at full speed.
+ONE_TASK_PER_PAIR_UP_TO = 100
+TASKS_PER_SECOND = {TaskRunnerKind.THREADS: 4.0, TaskRunnerKind.DASK: 2.0}
+
+
+def _dask_runner_class() -> type[Any]:
+    """`SharedApiDaskTaskRunner`, defined on first use: `prefect_dask` imports `distributed`,
+    which a thread-pool run has no use for (it would add to every run's start-up)."""
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    class SharedApiDaskTaskRunner(DaskTaskRunner):
+        """A `DaskTaskRunner` whose workers report to the flow's own Prefect API.
+
+        Without `PREFECT_API_URL`, a flow runs on Prefect's embedded server, and the settings it
+        hands to Dask workers name no API: each worker process would start an embedded server of
+        its own (several servers on one database, or none reachable: "Server process did not
+        start"). While this runner is open it names the embedded server's address in the
+        settings its tasks carry, so every worker reports to the one server the flow uses, and
+        takes its Stripe rate limit from there.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._api_settings: AbstractContextManager[Any] | None = None
+
+        def __enter__(self) -> SharedApiDaskTaskRunner:
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            if not PREFECT_API_URL.value():
+                from prefect.server.api.server import SubprocessASGIServer
+
+                server = SubprocessASGIServer()
+                server.start()  # already running: the flow run itself started it
+                self._api_settings = temporary_settings(updates={PREFECT_API_URL: server.api_url})
+                self._api_settings.__enter__()
+            try:
+                super().__enter__()  # type: ignore[no-untyped-call]
+            except BaseException:
+                self._leave_api_settings()
+                raise
+            return self
+
+        def __exit__(self, *args: Any) -> None:
+            try:
+                super().__exit__(*args)
+            finally:
+                self._leave_api_settings()
+
+        def _leave_api_settings(self) -> None:
+            if self._api_settings is not None:
+                self._api_settings.__exit__(None, None, None)
+                self._api_settings = None
+
+    SharedApiDaskTaskRunner.__module__ = __name__
+    SharedApiDaskTaskRunner.__qualname__ = "SharedApiDaskTaskRunner"
+    return SharedApiDaskTaskRunner
+
+
+def __getattr__(name: str) -> Any:
+    # `flows.runners.SharedApiDaskTaskRunner` exists for pickle (Dask workers unpickle the
+    # flow, task runner included) and for callers, without importing Dask up front.
+    if name == "SharedApiDaskTaskRunner":
+        cls = globals()[name] = _dask_runner_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def pairs_per_task_for(settings: Settings, pairs: int) -> int:
+    """Pairs per task: the setting when given, else chosen for this run's size and rate."""
+    if "pairs_per_task" in settings.model_fields_set or pairs <= ONE_TASK_PER_PAIR_UP_TO:
+        return settings.pairs_per_task
+    per_second = TASKS_PER_SECOND[settings.task_runner]
+    wanted = math.ceil(settings.max_requests_per_second / per_second)
+    # At least two tasks per worker thread, so the last ones do not run alone for long.
+    balanced = pairs // (2 * settings.max_workers)
+    return max(1, min(wanted, balanced, 1000))
+
 
 def task_runner_for(settings: Settings) -> TaskRunner[Any]:
     """A bounded thread pool on one machine, or a Dask cluster to scale out."""
     if settings.task_runner is TaskRunnerKind.DASK:
-        from prefect_dask.task_runners import DaskTaskRunner
-
+        runner = __getattr__("SharedApiDaskTaskRunner")
         if settings.dask_address:
-            return DaskTaskRunner(address=settings.dask_address)
-        return DaskTaskRunner(
+            return runner(address=settings.dask_address)  # type: ignore[no-any-return]
+        return runner(  # type: ignore[no-any-return]
             cluster_kwargs={
-                "n_workers": 2,
-                "threads_per_worker": max(1, settings.max_workers // 2),
+                "n_workers": LOCAL_CLUSTER_WORKERS,
+                "threads_per_worker": max(1, settings.max_workers // LOCAL_CLUSTER_WORKERS),
                 "processes": True,
                 "dashboard_address": None,
             }

@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from meter_recon.settings import Settings
+from meter_recon.settings import Settings, TaskRunnerKind
 from meter_recon.stripe import DailyUsage, Meter, RateLimiter, StripeClient
 
-_clients: dict[tuple[str, float, str], StripeClient] = {}
+_clients: dict[tuple[str, float, str, str], StripeClient] = {}
 _lock = threading.Lock()
 _limiter_override: RateLimiter | None = None
 _client_options: dict[str, Any] = {}
@@ -53,6 +53,18 @@ def configure_clients(**options: Any) -> None:
         _clients.clear()
 
 
+def _rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The override if any; on Dask, the Prefect GCL every worker process shares; else None
+    (the client's per-process limiter)."""
+    if _limiter_override is not None:
+        return _limiter_override
+    if settings.task_runner is TaskRunnerKind.DASK:
+        from meter_recon.stripe.prefect_limit import shared_prefect_rate_limiter
+
+        return shared_prefect_rate_limiter(settings.max_requests_per_second)
+    return None
+
+
 def stripe_client(settings: Settings) -> StripeClient:
     """The process-wide client for these settings (one connection pool, one rate limit)."""
     key = resolve_api_key(settings)
@@ -60,6 +72,7 @@ def stripe_client(settings: Settings) -> StripeClient:
         settings.stripe_api_base,
         settings.max_requests_per_second,
         str(hash(key.get_secret_value())),
+        settings.task_runner.value,
     )
     with _lock:
         client = _clients.get(fingerprint)
@@ -68,7 +81,7 @@ def stripe_client(settings: Settings) -> StripeClient:
                 api_key=key,
                 api_base=settings.stripe_api_base,
                 max_requests_per_second=settings.max_requests_per_second,
-                rate_limiter=_limiter_override,
+                rate_limiter=_rate_limiter(settings),
                 **_client_options,
             )
         return client

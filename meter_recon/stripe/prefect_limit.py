@@ -2,30 +2,37 @@
 
 When tasks run in several processes (the Dask task runner), a per-process limiter cannot keep
 the account under Stripe's limit. A Prefect global concurrency limit (GCL) with
-`slot_decay_per_second`, used in `rate_limit` mode, can: one bucket on the Prefect server that
-every process takes slots from.
+`slot_decay_per_second`, used in `rate_limit` mode, can: one bucket of `limit` slots on the
+Prefect server, draining at `decay` slots a second, that every process takes slots from.
 
 Measured on the embedded Prefect server (Prefect 3.9.1, 2 cores): one acquisition is one HTTP
-request, 5-15 ms; `prefect.concurrency.sync.rate_limit` also emits a Prefect event for each
-one, which made an acquisition cost 45-65 ms back to back, about 17 acquisitions/s for all
-processes together. One acquisition per Stripe request would cap a run there. So a process
-takes a *block* of slots per acquisition (about ten a second) and hands them to its threads;
-a slot not used within `ttl` seconds of its grant is thrown away, never saved for a burst.
+request, 5-15 ms when the server is idle, more when it is busy recording task runs;
+`prefect.concurrency.sync.rate_limit` also emits a Prefect event for every acquisition, which
+made one cost 45-65 ms back to back (about 17 a second for all processes together), and it
+retries refusals internally, so its caller cannot tell when the slots were granted. One
+acquisition per Stripe request would cap a run far below Stripe's limit. So:
 
-Why no sliding second sees more than `rate` requests start: the plan sets `limit = block`,
-so after a block is granted the bucket is full, and the next grant must wait until `block`
-slots have decayed: grants are at least `block / decay` seconds apart (the server only ever
-rounds decay down, and a refused attempt restarts its decay clock, which only slows things).
-A request starts at most `ttl` seconds after its block was asked for, so the requests that
-start in any one second come from blocks granted within `W = 1 + ttl` seconds:
+- a process asks for several slots at once: as many as it has threads waiting, at most
+  `block`, and hands them out; `PrefectSlots` asks the way `rate_limit` does (the same
+  endpoint and mode, sleeping `Retry-After` on 423) without the per-acquisition event, and
+  reports when the granting attempt was sent;
+- a slot not used within `ttl` seconds of that moment is thrown away, never kept for later;
+- after a grant of `s` slots a process waits `s / decay` before asking again (an earlier
+  attempt would be refused, and a refusal restarts the server's decay clock for everyone).
 
-    requests in any second <= block x (1 + floor(W x decay / block)) <= budget
+Why no sliding second sees more than `rate` requests start. The server grants at most
+`limit + decay x T + 1` slots in any T seconds (the bucket's content, what decays meanwhile,
+and one slot for its rounding); with `limit = 1` grants are at least `1 / decay` apart, so at
+most `1 + floor(decay x T)`. A request starts at most `ttl` after its grant, so the requests
+starting in any one second were granted within `W = 1 + ttl` seconds:
 
-with `budget = floor(rate x (1 - margin))`. `plan_for` takes the largest decay for which
-this holds (and never more than the budget per second). The margin (2 %) absorbs network
-jitter between a request's start here and its arrival at Stripe. Throughput is then about
-`decay` requests/s (89/s for a limit of 100/s): the price of sharing the limit across
-processes through Prefect.
+    requests in any second <= limit + decay x W + 1     (limit > 1)
+                           <= 1 + floor(decay x W)      (limit = 1)
+                           <= budget = floor(rate x (1 - margin))
+
+`plan_for` takes the largest decay that keeps this. The margin (2 %) absorbs jitter between a
+request's start here and its arrival at Stripe. Throughput is then at most `decay` requests/s
+(78/s for a limit of 100/s): the price of sharing the limit across processes through Prefect.
 """
 
 from __future__ import annotations
@@ -39,49 +46,48 @@ from typing import Any
 
 DEFAULT_LIMIT_NAME = "meter-recon:stripe-requests"
 DEFAULT_MARGIN = 0.02
-DEFAULT_TTL = 0.1
-DEFAULT_ACQUISITIONS_PER_SECOND = 10.0
+DEFAULT_TTL = 0.15
+SINGLE_SLOT_BELOW = 30.0  # requests/s under which slots are taken one at a time
+SLOTS_PER_BLOCK_DIVISOR = 14.0  # block = rate / 14: about 11-14 acquisitions a second
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimitPlan:
-    """How a rate of `rate` requests/s maps onto a Prefect GCL."""
+    """How `rate` requests/s maps onto a Prefect GCL (`limit` slots, `slot_decay_per_second`)."""
 
     rate: float
     limit: int
     slot_decay_per_second: float
-    block: int
     ttl: float
+
+    @property
+    def block(self) -> int:
+        """The most slots one acquisition asks for."""
+        return self.limit
 
     def worst_second(self) -> int:
         """The most requests that can start in any one second under this plan."""
         window = 1 + self.ttl
-        return self.block * (1 + math.floor(window * self.slot_decay_per_second / self.block))
+        if self.limit == 1:
+            return 1 + math.floor(self.slot_decay_per_second * window)
+        return math.floor(self.limit + self.slot_decay_per_second * window + 1)
 
 
 def plan_for(
-    rate: float,
-    *,
-    margin: float = DEFAULT_MARGIN,
-    ttl: float = DEFAULT_TTL,
-    acquisitions_per_second: float = DEFAULT_ACQUISITIONS_PER_SECOND,
+    rate: float, *, margin: float = DEFAULT_MARGIN, ttl: float = DEFAULT_TTL
 ) -> RateLimitPlan:
-    """The GCL settings for `rate` requests/s: blocks sized for ~10 acquisitions a second."""
+    """The GCL for `rate` requests/s: the largest decay whose worst second stays in budget."""
     if not rate > 0 or math.isinf(rate):
         raise ValueError(f"rate must be a positive number, got {rate!r}")
     if not 0 <= margin < 1 or ttl < 0:
         raise ValueError("margin must be in [0, 1) and ttl non-negative")
     budget = max(1, math.floor(rate * (1 - margin) + 1e-9))
-    # Blocks of about rate / 10 slots; among the sizes near that, the one that wastes the
-    # least of the budget (e.g. 14 for 98: seven blocks fill it exactly), larger on a tie.
-    target = max(1, min(budget, math.floor(rate / acquisitions_per_second)))
-    sizes = range(max(1, target // 2), min(budget, target * 3 // 2) + 1)
-    block = max(sizes, key=lambda size: (budget // size * size, size))
-    blocks_per_window = budget // block
-    # Strictly below `blocks_per_window` grants per window of 1 + ttl seconds, after the first.
-    decay = blocks_per_window * block / (1 + ttl) * (1 - 1e-6)
+    window = 1 + ttl
+    limit = 1 if rate < SINGLE_SLOT_BELOW else max(2, round(rate / SLOTS_PER_BLOCK_DIVISOR))
+    # limit 1: 1 + floor(decay x W) <= budget; else: limit + decay x W + 1 <= budget.
+    decay = budget / window * (1 - 1e-6) if limit == 1 else (budget - limit - 1) / window
     decay = min(decay, rate * (1 - margin))
-    return RateLimitPlan(rate=rate, limit=block, slot_decay_per_second=decay, block=block, ttl=ttl)
+    return RateLimitPlan(rate=rate, limit=limit, slot_decay_per_second=decay, ttl=ttl)
 
 
 def ensure_limit(plan: RateLimitPlan, name: str = DEFAULT_LIMIT_NAME) -> None:
@@ -99,13 +105,11 @@ class MissingRateLimit(RuntimeError):
 
 
 class PrefectSlots:
-    """Takes slots of a GCL in `rate_limit` mode, the way `prefect.concurrency.sync.rate_limit`
-    does (`POST /v2/concurrency_limits/increment`, then sleep `Retry-After` on 423 and ask
-    again), with two differences that matter here: it returns when the granting attempt was
-    sent and answered, so the caller knows how old its slots can be, and it emits no Prefect event per
-    acquisition (each one costs the Prefect server more than the acquisition itself).
+    """Takes slots of a GCL in `rate_limit` mode, as `prefect.concurrency.sync.rate_limit`
+    does (`POST /v2/concurrency_limits/increment`; on 423 sleep `Retry-After`, ask again),
+    but returns when the granting attempt was sent and answered, and emits no event.
 
-    One client per limiter, opened on first use (again if the Prefect API changes), used by
+    One client per instance, opened on first use (again if the Prefect API changes), used by
     one thread at a time (the limiter's lock), talking to the API the calling task runs
     against.
     """
@@ -154,12 +158,11 @@ class PrefectSlots:
 class PrefectRateLimiter:
     """A `RateLimiter` whose slots come from a Prefect GCL shared by every process.
 
-    Thread-safe. One thread at a time asks Prefect for a block of slots (the others wait for
-    it); each `acquire()` then takes one slot of the block, or a new block when the block is
-    used up or older than `ttl` seconds. A block's age counts from when the attempt that won
-    it was sent (never later than the grant), so however slow Prefect answers, no slot is
-    used more than `ttl` seconds after the server granted it. `acquire_slots(name, slots)`
-    returns when the granting attempt was sent and when its answer came back.
+    Thread-safe. A thread that finds no fresh slot asks Prefect for as many as there are
+    threads waiting (at most the plan's block) while the others wait for it; slots are handed
+    out at once, and thrown away `ttl` seconds after the attempt that won them was sent (never
+    later than the grant), however slow Prefect answered. `acquire_slots(name, n)` takes `n`
+    slots and returns when the granting attempt was sent and when its answer came back.
     """
 
     def __init__(
@@ -169,34 +172,47 @@ class PrefectRateLimiter:
         name: str = DEFAULT_LIMIT_NAME,
         acquire_slots: Callable[[str, int], tuple[float, float]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.plan = plan
         self.name = name
         self._acquire_slots = acquire_slots or PrefectSlots(clock)
         self._clock = clock
+        self._sleep = sleep
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._waiting = 0
         self._left = 0
         self._expires = -math.inf
         self._next_ask = -math.inf
-        self.blocks_acquired = 0
+        self.acquisitions = 0
+        self.slots_granted = 0
         self.slots_wasted = 0
 
     def acquire(self) -> None:
-        with self._lock:
-            if self._left > 0 and self._clock() < self._expires:
-                self._left -= 1
-                return
-            self.slots_wasted += self._left
-            # The bucket cannot hold a new block before `block / decay` after our last grant:
-            # asking earlier is refused, and a refusal restarts the server's decay clock.
-            wait = self._next_ask - self._clock()
-            if wait > 0:
-                time.sleep(wait)
-            sent, answered = self._acquire_slots(self.name, self.plan.block)
-            self.blocks_acquired += 1
-            self._expires = sent + self.plan.ttl
-            self._next_ask = answered + self.plan.block / self.plan.slot_decay_per_second
-            self._left = self.plan.block - 1
+        with self._count_lock:
+            self._waiting += 1
+        try:
+            with self._lock:
+                if self._left > 0 and self._clock() < self._expires:
+                    self._left -= 1
+                    return
+                self.slots_wasted += self._left
+                self._left = 0
+                wait = self._next_ask - self._clock()
+                if wait > 0:
+                    self._sleep(wait)
+                with self._count_lock:
+                    wanted = max(1, min(self.plan.block, self._waiting))
+                sent, answered = self._acquire_slots(self.name, wanted)
+                self.acquisitions += 1
+                self.slots_granted += wanted
+                self._expires = sent + self.plan.ttl
+                self._next_ask = answered + wanted / self.plan.slot_decay_per_second
+                self._left = wanted - 1
+        finally:
+            with self._count_lock:
+                self._waiting -= 1
 
     def __repr__(self) -> str:
         return f"PrefectRateLimiter({self.name!r}, {self.plan})"

@@ -1,0 +1,654 @@
+"""The benchmark: the real flow against the Stripe simulator, sized 1,000 to 20,000 pairs.
+
+    python -m bench.run                       # the full table (about 15 minutes)
+    python -m bench.run --quick               # a smoke run: small sizes, seconds
+    python -m bench.run --sizes 1000,5000 --per-pair-sizes 1000 --dask-sizes ""
+
+One simulator (50 ms latency, 100 requests/s server-side limit, Stripe's 429 answers) serves
+every case. Each flow run is its own process, started as `meter-recon run` would be: imports,
+Prefect's embedded server on a bench-owned `PREFECT_HOME` (created once, then reused), the
+flow, the wait for Prefect's history, exit. Its wall time is compared with the physical
+bound `requests / R`. Prints one Markdown table and writes it, with the raw figures, to
+`bench/results/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.baseline import run_baseline
+from bench.flowrun import spawn_prefect_server, wait_for_server
+from bench.micro import MicroResult, bench_compare, postgres_record, sqlite_record
+from bench.seed import Seeded, build, write_ledger
+from meter_recon.simulator import StripeSimulator
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+API_KEY = "sk_test_meter_recon_bench"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class FlowCase:
+    label: str
+    pairs: int
+    pairs_per_task: int
+    prefect_home: str
+    tasks: int = 0
+    requests: int = 0
+    wall: float = 0.0
+    rate: float = 100.0
+    rate_limited: int = 0
+    max_per_second: int = 0
+    client_rss_mib: float = 0.0
+    server_rss_mib: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    task_runs_expected: int = 0
+    task_runs_recorded: int = 0
+    discrepancies: int = 0
+    discrepancies_expected: int = 0
+    status: str = ""
+    pairs_failed: int = 0
+    early_api: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bound(self) -> float:
+        return self.requests / self.rate
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.bound if self.bound else math.nan
+
+
+# -- process sampling -------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _peak_rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Peak RSS of a process and, separately, of its descendants (Prefect's server)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.client_kib = 0
+        self.descendants_kib: dict[int, int] = {}
+        self.client_cpu = 0.0
+        self.descendants_cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.client_kib = max(self.client_kib, _peak_rss_kib(self.pid))
+            self.client_cpu = max(self.client_cpu, _cpu_seconds(self.pid))
+            stack = _children(self.pid)
+            while stack:
+                child = stack.pop()
+                peak = _peak_rss_kib(child)
+                self.descendants_kib[child] = max(self.descendants_kib.get(child, 0), peak)
+                cpu = _cpu_seconds(child)
+                self.descendants_cpu[child] = max(self.descendants_cpu.get(child, 0.0), cpu)
+                stack.extend(_children(child))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- one flow run ------------------------------------------------------------------------------
+
+
+def flow_env(
+    *,
+    simulator: StripeSimulator,
+    database_url: str,
+    prefect_home: str,
+    pairs_per_task: int,
+    rate: float,
+    workers: int,
+    extra: dict[str, str],
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("METER_RECON_", "PREFECT_", "STRIPE_"))
+    }
+    env.update(
+        {
+            "PREFECT_HOME": prefect_home,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "STRIPE_API_KEY": API_KEY,
+            "STRIPE_API_BASE": simulator.url,
+            "METER_RECON_DATABASE_URL": database_url,
+            "METER_RECON_MAX_REQUESTS_PER_SECOND": str(rate),
+            "METER_RECON_MAX_WORKERS": str(workers),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if pairs_per_task:  # 0: let the flow choose
+        env["METER_RECON_PAIRS_PER_TASK"] = str(pairs_per_task)
+    env.update(extra)
+    return env
+
+
+def count_discrepancies(database_url: str) -> tuple[int, str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        open_ = connection.execute(
+            text("SELECT count(*) FROM discrepancy WHERE status = 'open'")
+        ).scalar_one()
+        status = connection.execute(
+            text("SELECT status FROM reconciliation_run ORDER BY id DESC LIMIT 1")
+        ).scalar_one()
+    engine.dispose()
+    return int(open_), str(status)
+
+
+def run_flow_case(
+    case: FlowCase,
+    *,
+    seeded: Seeded,
+    simulator: StripeSimulator,
+    workdir: Path,
+    workers: int,
+    extra_env: dict[str, str],
+    log: Path,
+) -> FlowCase:
+    stem = f"flow-{case.pairs}-{case.pairs_per_task}-{time.monotonic_ns()}"
+    database_url = f"sqlite:///{workdir / f'{stem}.db'}"
+    write_ledger(seeded, database_url)
+    simulator.data = seeded.data
+    simulator.reset_stats()
+    env = flow_env(
+        simulator=simulator,
+        database_url=database_url,
+        prefect_home=case.prefect_home,
+        pairs_per_task=case.pairs_per_task,
+        rate=case.rate,
+        workers=workers,
+        extra=extra_env,
+    )
+    out = workdir / f"{stem}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.flowrun",
+        "--start",
+        seeded.window_start.isoformat(),
+        "--end",
+        seeded.window_end.isoformat(),
+        "--out",
+        str(out),
+        *(["--early-api"] if case.early_api else []),
+    ]
+    with log.open("ab") as sink:
+        sink.write(f"\n=== {case.label}: {case.pairs} pairs ===\n".encode())
+        sink.flush()
+        started = time.time()
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
+        with RssSampler(process.pid) as sampler:
+            _, status, usage = os.wait4(process.pid, 0)
+        ended = time.time()
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0 or not out.exists():
+        raise RuntimeError(f"{case.label} ({case.pairs} pairs) failed; see {log}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    marks = result["marks"]
+    summary = result["summary"]
+    stats = simulator.stats
+    case.wall = ended - started
+    case.requests = stats.total
+    case.rate_limited = stats.rate_limited
+    case.max_per_second = stats.max_arrivals_per_window(1.0)
+    case.tasks = math.ceil(seeded.pairs / result["settings"]["pairs_per_task"])
+    case.task_runs_expected = case.tasks + 3
+    case.task_runs_recorded = int(summary["task_runs_recorded"])
+    case.pairs_failed = int(summary["pairs_failed"])
+    case.client_rss_mib = max(sampler.client_kib, result["client_peak_rss_kib"]) / 1024
+    case.server_rss_mib = max(sampler.descendants_kib.values(), default=0) / 1024
+    case.client_cpu = usage.ru_utime + usage.ru_stime
+    case.server_cpu = sum(sampler.descendants_cpu.values())
+    case.discrepancies, case.status = count_discrepancies(database_url)
+    case.discrepancies_expected = seeded.expected_discrepancies
+    fanout_started = marks.get("fanout_started", marks["flow_returned"])
+    fanout_done = marks.get("fanout_done", marks["flow_returned"])
+    case.phases = {
+        "python_and_imports": marks["imports_done"] - started,
+        "until_fanout": fanout_started - marks["imports_done"],
+        "fanout": fanout_done - fanout_started,
+        "after_fanout": marks["flow_returned"] - fanout_done,
+        "exit": ended - marks["flow_returned"],
+    }
+    return case
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares (intercept, slope)."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    if sxx == 0:
+        return mean_y, 0.0
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
+    return mean_y - slope * mean_x, slope
+
+
+def flow_table(cases: list[FlowCase]) -> list[str]:
+    lines = [
+        "| case | pairs | tasks | requests | wall s | bound s | ratio "
+        "| 429s answered (retried) / pairs failed | max req in 1 s "
+        "| peak RSS flow / server MiB | task runs recorded | discrepancies (expected) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        lines.append(
+            f"| {c.label} | {c.pairs:,} | {c.tasks:,} | {c.requests:,} | {c.wall:.1f} "
+            f"| {c.bound:.1f} | {c.ratio:.3f} | {c.rate_limited} / {c.pairs_failed} "
+            f"| {c.max_per_second} "
+            f"| {c.client_rss_mib:.0f} / {c.server_rss_mib:.0f} "
+            f"| {c.task_runs_recorded:,} / {c.task_runs_expected:,} "
+            f"| {c.discrepancies:,} ({c.discrepancies_expected:,}) |"
+        )
+    return lines
+
+
+def phase_table(cases: list[FlowCase]) -> list[str]:
+    lines = [
+        "| case | pairs | start + imports s | Prefect start + flow set-up s | fan-out s "
+        "| fan-out / bound | after fan-out (history wait) s | exit s "
+        "| CPU s flow / server | CPU ms per pair flow / server |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        p = c.phases
+        fanout_bound = max(c.requests - 1, 1) / c.rate
+        lines.append(
+            f"| {c.label} | {c.pairs:,} | {p['python_and_imports']:.1f} "
+            f"| {p['until_fanout']:.1f} | {p['fanout']:.1f} | {p['fanout'] / fanout_bound:.3f} "
+            f"| {p['after_fanout']:.1f} | {p['exit']:.1f} "
+            f"| {c.client_cpu:.1f} / {c.server_cpu:.1f} "
+            f"| {c.client_cpu * 1000 / c.pairs:.1f} / {c.server_cpu * 1000 / c.pairs:.1f} |"
+        )
+    return lines
+
+
+def scaling_lines(cases: list[FlowCase], rate: float) -> list[str]:
+    lines = []
+    by_label: dict[str, list[FlowCase]] = {}
+    for c in cases:
+        if c.label.startswith("flow"):
+            by_label.setdefault(c.label, []).append(c)
+    for label, group in by_label.items():
+        if len(group) < 2:
+            continue
+        fixed, per_request = fit_line([(c.requests, c.wall) for c in group])
+        rss0, rss_slope = fit_line([(c.pairs, c.client_rss_mib) for c in group])
+        lines.append(
+            f"- {label}: wall = {fixed:.1f} s + {per_request * 1000:.2f} ms x requests "
+            f"(marginal cost {per_request * rate:.3f} x 1/R; fixed start-up {fixed:.1f} s); "
+            f"flow RSS = {rss0:.0f} MiB + {rss_slope * 1000:.1f} MiB per 1,000 pairs"
+        )
+    return lines
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import prefect
+
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, Prefect {prefect.__version__}"
+    )
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+@contextmanager
+def simulator_for(latency: float, rate: float) -> Iterator[StripeSimulator]:
+    with StripeSimulator(latency=latency, rate_limit=rate, api_key=API_KEY) as simulator:
+        yield simulator
+
+
+def default_prefect_home() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "meter-recon-bench" / "prefect-home"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,5000,20000", help="pairs, default grouping")
+    parser.add_argument(
+        "--per-pair-sizes", default="1000,5000", help="pairs, one task per pair (before)"
+    )
+    parser.add_argument("--dask-sizes", default="5000", help="pairs, Dask LocalCluster")
+    parser.add_argument(
+        "--server-sizes", default="1000,5000", help="pairs, with a Prefect server already running"
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s (server and client)")
+    parser.add_argument("--latency", type=float, default=0.05, help="simulator latency, seconds")
+    parser.add_argument("--workers", type=int, default=16, help="METER_RECON_MAX_WORKERS")
+    parser.add_argument("--baseline-pairs", type=int, default=1000)
+    parser.add_argument("--micro-pairs", type=int, default=2000)
+    parser.add_argument("--prefect-home", type=Path, default=default_prefect_home())
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("METER_RECON_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    )
+    parser.add_argument("--no-new-home", action="store_true", help="skip the new-home start-up")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-micro", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="sizes 200,1000; small baseline")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.per_pair_sizes, args.dask_sizes = "200,1000", "200", "200"
+        args.server_sizes = "200,1000"
+        args.baseline_pairs, args.micro_pairs = 200, 300
+    variants = [
+        ("flow, 1 task per pair (before)", 1, parse_ints(args.per_pair_sizes), {}),
+        ("flow, default grouping", 0, parse_ints(args.sizes), {}),
+        (
+            "flow, Dask LocalCluster (2 processes)",
+            0,
+            parse_ints(args.dask_sizes),
+            {"METER_RECON_TASK_RUNNER": "dask"},
+        ),
+    ]
+    args.prefect_home.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="meter-recon-bench-"))
+    log = workdir / "flow-runs.log"
+    print(f"bench: work files and flow logs in {workdir}", flush=True)
+    cases: list[FlowCase] = []
+    extra: list[str] = []
+    micro: list[MicroResult | str] = []
+    started = time.time()
+    try:
+        with simulator_for(args.latency, args.rate) as simulator:
+            # Start-up on an existing Prefect home (after a warm-up run that creates it if
+            # needed), and on a brand-new one: 10 pairs, so the run is nearly all start-up.
+            tiny = build(10)
+            warm = FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home))
+            run_flow_case(
+                warm,
+                seeded=tiny,
+                simulator=simulator,
+                workdir=workdir,
+                workers=args.workers,
+                extra_env={},
+                log=log,
+            )
+            warm = FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home))
+            cases.append(
+                run_flow_case(
+                    warm,
+                    seeded=tiny,
+                    simulator=simulator,
+                    workdir=workdir,
+                    workers=args.workers,
+                    extra_env={},
+                    log=log,
+                )
+            )
+            print(f"  {warm.label}: {warm.wall:.1f} s", flush=True)
+            early = FlowCase(
+                "start-up, existing home, Prefect server started first (prototype)",
+                10,
+                1,
+                str(args.prefect_home),
+                early_api=True,
+            )
+            cases.append(
+                run_flow_case(
+                    early,
+                    seeded=tiny,
+                    simulator=simulator,
+                    workdir=workdir,
+                    workers=args.workers,
+                    extra_env={},
+                    log=log,
+                )
+            )
+            print(f"  {early.label}: {early.wall:.1f} s", flush=True)
+            if not args.no_new_home:
+                new_home = workdir / "new-prefect-home"
+                fresh = FlowCase("start-up, new Prefect home", 10, 1, str(new_home))
+                cases.append(
+                    run_flow_case(
+                        fresh,
+                        seeded=tiny,
+                        simulator=simulator,
+                        workdir=workdir,
+                        workers=args.workers,
+                        extra_env={},
+                        log=log,
+                    )
+                )
+                shutil.rmtree(new_home, ignore_errors=True)
+                print(f"  {fresh.label}: {fresh.wall:.1f} s", flush=True)
+
+            for label, batch, sizes, env in variants:
+                for size in sizes:
+                    seeded = build(size)
+                    case = FlowCase(label, size, batch, str(args.prefect_home), rate=args.rate)
+                    run_flow_case(
+                        case,
+                        seeded=seeded,
+                        simulator=simulator,
+                        workdir=workdir,
+                        workers=args.workers,
+                        extra_env=env,
+                        log=log,
+                    )
+                    cases.append(case)
+                    print(
+                        f"  {label} x {size:,}: {case.wall:.1f} s, ratio {case.ratio:.3f}, "
+                        f"429s {case.rate_limited}, history {case.task_runs_recorded}/"
+                        f"{case.task_runs_expected}",
+                        flush=True,
+                    )
+
+            server_sizes = parse_ints(args.server_sizes)
+            if server_sizes:
+                # Production runs report to a Prefect server that is already up (deployments,
+                # workers); the flow process then starts no server of its own.
+                home = args.prefect_home.parent / "prefect-server-home"
+                home.mkdir(parents=True, exist_ok=True)
+                server_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+                server_env |= {
+                    "PREFECT_HOME": str(home),
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                }
+                server, url = spawn_prefect_server(server_env)
+                try:
+                    wait_for_server(url)
+                    env = {"PREFECT_API_URL": url}
+                    for label, size, seeded in [
+                        ("start-up, Prefect server already running", 10, tiny),
+                        *(
+                            ("flow, default grouping, Prefect server already running", n, build(n))
+                            for n in server_sizes
+                        ),
+                    ]:
+                        case = FlowCase(label, size, 0, str(home), rate=args.rate)
+                        run_flow_case(
+                            case,
+                            seeded=seeded,
+                            simulator=simulator,
+                            workdir=workdir,
+                            workers=args.workers,
+                            extra_env=env,
+                            log=log,
+                        )
+                        cases.append(case)
+                        print(f"  {label} x {size:,}: {case.wall:.1f} s", flush=True)
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
+
+            if not args.no_baseline:
+                seeded = build(args.baseline_pairs)
+                database_url = f"sqlite:///{workdir / 'baseline.db'}"
+                write_ledger(seeded, database_url)
+                simulator.data = seeded.data
+                simulator.reset_stats()
+                result = run_baseline(
+                    seeded, database_url=database_url, api_base=simulator.url, api_key=API_KEY
+                )
+                requests = simulator.stats.total
+                bound = requests / args.rate
+                flow = next(
+                    (
+                        c
+                        for c in cases
+                        if c.pairs == args.baseline_pairs and c.label == "flow, default grouping"
+                    ),
+                    None,
+                )
+                versus = f"; the flow is {result.seconds / flow.wall:.1f}x faster" if flow else ""
+                extra.append(
+                    f"| by hand: sequential `stripe` SDK loop + plain comparison | "
+                    f"{result.pairs:,} | {requests:,} | {result.seconds:.1f} | {bound:.1f} "
+                    f"| {result.seconds / bound:.3f} | {simulator.stats.rate_limited} "
+                    f"| {result.pairs_with_differences:,} pairs differ{versus} |"
+                )
+                print(f"  baseline x {result.pairs:,}: {result.seconds:.1f} s", flush=True)
+
+        if not args.no_micro:
+            micro.append(bench_compare(args.micro_pairs * 10))
+            micro.append(sqlite_record(workdir, args.micro_pairs))
+            micro.append(postgres_record(args.postgres_url, args.micro_pairs))
+    finally:
+        pass
+
+    rate = args.rate
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [
+        f"# meter-recon benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Machine: {machine()}. Load average at the end: {load} (other work on the machine "
+        "shows here).",
+        f"Simulator: {args.latency * 1000:.0f} ms latency, {rate:.0f} requests/s server-side "
+        f"limit; client limit {rate:.0f}/s; {args.workers} task-runner threads; "
+        "3 days of usage per pair.",
+        "",
+        *flow_table(cases),
+        "",
+        "Where the time went (inside each run's process):",
+        "",
+        *phase_table(cases),
+        "",
+        *scaling_lines(cases, rate),
+    ]
+    if extra:
+        lines += [
+            "",
+            "| baseline | pairs | requests | wall s | bound s | ratio | 429s | result |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+            *extra,
+        ]
+    if micro:
+        lines += ["", "| micro-benchmark | units | seconds | per second |", "|---|---:|---:|---:|"]
+        for m in micro:
+            if isinstance(m, str):
+                lines.append(f"| record (PostgreSQL) | - | - | {m} |")
+            else:
+                lines.append(
+                    f"| {m.name} | {m.units:,} {m.unit} | {m.seconds:.2f} "
+                    f"| {m.per_second:,.0f} {m.unit}/s |"
+                )
+    lines += ["", f"Total bench time {time.time() - started:.0f} s."]
+    text = "\n".join(lines)
+    print("\n" + text, flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n", encoding="utf-8")
+    args.out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "cases": [asdict(c) | {"bound": c.bound, "ratio": c.ratio} for c in cases],
+                "micro": [asdict(m) if isinstance(m, MicroResult) else m for m in micro],
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+    ok = all(c.pairs_failed == 0 and c.discrepancies == c.discrepancies_expected for c in cases)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
