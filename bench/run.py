@@ -1,15 +1,21 @@
 """The benchmark: the real flow against the Stripe simulator, sized 1,000 to 20,000 pairs.
 
-    python -m bench.run                       # the full table (about 15 minutes)
-    python -m bench.run --quick               # a smoke run: small sizes, seconds
-    python -m bench.run --sizes 1000,5000 --per-pair-sizes 1000 --dask-sizes ""
+    python -m bench.run            # `make bench`: the full table, about 17 minutes
+    python -m bench.run --quick    # a smoke run of every row kind, about 2 minutes
+    python -m bench.run --sizes 1000,5000 --per-pair-sizes "" --dask-sizes "" --no-baseline
 
-One simulator (50 ms latency, 100 requests/s server-side limit, Stripe's 429 answers) serves
-every case. Each flow run is its own process, started as `meter-recon run` would be: imports,
-Prefect's embedded server on a bench-owned `PREFECT_HOME` (created once, then reused), the
-flow, the wait for Prefect's history, exit. Its wall time is compared with the physical
-bound `requests / R`. Prints one Markdown table and writes it, with the raw figures, to
-`bench/results/`.
+One simulator (50 ms latency, 100 requests/s server-side limit answered with Stripe's 429)
+serves every case. Each flow run is its own process, started as `meter-recon run` runs:
+imports, Prefect's embedded server on a bench-owned `PREFECT_HOME` (created once, then reused;
+one start-up row uses a brand-new home), the flow, the wait for Prefect's history, exit. Its
+wall time is compared with the physical bound `requests / R`. Rows: the flow with its default
+grouping of pairs into tasks, one task per pair (the "before"), the Dask `LocalCluster`, and
+a Prefect server that is already running (`PREFECT_API_URL`, as deployments run); then the
+same work by hand with the official `stripe` SDK, and micro-benchmarks of the comparison and
+of recording on SQLite and PostgreSQL (`--postgres-url`, default the local server; skipped
+with a note when unreachable). Prints the tables and writes them, with the raw figures, to
+`bench/results/latest.md` and `latest.json`. Exit status 1 when a run failed a pair or found
+other discrepancies than the seeded ones.
 """
 
 from __future__ import annotations
@@ -593,7 +599,9 @@ def main(argv: list[str] | None = None) -> int:
             micro.append(sqlite_record(workdir, args.micro_pairs))
             micro.append(postgres_record(args.postgres_url, args.micro_pairs))
     finally:
-        pass
+        # Keep the flow-run log and the per-run JSON; the databases are large and rebuilt.
+        for database in workdir.glob("*.db*"):
+            database.unlink(missing_ok=True)
 
     rate = args.rate
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
