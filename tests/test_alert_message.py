@@ -91,7 +91,7 @@ def test_a_key_in_an_error_text_is_redacted() -> None:
     alert = build_alert(
         run=RUN,
         pending=[],
-        failed=[failed_pair("Authorization was 'Bearer sk_live_abcdef0123456789'")],
+        failed=[failed_pair("Authorization was 'Bearer rk_test_abcdef0123456789'")],
     )
     assert alert is not None
-    assert "sk_live_abcdef0123456789" not in alert.body
+    assert "rk_test_abcdef0123456789" not in alert.body
