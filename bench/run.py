@@ -447,80 +447,44 @@ def main(argv: list[str] | None = None) -> int:
         with simulator_for(args.latency, args.rate) as simulator:
             # Start-up on an existing Prefect home (after a warm-up run that creates it if
             # needed), and on a brand-new one: 10 pairs, so the run is nearly all start-up.
+            def measure(case: FlowCase, seeded: Any, env: dict[str, str] | None = None) -> FlowCase:
+                run_flow_case(
+                    case,
+                    seeded=seeded,
+                    simulator=simulator,
+                    workdir=workdir,
+                    workers=args.workers,
+                    extra_env=env or {},
+                    log=log,
+                )
+                return case
+
             tiny = build(10)
-            warm = FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home))
-            run_flow_case(
-                warm,
-                seeded=tiny,
-                simulator=simulator,
-                workdir=workdir,
-                workers=args.workers,
-                extra_env={},
-                log=log,
+            measure(
+                FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home)), tiny
             )
-            warm = FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home))
-            cases.append(
-                run_flow_case(
-                    warm,
-                    seeded=tiny,
-                    simulator=simulator,
-                    workdir=workdir,
-                    workers=args.workers,
-                    extra_env={},
-                    log=log,
-                )
-            )
-            print(f"  {warm.label}: {warm.wall:.1f} s", flush=True)
-            early = FlowCase(
-                "start-up, existing home, Prefect server started first (prototype)",
-                10,
-                1,
-                str(args.prefect_home),
-                early_api=True,
-            )
-            cases.append(
-                run_flow_case(
-                    early,
-                    seeded=tiny,
-                    simulator=simulator,
-                    workdir=workdir,
-                    workers=args.workers,
-                    extra_env={},
-                    log=log,
-                )
-            )
-            print(f"  {early.label}: {early.wall:.1f} s", flush=True)
+            startup = [
+                FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home)),
+                FlowCase(
+                    "start-up, existing home, Prefect server started first (prototype)",
+                    10,
+                    1,
+                    str(args.prefect_home),
+                    early_api=True,
+                ),
+            ]
+            new_home = workdir / "new-prefect-home"
             if not args.no_new_home:
-                new_home = workdir / "new-prefect-home"
-                fresh = FlowCase("start-up, new Prefect home", 10, 1, str(new_home))
-                cases.append(
-                    run_flow_case(
-                        fresh,
-                        seeded=tiny,
-                        simulator=simulator,
-                        workdir=workdir,
-                        workers=args.workers,
-                        extra_env={},
-                        log=log,
-                    )
-                )
-                shutil.rmtree(new_home, ignore_errors=True)
-                print(f"  {fresh.label}: {fresh.wall:.1f} s", flush=True)
+                startup.append(FlowCase("start-up, new Prefect home", 10, 1, str(new_home)))
+            for case in startup:
+                cases.append(measure(case, tiny))
+                print(f"  {case.label}: {case.wall:.1f} s", flush=True)
+            shutil.rmtree(new_home, ignore_errors=True)
 
             for label, batch, sizes, env in variants:
                 for size in sizes:
-                    seeded = build(size)
                     case = FlowCase(label, size, batch, str(args.prefect_home), rate=args.rate)
-                    run_flow_case(
-                        case,
-                        seeded=seeded,
-                        simulator=simulator,
-                        workdir=workdir,
-                        workers=args.workers,
-                        extra_env=env,
-                        log=log,
-                    )
-                    cases.append(case)
+                    cases.append(measure(case, build(size), env))
                     print(
                         f"  {label} x {size:,}: {case.wall:.1f} s, ratio {case.ratio:.3f}, "
                         f"429s {case.rate_limited}, history {case.task_runs_recorded}/"
@@ -551,16 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                         ),
                     ]:
                         case = FlowCase(label, size, 0, str(home), rate=args.rate)
-                        run_flow_case(
-                            case,
-                            seeded=seeded,
-                            simulator=simulator,
-                            workdir=workdir,
-                            workers=args.workers,
-                            extra_env=env,
-                            log=log,
-                        )
-                        cases.append(case)
+                        cases.append(measure(case, seeded, env))
                         print(f"  {label} x {size:,}: {case.wall:.1f} s", flush=True)
                 finally:
                     server.terminate()

@@ -176,7 +176,6 @@ def reconcile_meters(
         "meters": meters or [],
         "lookback_days": lookback_days,
         "max_workers": settings.max_workers,
-        "pairs_per_task": settings.pairs_per_task,
         "task_runner": settings.task_runner.value,
     }
     with session_scope(engine) as session:
@@ -200,6 +199,7 @@ def reconcile_meters(
         with _Heartbeat(run_id):
             return _run(
                 run_id=run_id,
+                parameters=parameters,
                 window=(window_start, window_end),
                 today=today,
                 customers=customers or [],
@@ -221,6 +221,7 @@ def reconcile_meters(
 def _run(
     *,
     run_id: int,
+    parameters: dict[str, Any],
     window: tuple[date, date],
     today: date,
     customers: list[str],
@@ -273,7 +274,8 @@ def _run(
         (pair, f"meter {pair.meter} is not a meter of this Stripe account") for pair in unknown
     ]
     runnable = [p for p in pairs if p.formula]
-    batches = _batches(runnable, pairs_per_task_for(settings, len(runnable)))
+    pairs_per_task = pairs_per_task_for(settings, len(runnable))
+    batches = _batches(runnable, pairs_per_task)
     logger.info(
         "reconciling %d pair(s) in %d task(s) on %s",
         len(runnable),
@@ -318,6 +320,7 @@ def _run(
                 "discrepancies_reopened": totals["reopened"],
                 "discrepancies_resolved": totals["resolved"],
                 "counts": {**kinds, "requests": totals["requests"]},
+                "parameters": {**parameters, "pairs_per_task": pairs_per_task},
             },
         )
 

@@ -288,3 +288,23 @@ def test_the_key_appears_in_no_log_artifact_alert_or_table(
             ]
     assert texts
     assert not [t for t in texts if LEAK_CANARY_KEY in t or "LEAKCANARY" in t]
+
+
+def test_pairs_grouped_per_task_are_still_recorded_one_by_one(
+    world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METER_RECON_PAIRS_PER_TASK", "3")
+    get_settings.cache_clear()
+    summary = run_window(world)
+    assert found(engine) == world.expected
+    with Session(engine) as session:
+        run = session.get(ReconciliationRun, summary.run_id)
+        results = session.exec(select(PairResult).where(PairResult.run_id == summary.run_id)).all()
+    assert run is not None
+    assert run.parameters["pairs_per_task"] == 3
+    assert len(results) == world.pairs
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id_of(summary)]))
+        )
+    assert sum(t.name.startswith("reconcile ") for t in task_runs) == 3  # 8 pairs, 3 per task

@@ -255,10 +255,6 @@ class SimulatorData:
                 raise SimulatorDataError(f"{where}: {exc}") from None
         return kept
 
-    def seen_identifier(self, identifier: str) -> bool:
-        with self._lock:
-            return identifier in self._identifiers
-
     # -- reading -----------------------------------------------------------------------------
 
     def meter(self, meter_id: str) -> MeterRecord | None:
