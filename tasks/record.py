@@ -11,13 +11,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from models.engine import session_scope
 from models.tables import (
@@ -30,10 +31,8 @@ from models.tables import (
     UsageSnapshot,
 )
 from models.types import utcnow
-from models.upsert import insert_for
+from models.upsert import insert_for_dialect
 from tasks.compare import Finding, PairComparison, Scope
-
-ROWS_PER_STATEMENT = 500
 
 _LINE_ITEM_KINDS = (DiscrepancyKind.QUANTITY_MISMATCH, DiscrepancyKind.MISSING_IN_STRIPE)
 _OPEN_STATES = (DiscrepancyStatus.OPEN, DiscrepancyStatus.ACKNOWLEDGED)
@@ -120,10 +119,10 @@ def record_pair_failure(
 
 def lock_pair(*, session: Session, customer: str, meter: str) -> None:
     """Serialise recorders of one pair on PostgreSQL (SQLite already has one writer)."""
-    if session.get_bind().dialect.name != "postgresql":
+    if _dialect(session) != "postgresql":
         return
     key = zlib.crc32(f"{customer}\x1f{meter}".encode()) - 2**31
-    session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    session.execute(_ADVISORY_LOCK, {"key": key})
 
 
 def record_snapshots(
@@ -139,40 +138,32 @@ def record_snapshots(
     now = utcnow()
     start, end = fetched
     days = sorted(day for day in daily if start <= day < end)
-    rows = [
-        {
-            "stripe_customer_id": customer,
-            "meter_id": meter,
-            "day": day,
-            "aggregated_value": daily[day],
-            "fetched_at": now,
-            "run_id": run_id,
-        }
-        for day in days
-    ]
-    table = UsageSnapshot.__table__  # type: ignore[attr-defined]
-    for chunk in _chunks(rows):
-        statement = insert_for(session, table).values(chunk)
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["stripe_customer_id", "meter_id", "day"],
-                set_={
-                    "aggregated_value": statement.excluded.aggregated_value,
-                    "fetched_at": statement.excluded.fetched_at,
-                    "run_id": statement.excluded.run_id,
-                },
-            )
-        )
+    statements = _statements(_dialect(session))
+    if days:
+        rows = [
+            {
+                "stripe_customer_id": customer,
+                "meter_id": meter,
+                "day": day,
+                "aggregated_value": daily[day],
+                "fetched_at": now,
+                "run_id": run_id,
+            }
+            for day in days
+        ]
+        session.execute(statements.upsert_snapshots, rows)
     session.execute(
-        sa.update(table)
-        .where(
-            table.c.stripe_customer_id == customer,
-            table.c.meter_id == meter,
-            table.c.day >= start,
-            table.c.day < end,
-            table.c.day.not_in(days),
-        )
-        .values(aggregated_value=Decimal(0), fetched_at=now, run_id=run_id)
+        statements.zero_unreported_days,
+        {
+            "p_customer": customer,
+            "p_meter": meter,
+            "p_start": start,
+            "p_end": end,
+            "p_days": days,
+            "p_zero": Decimal(0),
+            "p_now": now,
+            "p_run": run_id,
+        },
     )
 
 
@@ -186,11 +177,16 @@ def record_findings(
     scope: Scope,
 ) -> RecordOutcome:
     """Upsert what holds now; resolve what was re-evaluated and no longer holds."""
+    statements = _statements(_dialect(session))
     existing = _existing(session=session, customer=customer, meter=meter)
-    rows = [_row(finding, run_id=run_id, customer=customer, meter=meter) for finding in findings]
+    now = utcnow()
+    rows = [
+        _row(finding, run_id=run_id, customer=customer, meter=meter, now=now)
+        for finding in findings
+    ]
     counts = _classify(rows, existing)
-    for chunk in _chunks(rows):
-        session.execute(_upsert_statement(session, chunk))
+    if rows:
+        session.execute(statements.upsert_discrepancies, rows)
     found = {_identity_of_row(row) for row in rows}
     to_resolve = [
         row_id
@@ -198,11 +194,14 @@ def record_findings(
         if status in _OPEN_STATES and identity not in found and _in_scope(identity, scope)
     ]
     if to_resolve:
-        table = Discrepancy.__table__  # type: ignore[attr-defined]
         session.execute(
-            sa.update(table)
-            .where(table.c.id.in_(to_resolve))
-            .values(status=DiscrepancyStatus.RESOLVED, resolved_run=run_id, updated_at=utcnow())
+            statements.resolve,
+            {
+                "p_ids": to_resolve,
+                "p_status": DiscrepancyStatus.RESOLVED,
+                "p_run": run_id,
+                "p_now": now,
+            },
         )
     return RecordOutcome(resolved=len(to_resolve), **counts)
 
@@ -237,17 +236,12 @@ def record_pair_result(
         "discrepancies_resolved": outcome.resolved if outcome else 0,
         "recorded_at": utcnow(),
     }
-    table = PairResult.__table__  # type: ignore[attr-defined]
-    statement = insert_for(session, table).values(values)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["run_id", "stripe_customer_id", "meter_id"],
-            set_={key: statement.excluded[key] for key in values if key != "run_id"},
-        )
-    )
+    session.execute(_statements(_dialect(session)).upsert_pair_result, [values])
 
 
-def _row(finding: Finding, *, run_id: int, customer: str, meter: str) -> dict[str, Any]:
+def _row(
+    finding: Finding, *, run_id: int, customer: str, meter: str, now: datetime
+) -> dict[str, Any]:
     return {
         "stripe_customer_id": customer,
         "meter_id": meter,
@@ -263,15 +257,115 @@ def _row(finding: Finding, *, run_id: int, customer: str, meter: str) -> dict[st
         "status": DiscrepancyStatus.OPEN,
         "first_seen_run": run_id,
         "last_seen_run": run_id,
-        "created_at": utcnow(),
-        "updated_at": utcnow(),
+        "created_at": now,
+        "updated_at": now,
     }
 
 
-def _upsert_statement(session: Session, rows: list[dict[str, Any]]) -> Any:
+# -- statements ---------------------------------------------------------------------------------
+#
+# Built once per dialect and executed with bound parameters: a statement constructed per call
+# costs SQLAlchemy more CPU than the database spends running it (the multi-row VALUES form
+# cannot even be cached). Rows go as one executemany per statement; on PostgreSQL, SQLAlchemy's
+# "insertmanyvalues" sends them as multi-row INSERTs, 1,000 rows a page.
+
+_ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_PAIR_RESULT_PARAMETERS = (
+    "stripe_customer_id",
+    "meter_id",
+    "status",
+    "error",
+    "requests",
+    "duration_ms",
+    "compared",
+    "matched",
+    "pending",
+    "findings",
+    "discrepancies_new",
+    "discrepancies_reopened",
+    "discrepancies_resolved",
+    "recorded_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    upsert_snapshots: Any
+    zero_unreported_days: Any
+    upsert_discrepancies: Any
+    resolve: Any
+    upsert_pair_result: Any
+    existing: Any
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+@cache
+def _statements(dialect: str) -> _Statements:
+    snapshots = UsageSnapshot.__table__  # type: ignore[attr-defined]
+    discrepancies = Discrepancy.__table__  # type: ignore[attr-defined]
+    pair_results = PairResult.__table__  # type: ignore[attr-defined]
+
+    insert_snapshot = insert_for_dialect(dialect, snapshots)
+    insert_result = insert_for_dialect(dialect, pair_results)
+    return _Statements(
+        upsert_snapshots=insert_snapshot.on_conflict_do_update(
+            index_elements=["stripe_customer_id", "meter_id", "day"],
+            set_={
+                "aggregated_value": insert_snapshot.excluded.aggregated_value,
+                "fetched_at": insert_snapshot.excluded.fetched_at,
+                "run_id": insert_snapshot.excluded.run_id,
+            },
+        ),
+        zero_unreported_days=sa.update(snapshots)
+        .where(
+            snapshots.c.stripe_customer_id == sa.bindparam("p_customer"),
+            snapshots.c.meter_id == sa.bindparam("p_meter"),
+            snapshots.c.day >= sa.bindparam("p_start"),
+            snapshots.c.day < sa.bindparam("p_end"),
+            snapshots.c.day.not_in(sa.bindparam("p_days", expanding=True)),
+        )
+        .values(
+            aggregated_value=sa.bindparam("p_zero", type_=snapshots.c.aggregated_value.type),
+            fetched_at=sa.bindparam("p_now", type_=snapshots.c.fetched_at.type),
+            run_id=sa.bindparam("p_run"),
+        ),
+        upsert_discrepancies=_upsert_discrepancies(dialect),
+        resolve=sa.update(discrepancies)
+        .where(discrepancies.c.id.in_(sa.bindparam("p_ids", expanding=True)))
+        .values(
+            status=sa.bindparam("p_status", type_=discrepancies.c.status.type),
+            resolved_run=sa.bindparam("p_run"),
+            updated_at=sa.bindparam("p_now", type_=discrepancies.c.updated_at.type),
+        ),
+        upsert_pair_result=insert_result.on_conflict_do_update(
+            index_elements=["run_id", "stripe_customer_id", "meter_id"],
+            set_={key: insert_result.excluded[key] for key in _PAIR_RESULT_PARAMETERS},
+        ),
+        existing=sa.select(
+            discrepancies.c.id,
+            discrepancies.c.status,
+            discrepancies.c.kind,
+            discrepancies.c.period_start,
+            discrepancies.c.period_end,
+            discrepancies.c.line_item_id,
+            discrepancies.c.other_line_item_id,
+            discrepancies.c.stripe_quantity,
+            discrepancies.c.internal_quantity,
+            discrepancies.c.difference,
+        ).where(
+            discrepancies.c.stripe_customer_id == sa.bindparam("p_customer"),
+            discrepancies.c.meter_id == sa.bindparam("p_meter"),
+        ),
+    )
+
+
+def _upsert_discrepancies(dialect: str) -> Any:
     """The lifecycle, decided by the database row by row, so racing writers agree."""
     table = Discrepancy.__table__  # type: ignore[attr-defined]
-    insert = insert_for(session, table).values(rows)
+    insert = insert_for_dialect(dialect, table)
     new = insert.excluded
     numbers_changed = sa.or_(
         table.c.stripe_quantity.is_distinct_from(new.stripe_quantity),
@@ -307,11 +401,9 @@ def _upsert_statement(session: Session, rows: list[dict[str, Any]]) -> Any:
 def _existing(
     *, session: Session, customer: str, meter: str
 ) -> dict[Identity, tuple[int, DiscrepancyStatus, tuple[Any, ...]]]:
-    rows = session.exec(
-        select(Discrepancy).where(
-            Discrepancy.stripe_customer_id == customer, Discrepancy.meter_id == meter
-        )
-    ).all()
+    rows = session.execute(
+        _statements(_dialect(session)).existing, {"p_customer": customer, "p_meter": meter}
+    )
     return {
         (
             row.kind.value,
@@ -319,11 +411,7 @@ def _existing(
             row.period_end,
             row.line_item_id,
             row.other_line_item_id,
-        ): (
-            row.id or 0,
-            row.status,
-            (row.stripe_quantity, row.internal_quantity, row.difference),
-        )
+        ): (row.id, row.status, (row.stripe_quantity, row.internal_quantity, row.difference))
         for row in rows
     }
 
@@ -369,11 +457,6 @@ def _in_scope(identity: Identity, scope: Scope) -> bool:
         return line_item_id in considered and other_line_item_id in considered
     first, last = scope.unbilled_days
     return first <= period_start < last
-
-
-def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        yield rows[start : start + ROWS_PER_STATEMENT]
 
 
 __all__ = [

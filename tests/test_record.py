@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session, col, select
 
 from models.tables import (
@@ -21,7 +21,7 @@ from models.tables import (
 )
 from models.types import utcnow
 from tasks import record as record_module
-from tasks.compare import PairComparison
+from tasks.compare import LineItem, PairComparison
 from tasks.record import PairStats, RecordOutcome, record_pair, record_pair_failure
 from tests.builders import comparison, days, item, new_run
 
@@ -277,3 +277,49 @@ def test_two_recorders_of_the_same_pair_at_once_leave_one_row_per_identity(
     statuses = {r.line_item_id: r.status for r in rows(engine)}
     assert statuses["li_2"] is DiscrepancyStatus.OPEN
     assert statuses["li_1"] in {DiscrepancyStatus.OPEN, DiscrepancyStatus.RESOLVED}
+
+
+def _many_mismatches(count: int, *, billed: str) -> PairComparison:
+    """`count` one-day line items over consecutive days; Stripe says 7 each day."""
+    first = date(2020, 1, 1)
+    daily = {first + timedelta(days=n): Decimal(7) for n in range(count)}
+    items = [
+        LineItem(
+            id=f"li_{n:05d}",
+            period_start=day,
+            period_end=day + timedelta(days=1),
+            quantity=Decimal(billed if n % 2 else "7"),
+        )
+        for n, day in enumerate(daily)
+    ]
+    end = (first + timedelta(days=count)).isoformat()
+    return comparison(daily, *items, window=(first.isoformat(), end), today=end)
+
+
+def test_a_pair_with_thousands_of_discrepancies_is_recorded_whole(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    # 2,501 items, every other one off: 1,250 mismatches, more than a page of rows.
+    assert record(engine, first, _many_mismatches(2_501, billed="5")).new == 1_250
+    outcome = record(engine, second, _many_mismatches(2_501, billed="6"))
+    assert outcome == RecordOutcome(updated=1_250)
+    recorded = rows(engine)
+    assert len(recorded) == 1_250
+    assert {(r.internal_quantity, r.last_seen_run, r.status) for r in recorded} == {
+        (Decimal(6), second, DiscrepancyStatus.OPEN)
+    }
+
+
+def test_recording_issues_statements_per_batch_not_per_row(engine: Engine) -> None:
+    executions: list[str] = []
+
+    def count(*args: Any) -> None:
+        executions.append(args[2])
+
+    run = new_run(engine)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        record(engine, run, _many_mismatches(2_501, billed="5"))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # Lock, read existing, upsert (1,000 rows a page at most), pair result: never one per row.
+    assert len(executions) <= 8, executions
