@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -13,6 +14,12 @@ from sqlmodel import Session
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+# SQLite has one writer at a time. Writers of this process queue on a lock of their own, which
+# hands over the moment a transaction ends; waiting in SQLite's busy handler instead means
+# sleeping in steps of up to 100 ms. Other processes still meet at SQLite's lock.
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_READ_ONLY = "meter_recon_read_only"
 
 
 def normalize_url(url: str) -> str:
@@ -30,7 +37,8 @@ def redact_url(url: str) -> str:
 
 def _configure_sqlite(engine: Engine) -> None:
     # pysqlite's own transaction handling defers BEGIN and upgrades locks lazily, which
-    # deadlocks two writers; take the write lock up front and let SQLite wait for it.
+    # deadlocks two writers; take the write lock up front and let SQLite wait for it. Reads
+    # (`read_only`) begin deferred: under WAL they never wait for a writer.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -44,7 +52,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -53,6 +62,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
+        _sqlite_writers[engine] = threading.RLock()
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
 
@@ -75,10 +85,23 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+def read_only(engine: Engine) -> Engine:
+    """The same engine for transactions that only read (on SQLite they skip the write lock)."""
+    with _lock:
+        reader = _readers.get(engine)
+        if reader is None:
+            reader = _readers[engine] = engine.execution_options(**{_READ_ONLY: True})
+        return reader
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
+    writer = _sqlite_writers.get(engine)
+    with (
+        writer if writer is not None else nullcontext(),
+        Session(engine, expire_on_commit=False) as session,
+    ):
         try:
             yield session
             session.commit()

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from meter_recon.settings import get_settings
 from meter_recon.stripe.redaction import redact
-from models.engine import get_engine
+from models.engine import get_engine, read_only
 from models.tables import PairResult, PairStatus
 from tasks.compare import Formula, Tolerance, Window, compare_pair, fetch_range
 from tasks.fetch import fetch_daily_usage
@@ -71,7 +71,7 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
     engine = get_engine(settings.database_url)
     window = Window(context.window_start, context.window_end)
     started = time.perf_counter()
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         items = load_line_items(
             session=session,
             customer=pair.customer,
@@ -118,7 +118,7 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
 def _already_recorded(context: RunContext, pairs: list[PairRef]) -> set[tuple[str, str]]:
     """Pairs this run already recorded OK (a retried task does not redo them)."""
     engine = get_engine(get_settings().database_url)
-    with Session(engine) as session:
+    with Session(read_only(engine)) as session:
         rows = session.exec(
             select(PairResult.stripe_customer_id, PairResult.meter_id).where(
                 PairResult.run_id == context.run_id,
