@@ -1,7 +1,9 @@
 """The `meter-recon` command line (cyclopts + rich, like Prefect's own).
 
-Exit codes: 0 done, 1 done but some pairs failed, 2 bad usage or bad input.
-Heavy imports (Prefect, the flows) happen inside the commands that need them.
+Exit codes: 0 done, 1 some pairs or the run failed, 2 bad usage or bad input.
+Heavy imports (Prefect, the flows) happen inside the commands that need them; the commands
+that run the flow first start Prefect's embedded server (`meter_recon.prefect_server`), so it
+boots while they import.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from cyclopts import App, CycloptsError, Parameter
 from rich.console import Console
 from rich.table import Table
 
-from meter_recon.settings import get_settings
+from meter_recon.prefect_server import PrefectServerError, started_first
+from meter_recon.settings import Settings, get_settings
 
 EXIT_OK = 0
 EXIT_PAIRS_FAILED = 1
@@ -306,11 +309,8 @@ def _run_flow(
     meters: list[str],
     manual: bool,
 ) -> int:
-    from meter_recon.runner import execute, progress_display, settings_for
+    from meter_recon.runner import settings_for
     from meter_recon.windows import BadWindow, check_window, utc_today
-    from models.engine import redact_url
-    from models.migrate import current_revision, head_revision
-    from tasks.fetch import MissingApiKey, resolve_api_key
 
     if start is not None and end is not None:
         try:
@@ -318,6 +318,31 @@ def _run_flow(
         except BadWindow as exc:
             raise BadInput(str(exc)) from None
     settings = settings_for(database_url_)
+    with started_first(enabled=settings.early_prefect_server):
+        return _checked_run(
+            settings=settings,
+            start=start,
+            end=end,
+            customers=customers,
+            meters=meters,
+            manual=manual,
+        )
+
+
+def _checked_run(
+    *,
+    settings: Settings,
+    start: date | None,
+    end: date | None,
+    customers: list[str],
+    meters: list[str],
+    manual: bool,
+) -> int:
+    from meter_recon.runner import execute, progress_display
+    from models.engine import redact_url
+    from models.migrate import current_revision, head_revision
+    from tasks.fetch import MissingApiKey, resolve_api_key
+
     try:
         resolve_api_key(settings)
     except MissingApiKey as exc:
@@ -337,6 +362,8 @@ def _run_flow(
                 meters=meters,
                 manual=manual,
             )
+        except PrefectServerError:
+            raise
         except Exception as exc:
             from tasks.pairs import describe_error
 
@@ -419,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         err_console.print(f"error: {exc}")
         return EXIT_BAD_INPUT
+    except PrefectServerError as exc:
+        err_console.print(f"error: {exc}")
+        return EXIT_PAIRS_FAILED
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     return result if isinstance(result, int) else EXIT_OK

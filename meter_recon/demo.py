@@ -35,6 +35,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from meter_recon.prefect_server import PrefectServerError, started_first
 from meter_recon.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, DemoData, Identity, generate
 from models.tables import DiscrepancyKind
 
@@ -373,6 +374,8 @@ def run_demo(
                         meters=[],
                         manual=True,
                     )
+                except PrefectServerError:
+                    raise
                 except Exception as exc:
                     from tasks.pairs import describe_error
 
@@ -604,11 +607,13 @@ def demo(
         Delete the demo's files in the directory first and seed again, anchored on today.
     """
     from meter_recon.cli import EXIT_PAIRS_FAILED, BadInput, console, err_console
+    from meter_recon.settings import get_settings
 
     try:
-        outcome = run_demo(
-            directory=directory, customers=customers, seed=seed, fresh=fresh, console=console
-        )
+        with started_first(enabled=get_settings().early_prefect_server):
+            outcome = run_demo(
+                directory=directory, customers=customers, seed=seed, fresh=fresh, console=console
+            )
     except DemoError as exc:
         raise BadInput(str(exc)) from None
     except DemoRunFailed as exc:

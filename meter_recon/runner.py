@@ -12,14 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from meter_recon import progress
+from meter_recon.prefect_server import PRIVACY_DEFAULTS
 from meter_recon.settings import Settings, get_settings
 
 logger = logging.getLogger("meter_recon.run")
 
-# Prefect's ephemeral server sends anonymous usage telemetry unless told not to; a billing tool
-# that runs nightly on finance data should not phone home by default.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+# No telemetry from Prefect by default, here and in what this process starts.
+for _name, _value in PRIVACY_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 
 
 @contextmanager
@@ -73,11 +73,16 @@ def execute(
     manual: bool,
     lookback_days: int | None = None,
 ) -> object:
-    """Run the flow in this process (Prefect's embedded server unless PREFECT_API_URL is set)."""
+    """Run the flow in this process (Prefect's embedded server unless PREFECT_API_URL is set).
+
+    A server `prefect_server.started_first` started is waited for here, after the imports.
+    """
     from flows.reconcile import reconcile_meters
     from flows.runners import task_runner_for
+    from meter_recon.prefect_server import wait_until_ready
     from models.tables import Trigger
 
+    wait_until_ready()
     flow = reconcile_meters.with_options(task_runner=task_runner_for(settings))
     return flow(
         start=start,

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     dask_address: str | None = None
     pairs_per_task: int = Field(default=1, ge=1, le=1000)
     stale_after_seconds: int = Field(default=120, ge=1)
+    early_prefect_server: bool = Field(
+        default=True,
+        description=(
+            "Without PREFECT_API_URL, start Prefect's embedded server as the command starts, "
+            "while it imports; false leaves it to Prefect (started on its first API call)."
+        ),
+    )
 
     @field_validator("alert_urls", mode="before")
     @classmethod

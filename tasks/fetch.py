@@ -28,6 +28,9 @@ def resolve_api_key(settings: Settings) -> SecretStr:
     if settings.stripe_secret_block:
         from prefect.blocks.system import Secret
 
+        from meter_recon.prefect_server import wait_until_ready
+
+        wait_until_ready()  # the block is read from Prefect's API
         value = Secret.load(settings.stripe_secret_block).get()  # type: ignore[union-attr]
         return SecretStr(str(value))
     raise MissingApiKey("No Stripe API key: set STRIPE_API_KEY or METER_RECON_STRIPE_SECRET_BLOCK.")

@@ -1,0 +1,418 @@
+"""Prefect's embedded server, started by meter-recon before it imports Prefect.
+
+Without `PREFECT_API_URL`, Prefect starts its embedded ("ephemeral") server on its first API
+call: the process first imports `prefect.server.api.server` (~5 s of CPU on 2 cores) only to
+reach `SubprocessASGIServer`, then spawns the server, which imports it all again and boots
+(~8 s). Here the commands that run the flow spawn that very server process first, with the
+command, environment and port range `SubprocessASGIServer` uses, and set `PREFECT_API_URL`
+for this process, which is Prefect's own way to use a running server: the server boots while
+this process imports Prefect and the flow, and Prefect never imports its server code here.
+
+- `started_first()` (a context manager) spawns it when Prefect would start its embedded server
+  (no API URL in Prefect's settings, ephemeral mode on) and `METER_RECON_EARLY_PREFECT_SERVER`
+  is not false; it always stops it on the way out: Prefect's queued events and logs are
+  drained, then the server is terminated, and killed after 5 s. The server also dies with this
+  process when it is killed (Linux: `PR_SET_PDEATHSIG`).
+- `wait_until_ready()` waits for the server's `/api/health`; the flow calls it right before it
+  starts (`meter_recon.runner.execute`), as does anything that calls Prefect's API earlier.
+
+The server gets this process's environment without Stripe's or meter-recon's variables, nor
+anything that looks like a secret (Prefect's own `PREFECT_*` settings all stay), and with
+Prefect's telemetry off unless the environment turns it on.
+
+This module imports nothing heavy: it runs before Prefect is imported.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator, Mapping
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+#: What `SubprocessASGIServer._run_uvicorn_command` adds to the server's environment.
+SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT__SERVER_FINAL": "1",
+}
+#: `SubprocessASGIServer._port_range`.
+PORT_RANGE = range(8000, 9000)
+#: Seconds `SubprocessASGIServer.stop` waits after terminating, before it kills.
+STOP_TIMEOUT = 5.0
+#: Prefect's `PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS` default.
+DEFAULT_STARTUP_TIMEOUT = 20.0
+#: uvicorn's exit code when it cannot start, e.g. the port is taken.
+UVICORN_STARTUP_FAILURE = 3
+
+#: Prefect's server sends anonymous usage telemetry unless told not to; a billing tool that runs
+#: nightly on finance data should not phone home by default (the user's own values win).
+PRIVACY_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+#: Names the server's environment never holds (prefixes, then parts of a name).
+SECRET_PREFIXES = ("STRIPE_", "METER_RECON_")
+SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "PRIVATE_KEY")
+
+#: Prefect settings that decide whether Prefect would start its embedded server.
+_DECIDING = (
+    "PREFECT_API_URL",
+    "PREFECT_PROFILES_PATH",
+    "PREFECT_SERVER_EPHEMERAL_ENABLED",
+    "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE",
+)
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+
+
+class PrefectServerError(RuntimeError):
+    """Prefect's server could not be started; the message is one sentence for the user."""
+
+
+class PrefectServer:
+    """One Prefect server process on 127.0.0.1, started as `SubprocessASGIServer` starts it."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, reservation: socket.socket | None
+    ) -> None:
+        self.process = process
+        self.port = port
+        self._reservation = reservation
+        self.healthy = False
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def wait_until_healthy(self, timeout: float = DEFAULT_STARTUP_TIMEOUT) -> None:
+        """Poll `/api/health` until it answers 200; PrefectServerError if the server exits
+        or does not answer within `timeout` seconds (from now)."""
+        import http.client
+
+        deadline = time.monotonic() + timeout
+        while not self.healthy:
+            code = self.process.poll()
+            if code is not None:
+                self._release()
+                raise PrefectServerError(self._exit_sentence(code))
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                try:
+                    connection.request("GET", "/api/health")
+                    self.healthy = connection.getresponse().status == 200
+                finally:
+                    connection.close()
+            except OSError:
+                pass
+            if not self.healthy:
+                if time.monotonic() >= deadline:
+                    raise PrefectServerError(
+                        f"Prefect's embedded server did not answer on {self.api_url} within "
+                        f"{timeout:.0f} s; set PREFECT_API_URL to a running Prefect server or "
+                        "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS."
+                    )
+                time.sleep(0.05)
+        self._release()
+
+    def _exit_sentence(self, code: int) -> str:
+        if code == UVICORN_STARTUP_FAILURE:
+            return (
+                f"Prefect's embedded server could not listen on 127.0.0.1:{self.port} "
+                "(another program took the port); run the command again."
+            )
+        return (
+            f"Prefect's embedded server exited with code {code} before it was ready "
+            "(its output, if any, is above); set PREFECT_API_URL to a running Prefect server."
+        )
+
+    def _release(self) -> None:
+        """Let go of the port reservation (the server listens on it by now, or never will)."""
+        if self._reservation is not None:
+            self._reservation.close()
+            self._reservation = None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Terminate the server, kill it after `timeout` seconds; safe to call again."""
+        self._release()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without secrets, with `PRIVACY_DEFAULTS` unless set, plus what
+    `SubprocessASGIServer` sets for its server."""
+    env = PRIVACY_DEFAULTS | {
+        name: value for name, value in environ.items() if not _is_secret(name)
+    }
+    env.update(SERVER_ENV)
+    return env
+
+
+def _is_secret(name: str) -> bool:
+    upper = name.upper()
+    if upper.startswith("PREFECT_"):
+        return False  # Prefect's own settings, e.g. a database password, it needs them all
+    return upper.startswith(SECRET_PREFIXES) or any(marker in upper for marker in SECRET_MARKERS)
+
+
+def _reserve_port() -> tuple[int, socket.socket]:
+    """A free port of Prefect's range, held by a bound socket until the server listens.
+
+    Prefect checks that a port is free, then the server binds it ~8 s later, when it has
+    booted. On Linux the socket stays bound meanwhile, with SO_REUSEADDR set after the bind:
+    the server (asyncio binds with SO_REUSEADDR) can still bind and listen, while Prefect's
+    own free-port check and most other programs see the port as taken.
+    """
+    for _ in range(50):
+        port = random.choice(PORT_RANGE)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            continue
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return port, sock
+    raise PrefectServerError(
+        f"No free port for Prefect's embedded server between {PORT_RANGE.start} and "
+        f"{PORT_RANGE.stop - 1}; set PREFECT_API_URL to a running Prefect server."
+    )
+
+
+def _die_with_parent() -> Any:
+    """A `preexec_fn` that has the kernel kill the server when its parent dies (Linux only).
+
+    The signal follows the thread that spawned the server: spawn it from the main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def spawn(environ: Mapping[str, str] | None = None) -> PrefectServer:
+    """Start a Prefect server process with `SubprocessASGIServer`'s command; do not wait."""
+    spec = find_spec("prefect")
+    if spec is None or spec.origin is None:
+        raise PrefectServerError("Prefect is not installed in this Python environment.")
+    port, reservation = _reserve_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(spec.origin).parent.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+    env = server_environment(os.environ if environ is None else environ)
+    if not sys.platform.startswith("linux"):
+        reservation.close()  # elsewhere SO_REUSEADDR would not let the server bind it too
+        reservation = None
+    try:
+        process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent())  # noqa: S603
+    except (OSError, subprocess.SubprocessError) as exc:
+        if reservation is not None:
+            reservation.close()
+        raise PrefectServerError(
+            f"Prefect's embedded server could not be started: {exc}."
+        ) from None
+    return PrefectServer(process, port, reservation)
+
+
+# -- whether Prefect would start its embedded server -------------------------------------------
+
+
+def prefect_would_start_a_server(environ: Mapping[str, str] | None = None) -> bool:
+    """True when Prefect, asked for its API, would start its embedded server: no API URL in
+    its settings, and ephemeral mode on. Once Prefect is imported, its own settings say so;
+    before, `read_before_import` does."""
+    environ = os.environ if environ is None else environ
+    if environ.get("PREFECT_API_URL"):
+        return False
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        return not settings.api.url and settings.server.ephemeral.enabled
+    return read_before_import(environ)
+
+
+def read_before_import(environ: Mapping[str, str]) -> bool:
+    """`prefect_would_start_a_server` from what Prefect reads, without importing it (~2 s).
+
+    Reads the environment, the active profile (`PREFECT_PROFILE`, else the profiles file's),
+    and in the working directory `.env`, `prefect.toml` and `pyproject.toml`'s
+    `[tool.prefect]`; cautiously: any API URL, profiles path or ephemeral-mode setting in
+    those three files means "no" (Prefect then starts its server itself, as before).
+    """
+    if environ.get("PREFECT_API_URL") or _local_config_decides():
+        return False
+    profile = _active_profile(environ)
+    if profile.get("PREFECT_API_URL"):
+        return False
+    for source in (environ, profile):
+        for name in ("PREFECT_SERVER_EPHEMERAL_ENABLED", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"):
+            if source.get(name) is not None:
+                return str(source[name]).strip().lower() in _TRUE
+    return False  # Prefect's default: no embedded server
+
+
+def _local_config_decides() -> bool:
+    """Whether `.env`, `prefect.toml` or `[tool.prefect]` in the working directory touch the
+    settings that decide (or could not be read)."""
+    dotenv = Path(".env")
+    if dotenv.is_file():
+        try:
+            text = dotenv.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return True
+        if any(name in text for name in _DECIDING):
+            return True
+    for path, table in ((Path("prefect.toml"), ()), (Path("pyproject.toml"), ("tool", "prefect"))):
+        if not path.is_file():
+            continue
+        try:
+            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return True
+        for key in table:
+            data = data.get(key, {}) if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            continue
+        api = data.get("api", {})
+        server = data.get("server", {})
+        if (
+            "profiles_path" in data
+            or (isinstance(api, dict) and "url" in api)
+            or (isinstance(server, dict) and "ephemeral" in server)
+        ):
+            return True
+    return False
+
+
+def _active_profile(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of Prefect's active profile (`PREFECT_PROFILE`, else the file's)."""
+    if environ.get("PREFECT_PROFILES_PATH"):
+        path = Path(environ["PREFECT_PROFILES_PATH"]).expanduser()
+    else:
+        home = Path(environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+        path = home / "profiles.toml"
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return {"PREFECT_API_URL": "unreadable profiles: let Prefect decide"}
+    profiles = data.get("profiles", {})
+    active = environ.get("PREFECT_PROFILE") or data.get("active")
+    if isinstance(profiles, dict) and isinstance(profiles.get(active), dict):
+        return dict(profiles[active])
+    return _default_profile()
+
+
+def _default_profile() -> dict[str, Any]:
+    """Prefect's default profile, as shipped in its `profiles.toml` (next to its settings)."""
+    spec = find_spec("prefect")
+    if spec is None or spec.origin is None:
+        return {}
+    path = Path(spec.origin).parent / "settings" / "profiles.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    profile = data.get("profiles", {}).get(data.get("active", "ephemeral"), {})
+    return dict(profile) if isinstance(profile, dict) else {}
+
+
+# -- this process's server ---------------------------------------------------------------------
+
+_current: PrefectServer | None = None
+
+
+@contextlib.contextmanager
+def started_first(*, enabled: bool = True) -> Iterator[PrefectServer | None]:
+    """Start Prefect's embedded server now if Prefect would start one later, and point this
+    process (and what it starts) at it with `PREFECT_API_URL`; stop it on the way out.
+
+    Yields the server, or None when none was started (`enabled` false, an API URL is set, or
+    Prefect would not start one).
+    """
+    global _current
+    if not enabled or _current is not None or not prefect_would_start_a_server():
+        yield None
+        return
+    server = spawn()
+    _current = server
+    os.environ["PREFECT_API_URL"] = server.api_url
+    atexit.register(_stop, server)  # if the `with` is skipped (os._exit is not covered)
+    try:
+        yield server
+    finally:
+        _current = None
+        _stop(server)
+        if os.environ.get("PREFECT_API_URL") == server.api_url:
+            del os.environ["PREFECT_API_URL"]
+        atexit.unregister(_stop)
+
+
+def wait_until_ready() -> None:
+    """Wait until the server `started_first` started answers; nothing to do without one.
+
+    The timeout is Prefect's (`PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`), counted
+    from now: the server has been booting since the command started.
+    """
+    server = _current
+    if server is None or server.healthy:
+        return
+    timeout = DEFAULT_STARTUP_TIMEOUT
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import get_current_settings
+
+        timeout = float(get_current_settings().server.ephemeral.startup_timeout_seconds)
+    server.wait_until_healthy(timeout)
+
+
+def _stop(server: PrefectServer) -> None:
+    """Send what Prefect still queues for the server (flow-run events, logs), then stop it."""
+    if server.healthy and server.process.poll() is None:
+        for module, name in (
+            ("prefect.events.worker", "EventsWorker"),
+            ("prefect.logging.handlers", "APILogWorker"),
+        ):
+            worker = getattr(sys.modules.get(module), name, None)
+            if worker is not None:
+                with contextlib.suppress(Exception):
+                    worker.drain_all(timeout=STOP_TIMEOUT)
+    server.stop()
