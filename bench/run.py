@@ -6,9 +6,10 @@
 
 One simulator (50 ms latency, 100 requests/s server-side limit answered with Stripe's 429)
 serves every case. Each flow run is its own process, started as `meter-recon run` runs:
-imports, Prefect's embedded server on a bench-owned `PREFECT_HOME` (created once, then reused;
-one start-up row uses a brand-new home), the flow, the wait for Prefect's history, exit. Its
-wall time is compared with the physical bound `requests / R`. Rows: the flow with its default
+Prefect's embedded server started first on a bench-owned `PREFECT_HOME` (created once, then
+reused; one start-up row uses a brand-new home, one leaves the server to Prefect as before),
+imports, the wait for the server, the flow, the wait for Prefect's history, exit. Its wall time
+is compared with the physical bound `requests / R`. Rows: the flow with its default
 grouping of pairs into tasks, one task per pair (the "before"), the Dask `LocalCluster`, and
 a Prefect server that is already running (`PREFECT_API_URL`, as deployments run); then the
 same work by hand with the official `stripe` SDK, and micro-benchmarks of the comparison and
@@ -39,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.baseline import run_baseline
-from bench.flowrun import spawn_prefect_server, wait_for_server
 from bench.micro import MicroResult, bench_compare, postgres_record, sqlite_record
 from bench.seed import Seeded, build, write_ledger
+from meter_recon.prefect_server import spawn
 from meter_recon.simulator import StripeSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,6 @@ class FlowCase:
     discrepancies_expected: int = 0
     status: str = ""
     pairs_failed: int = 0
-    early_api: bool = False
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -244,7 +244,6 @@ def run_flow_case(
         seeded.window_end.isoformat(),
         "--out",
         str(out),
-        *(["--early-api"] if case.early_api else []),
     ]
     with log.open("ab") as sink:
         sink.write(f"\n=== {case.label}: {case.pairs} pairs ===\n".encode())
@@ -279,7 +278,8 @@ def run_flow_case(
     fanout_done = marks.get("fanout_done", marks["flow_returned"])
     case.phases = {
         "python_and_imports": marks["imports_done"] - started,
-        "until_fanout": fanout_started - marks["imports_done"],
+        "server_wait": marks["server_ready"] - marks["imports_done"],
+        "until_fanout": fanout_started - marks["server_ready"],
         "fanout": fanout_done - fanout_started,
         "after_fanout": marks["flow_returned"] - fanout_done,
         "exit": ended - marks["flow_returned"],
@@ -323,17 +323,19 @@ def flow_table(cases: list[FlowCase]) -> list[str]:
 
 def phase_table(cases: list[FlowCase]) -> list[str]:
     lines = [
-        "| case | pairs | start + imports s | Prefect start + flow set-up s | fan-out s "
+        "| case | pairs | start + imports s | wait for Prefect's server s "
+        "| flow set-up (Prefect's server if Prefect starts it) s | fan-out s "
         "| fan-out / bound | after fan-out (history wait) s | exit s "
         "| CPU s flow / server | CPU ms per pair flow / server |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         p = c.phases
         fanout_bound = max(c.requests - 1, 1) / c.rate
         lines.append(
             f"| {c.label} | {c.pairs:,} | {p['python_and_imports']:.1f} "
-            f"| {p['until_fanout']:.1f} | {p['fanout']:.1f} | {p['fanout'] / fanout_bound:.3f} "
+            f"| {p['server_wait']:.1f} | {p['until_fanout']:.1f} | {p['fanout']:.1f} "
+            f"| {p['fanout'] / fanout_bound:.3f} "
             f"| {p['after_fanout']:.1f} | {p['exit']:.1f} "
             f"| {c.client_cpu:.1f} / {c.server_cpu:.1f} "
             f"| {c.client_cpu * 1000 / c.pairs:.1f} / {c.server_cpu * 1000 / c.pairs:.1f} |"
@@ -464,20 +466,22 @@ def main(argv: list[str] | None = None) -> int:
                 FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home)), tiny
             )
             startup = [
-                FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home)),
-                FlowCase(
-                    "start-up, existing home, Prefect server started first (prototype)",
-                    10,
-                    1,
-                    str(args.prefect_home),
-                    early_api=True,
+                (FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home)), {}),
+                (
+                    FlowCase(
+                        "start-up, existing home, Prefect starts its server (before)",
+                        10,
+                        1,
+                        str(args.prefect_home),
+                    ),
+                    {"METER_RECON_EARLY_PREFECT_SERVER": "false"},
                 ),
             ]
             new_home = workdir / "new-prefect-home"
             if not args.no_new_home:
-                startup.append(FlowCase("start-up, new Prefect home", 10, 1, str(new_home)))
-            for case in startup:
-                cases.append(measure(case, tiny))
+                startup.append((FlowCase("start-up, new Prefect home", 10, 1, str(new_home)), {}))
+            for case, env in startup:
+                cases.append(measure(case, tiny, env))
                 print(f"  {case.label}: {case.wall:.1f} s", flush=True)
             shutil.rmtree(new_home, ignore_errors=True)
 
@@ -503,10 +507,10 @@ def main(argv: list[str] | None = None) -> int:
                     "PREFECT_HOME": str(home),
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 }
-                server, url = spawn_prefect_server(server_env)
+                server = spawn(server_env)
                 try:
-                    wait_for_server(url)
-                    env = {"PREFECT_API_URL": url}
+                    server.wait_until_healthy(timeout=120)
+                    env = {"PREFECT_API_URL": server.api_url}
                     for label, size, seeded in [
                         ("start-up, Prefect server already running", 10, tiny),
                         *(
@@ -518,8 +522,7 @@ def main(argv: list[str] | None = None) -> int:
                         cases.append(measure(case, seeded, env))
                         print(f"  {label} x {size:,}: {case.wall:.1f} s", flush=True)
                 finally:
-                    server.terminate()
-                    server.wait(timeout=30)
+                    server.stop()
 
             if not args.no_baseline:
                 seeded = build(args.baseline_pairs)
