@@ -42,6 +42,7 @@ from typing import Any
 from bench.baseline import run_baseline
 from bench.micro import MicroResult, bench_compare, postgres_record, sqlite_record
 from bench.seed import Seeded, build, write_ledger
+from bench.steady import seconds_per_request
 from meter_recon.prefect_server import spawn
 from meter_recon.simulator import StripeSimulator
 
@@ -73,6 +74,7 @@ class FlowCase:
     discrepancies_expected: int = 0
     status: str = ""
     pairs_failed: int = 0
+    steady_ratio: float = 0.0  # seconds per request x R in the steady middle of the fan-out
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -264,6 +266,8 @@ def run_flow_case(
     case.requests = stats.total
     case.rate_limited = stats.rate_limited
     case.max_per_second = stats.max_arrivals_per_window(1.0)
+    steady = seconds_per_request(list(stats.arrival_times))
+    case.steady_ratio = steady * case.rate if steady is not None else 0.0
     case.tasks = math.ceil(seeded.pairs / result["settings"]["pairs_per_task"])
     case.task_runs_expected = case.tasks + 3
     case.task_runs_recorded = int(summary["task_runs_recorded"])
@@ -325,9 +329,9 @@ def phase_table(cases: list[FlowCase]) -> list[str]:
     lines = [
         "| case | pairs | start + imports s | wait for Prefect's server s "
         "| flow set-up (Prefect's server if Prefect starts it) s | fan-out s "
-        "| fan-out / bound | after fan-out (history wait) s | exit s "
+        "| fan-out / bound | steady s per request x R | after fan-out (history wait) s | exit s "
         "| CPU s flow / server | CPU ms per pair flow / server |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         p = c.phases
@@ -336,6 +340,7 @@ def phase_table(cases: list[FlowCase]) -> list[str]:
             f"| {c.label} | {c.pairs:,} | {p['python_and_imports']:.1f} "
             f"| {p['server_wait']:.1f} | {p['until_fanout']:.1f} | {p['fanout']:.1f} "
             f"| {p['fanout'] / fanout_bound:.3f} "
+            f"| {c.steady_ratio:.3f} "
             f"| {p['after_fanout']:.1f} | {p['exit']:.1f} "
             f"| {c.client_cpu:.1f} / {c.server_cpu:.1f} "
             f"| {c.client_cpu * 1000 / c.pairs:.1f} / {c.server_cpu * 1000 / c.pairs:.1f} |"
@@ -354,9 +359,11 @@ def scaling_lines(cases: list[FlowCase], rate: float) -> list[str]:
             continue
         fixed, per_request = fit_line([(c.requests, c.wall) for c in group])
         rss0, rss_slope = fit_line([(c.pairs, c.client_rss_mib) for c in group])
+        largest = max(group, key=lambda c: c.pairs)
         lines.append(
             f"- {label}: wall = {fixed:.1f} s + {per_request * 1000:.2f} ms x requests "
             f"(marginal cost {per_request * rate:.3f} x 1/R; fixed start-up {fixed:.1f} s); "
+            f"steady state of the largest run {largest.steady_ratio:.3f} x 1/R; "
             f"flow RSS = {rss0:.0f} MiB + {rss_slope * 1000:.1f} MiB per 1,000 pairs"
         )
     return lines
