@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 # What the console script imports before it runs a command (cyclopts, rich, the settings).
-from meter_recon.cli import get_settings  # noqa: E402
+from meter_recon.cli import get_settings, skip_final_collection  # noqa: E402
 from meter_recon.prefect_server import started_first, wait_until_ready  # noqa: E402
 
 
@@ -35,6 +35,7 @@ def main() -> None:
     # METER_RECON_EARLY_PREFECT_SERVER is false), then the imports, the wait, the flow.
     with started_first(enabled=get_settings().early_prefect_server):
         run(args)
+    skip_final_collection()  # as the console script does last
 
 
 def run(args: argparse.Namespace) -> None:

@@ -438,7 +438,13 @@ app.command("meter_recon.demo:demo", name="demo")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    tokens = list(sys.argv[1:] if argv is None else argv)
+    code = _run_command(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:  # the process ends next
+        skip_final_collection()
+    return code
+
+
+def _run_command(tokens: list[str]) -> int:
     try:
         result = app(tokens, exit_on_error=False, print_error=True, result_action="return_value")
     except CycloptsError:
@@ -452,6 +458,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     return result if isinstance(result, int) else EXIT_OK
+
+
+def skip_final_collection() -> None:
+    """Call last, when the process is about to exit: leave what is allocated to the OS.
+
+    With Prefect and the flow loaded, the interpreter's garbage collections at exit took
+    ~0.4 s (2 cores) to free memory the OS reclaims anyway. Frozen objects are not collected;
+    atexit handlers (Prefect's drains, the server's stop) and stream flushes still run.
+    """
+    import gc
+
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ this process imports Prefect and the flow, and Prefect never imports its server 
   process when it is killed (Linux: `PR_SET_PDEATHSIG`).
 - `wait_until_ready()` waits for the server's `/api/health`; the flow calls it right before it
   starts (`meter_recon.runner.execute`), as does anything that calls Prefect's API earlier.
+- `flow_run_settings()`: the flow runs without Prefect's flow-run heartbeats on that server.
 
 The server gets this process's environment without Stripe's or meter-recon's variables, nor
 anything that looks like a secret (Prefect's own `PREFECT_*` settings all stay), and with
@@ -402,6 +403,20 @@ def wait_until_ready() -> None:
 
         timeout = float(get_current_settings().server.ephemeral.startup_timeout_seconds)
     server.wait_until_healthy(timeout)
+
+
+def flow_run_settings() -> contextlib.AbstractContextManager[object]:
+    """Prefect settings for a flow run of this process (Prefect is imported by then).
+
+    On the server `started_first` started: no flow-run heartbeats. They let a server that
+    outlives a run mark it crashed; this one dies with the process. And Prefect's heartbeat
+    thread sleeps in 1-s steps, so joining it held every finished run up to 1 s.
+    """
+    if _current is None:
+        return contextlib.nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _stop(server: PrefectServer) -> None:

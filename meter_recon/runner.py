@@ -75,23 +75,25 @@ def execute(
 ) -> object:
     """Run the flow in this process (Prefect's embedded server unless PREFECT_API_URL is set).
 
-    A server `prefect_server.started_first` started is waited for here, after the imports.
+    A server `prefect_server.started_first` started is waited for here, after the imports,
+    and the flow runs on it without flow-run heartbeats (`prefect_server.flow_run_settings`).
     """
     from flows.reconcile import reconcile_meters
     from flows.runners import task_runner_for
-    from meter_recon.prefect_server import wait_until_ready
+    from meter_recon.prefect_server import flow_run_settings, wait_until_ready
     from models.tables import Trigger
 
     wait_until_ready()
     flow = reconcile_meters.with_options(task_runner=task_runner_for(settings))
-    return flow(
-        start=start,
-        end=end,
-        customers=customers or None,
-        meters=meters or None,
-        lookback_days=lookback_days,
-        trigger=Trigger.MANUAL if manual else Trigger.SCHEDULED,
-    )
+    with flow_run_settings():
+        return flow(
+            start=start,
+            end=end,
+            customers=customers or None,
+            meters=meters or None,
+            lookback_days=lookback_days,
+            trigger=Trigger.MANUAL if manual else Trigger.SCHEDULED,
+        )
 
 
 def settings_for(database_url: str | None) -> Settings:
