@@ -30,16 +30,18 @@ import atexit
 import contextlib
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator, Mapping
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 #: What `SubprocessASGIServer._run_uvicorn_command` adds to the server's environment.
 SERVER_ENV = {
@@ -53,8 +55,9 @@ PORT_RANGE = range(8000, 9000)
 STOP_TIMEOUT = 5.0
 #: Prefect's `PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS` default.
 DEFAULT_STARTUP_TIMEOUT = 20.0
-#: uvicorn's exit code when it cannot start, e.g. the port is taken.
-UVICORN_STARTUP_FAILURE = 3
+#: A line of the server's output that says what failed, and a log line's prefix.
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b|\[Errno \d+\]")
+_LOG_PREFIX = re.compile(r"^(ERROR:\s+|[\d:.]+ \| \w+\s+\| [\w.]+ - )")
 
 #: Prefect's server sends anonymous usage telemetry unless told not to; a billing tool that runs
 #: nightly on finance data should not phone home by default (the user's own values win).
@@ -82,11 +85,16 @@ class PrefectServer:
     """One Prefect server process on 127.0.0.1, started as `SubprocessASGIServer` starts it."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], port: int, reservation: socket.socket | None
+        self,
+        process: subprocess.Popen[bytes],
+        port: int,
+        reservation: socket.socket | None,
+        output: IO[bytes],
     ) -> None:
         self.process = process
         self.port = port
         self._reservation = reservation
+        self._output = output  # the server's stdout and stderr
         self.healthy = False
 
     @property
@@ -103,7 +111,13 @@ class PrefectServer:
             code = self.process.poll()
             if code is not None:
                 self._release()
-                raise PrefectServerError(self._exit_sentence(code))
+                reason = self._first_error()
+                self._output.close()
+                raise PrefectServerError(
+                    f"Prefect's embedded server stopped before it was ready (exit code {code}"
+                    f"{': ' + reason if reason else ''}); set PREFECT_API_URL to a running "
+                    "Prefect server, or remove the cause and run the command again."
+                )
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 try:
@@ -123,16 +137,15 @@ class PrefectServer:
                 time.sleep(0.05)
         self._release()
 
-    def _exit_sentence(self, code: int) -> str:
-        if code == UVICORN_STARTUP_FAILURE:
-            return (
-                f"Prefect's embedded server could not listen on 127.0.0.1:{self.port} "
-                "(another program took the port); run the command again."
-            )
-        return (
-            f"Prefect's embedded server exited with code {code} before it was ready "
-            "(its output, if any, is above); set PREFECT_API_URL to a running Prefect server."
-        )
+    def _first_error(self) -> str:
+        """The first line of the server's output that says what failed (an exception, an OS
+        error such as the port being taken), else its last line; shortened."""
+        self._output.seek(0)
+        text = self._output.read(1 << 20).decode(errors="replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = next((line for line in lines if _ERROR_LINE.search(_LOG_PREFIX.sub("", line))), "")
+        reason = _LOG_PREFIX.sub("", reason or (lines[-1] if lines else "")).rstrip(".")
+        return reason if len(reason) <= 300 else reason[:297] + "..."
 
     def _release(self) -> None:
         """Let go of the port reservation (the server listens on it by now, or never will)."""
@@ -141,7 +154,8 @@ class PrefectServer:
             self._reservation = None
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Terminate the server, kill it after `timeout` seconds; safe to call again."""
+        """Terminate the server, kill it after `timeout` seconds, then pass on what it wrote
+        (Prefect's server logs errors only); safe to call again."""
         self._release()
         if self.process.poll() is None:
             self.process.terminate()
@@ -150,6 +164,13 @@ class PrefectServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if not self._output.closed:
+            self._output.seek(0)
+            written = self._output.read()
+            self._output.close()
+            if written:
+                sys.stderr.write(written.decode(errors="replace"))
+                sys.stderr.flush()
 
 
 def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -241,15 +262,25 @@ def spawn(environ: Mapping[str, str] | None = None) -> PrefectServer:
     if not sys.platform.startswith("linux"):
         reservation.close()  # elsewhere SO_REUSEADDR would not let the server bind it too
         reservation = None
+    # Its output goes to a file: a start that fails ends in one sentence quoting why, not in
+    # the server's traceback; otherwise `stop` passes it on.
+    output = tempfile.TemporaryFile()  # noqa: SIM115  (closed by PrefectServer)
     try:
-        process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent())  # noqa: S603
+        process = subprocess.Popen(  # noqa: S603
+            command,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent(),
+        )
     except (OSError, subprocess.SubprocessError) as exc:
+        output.close()
         if reservation is not None:
             reservation.close()
         raise PrefectServerError(
             f"Prefect's embedded server could not be started: {exc}."
         ) from None
-    return PrefectServer(process, port, reservation)
+    return PrefectServer(process, port, reservation, output)
 
 
 # -- whether Prefect would start its embedded server -------------------------------------------

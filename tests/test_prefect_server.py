@@ -327,6 +327,23 @@ def test_a_failing_command_stops_the_server_it_started(
 
 
 @pytest.mark.slow
+def test_a_server_that_cannot_start_ends_the_command_with_one_sentence(
+    world: tuple[World, str], prefect_home: Path, simulator: StripeSimulator, tmp_path: Path
+) -> None:
+    state, url = world
+    unusable = f"sqlite+aiosqlite:///{tmp_path / 'no-such-directory' / 'prefect.db'}"
+    env = cli_env(prefect_home, simulator) | {"PREFECT_SERVER_DATABASE_CONNECTION_URL": unusable}
+    cli = Cli(run_args(state, url), env, tmp_path / "cli.log")
+    assert cli.wait() == 1, cli.output
+    assert cli.output.splitlines() == [
+        "error: Prefect's embedded server stopped before it was ready (exit code 3: "
+        "sqlite3.OperationalError: unable to open database file); set PREFECT_API_URL to a "
+        "running Prefect server, or remove the cause and run the command again."
+    ]
+    assert cli.left_running() == []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "interrupted"])
 def test_the_server_ends_with_a_cli_that_is_killed_or_interrupted(
     sig: signal.Signals,
