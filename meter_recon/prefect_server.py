@@ -8,11 +8,11 @@ command, environment and port range `SubprocessASGIServer` uses, and set `PREFEC
 for this process, which is Prefect's own way to use a running server: the server boots while
 this process imports Prefect and the flow, and Prefect never imports its server code here.
 
-- `started_first()` (a context manager) spawns it when Prefect would start its embedded server
-  (no API URL in Prefect's settings, ephemeral mode on) and `METER_RECON_EARLY_PREFECT_SERVER`
-  is not false; it always stops it on the way out: Prefect's queued events and logs are
-  drained, then the server is terminated, and killed after 5 s. The server also dies with this
-  process when it is killed (Linux: `PR_SET_PDEATHSIG`).
+- `started_first()` (a context manager) spawns it when Prefect is not imported yet and would
+  start its embedded server (no API URL in Prefect's settings, ephemeral mode on), unless
+  `METER_RECON_EARLY_PREFECT_SERVER` is false; it always stops it on the way out: Prefect's
+  queued events and logs are drained, then the server is terminated, and killed after 5 s.
+  The server also dies with this process when it is killed (Linux: `PR_SET_PDEATHSIG`).
 - `wait_until_ready()` waits for the server's `/api/health`; the flow calls it right before it
   starts (`meter_recon.runner.execute`), as does anything that calls Prefect's API earlier.
 - `flow_run_settings()`: the flow runs without Prefect's flow-run heartbeats on that server.
@@ -286,23 +286,21 @@ def spawn(environ: Mapping[str, str] | None = None) -> PrefectServer:
 # -- whether Prefect would start its embedded server -------------------------------------------
 
 
-def prefect_would_start_a_server(environ: Mapping[str, str] | None = None) -> bool:
-    """True when Prefect, asked for its API, would start its embedded server: no API URL in
-    its settings, and ephemeral mode on. Once Prefect is imported, its own settings say so;
-    before, `read_before_import` does."""
-    environ = os.environ if environ is None else environ
-    if environ.get("PREFECT_API_URL"):
-        return False
-    if "prefect.settings" in sys.modules:
-        from prefect.settings import get_current_settings
+def can_start_first(environ: Mapping[str, str] | None = None) -> bool:
+    """True when Prefect is not imported yet and, asked for its API, would start its embedded
+    server: no API URL in its settings, and ephemeral mode on (`read_before_import`).
 
-        settings = get_current_settings()
-        return not settings.api.url and settings.server.ephemeral.enabled
-    return read_before_import(environ)
+    Once Prefect is imported its settings are read, and `PREFECT_API_URL` set then would not
+    reach them: Prefect starts its own server, as it always did.
+    """
+    if "prefect" in sys.modules:
+        return False
+    return read_before_import(os.environ if environ is None else environ)
 
 
 def read_before_import(environ: Mapping[str, str]) -> bool:
-    """`prefect_would_start_a_server` from what Prefect reads, without importing it (~2 s).
+    """Whether Prefect would start its embedded server, from what it reads, without importing
+    it (~2 s).
 
     Reads the environment, the active profile (`PREFECT_PROFILE`, else the profiles file's),
     and in the working directory `.env`, `prefect.toml` and `pyproject.toml`'s
@@ -398,11 +396,11 @@ def started_first(*, enabled: bool = True) -> Iterator[PrefectServer | None]:
     """Start Prefect's embedded server now if Prefect would start one later, and point this
     process (and what it starts) at it with `PREFECT_API_URL`; stop it on the way out.
 
-    Yields the server, or None when none was started (`enabled` false, an API URL is set, or
-    Prefect would not start one).
+    Yields the server, or None when none was started (`enabled` false, an API URL is set,
+    Prefect would not start one, or Prefect is imported already).
     """
     global _current
-    if not enabled or _current is not None or not prefect_would_start_a_server():
+    if not enabled or _current is not None or not can_start_first():
         yield None
         return
     server = spawn()
