@@ -22,7 +22,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL, Settings
 
-from meter_recon.prefect_server import SERVER_ENV, read_before_import, server_environment
+from meter_recon.prefect_server import (
+    SERVER_ENV,
+    can_start_first,
+    read_before_import,
+    server_environment,
+    started_first,
+)
 from meter_recon.simulator import StripeSimulator
 from models.engine import dispose_engines, get_engine
 from models.migrate import upgrade
@@ -121,6 +127,15 @@ def test_the_early_check_agrees_with_prefects_own_settings(
     prefect = Settings()
     prefect_answer = not prefect.api.url and prefect.server.ephemeral.enabled
     assert read_before_import(os.environ) is prefect_answer
+
+
+def test_once_prefect_is_imported_no_server_is_started_first() -> None:
+    """Its settings are read by then: it would not use the server, and would start its own."""
+    assert "prefect" in sys.modules
+    assert not can_start_first({})
+    with started_first() as server:
+        assert server is None
+    assert "PREFECT_API_URL" not in os.environ
 
 
 # -- the CLI's server, process by process ------------------------------------------------------
