@@ -236,7 +236,7 @@ def record_pair_result(
         "discrepancies_resolved": outcome.resolved if outcome else 0,
         "recorded_at": utcnow(),
     }
-    session.execute(_statements(_dialect(session)).upsert_pair_result, [values])
+    session.execute(_statements(_dialect(session)).upsert_pair_result, values)
 
 
 def _row(
@@ -270,22 +270,7 @@ def _row(
 # "insertmanyvalues" sends them as multi-row INSERTs, 1,000 rows a page.
 
 _ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
-_PAIR_RESULT_PARAMETERS = (
-    "stripe_customer_id",
-    "meter_id",
-    "status",
-    "error",
-    "requests",
-    "duration_ms",
-    "compared",
-    "matched",
-    "pending",
-    "findings",
-    "discrepancies_new",
-    "discrepancies_reopened",
-    "discrepancies_resolved",
-    "recorded_at",
-)
+_PAIR_RESULT_KEY = ("run_id", "stripe_customer_id", "meter_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,8 +326,12 @@ def _statements(dialect: str) -> _Statements:
             updated_at=sa.bindparam("p_now", type_=discrepancies.c.updated_at.type),
         ),
         upsert_pair_result=insert_result.on_conflict_do_update(
-            index_elements=["run_id", "stripe_customer_id", "meter_id"],
-            set_={key: insert_result.excluded[key] for key in _PAIR_RESULT_PARAMETERS},
+            index_elements=list(_PAIR_RESULT_KEY),
+            set_={  # every column but the key: recording the pair again replaces its result
+                column.name: insert_result.excluded[column.name]
+                for column in pair_results.c
+                if not column.primary_key and column.name not in _PAIR_RESULT_KEY
+            },
         ),
         existing=sa.select(
             discrepancies.c.id,

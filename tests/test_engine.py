@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine
@@ -38,8 +38,7 @@ def writer_holding_a_transaction(engine: Engine) -> Iterator[None]:
         thread.join(WAIT)
 
 
-def in_thread(work: object) -> threading.Thread:
-    assert callable(work)
+def in_thread(work: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     return thread

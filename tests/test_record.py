@@ -323,3 +323,16 @@ def test_recording_issues_statements_per_batch_not_per_row(engine: Engine) -> No
         event.remove(engine, "before_cursor_execute", count)
     # Lock, read existing, upsert (1,000 rows a page at most), pair result: never one per row.
     assert len(executions) <= 8, executions
+
+
+def test_a_pair_recorded_again_in_the_same_run_has_its_result_replaced(engine: Engine) -> None:
+    run = new_run(engine)
+    record_pair_failure(
+        engine=engine, run_id=run, customer=CUSTOMER, meter=METER, error="timed out", stats=STATS
+    )
+    record(engine, run, MISMATCH)  # the retry succeeded
+    with Session(engine) as session:
+        [result] = session.exec(select(PairResult).where(PairResult.run_id == run)).all()
+    assert result.status is PairStatus.OK
+    assert result.error is None
+    assert (result.compared, result.findings, result.discrepancies_new) == (1, 1, 1)
