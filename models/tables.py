@@ -52,6 +52,25 @@ class DiscrepancyStatus(StrEnum):
 class PairSource(StrEnum):
     LEDGER = "ledger"
     MANUAL = "manual"
+    STRIPE = "stripe"
+
+
+class Valuation(StrEnum):
+    """How a discrepancy's amount at stake was priced."""
+
+    STRIPE_PRICE = "stripe_price"
+    LEDGER_PRICE = "ledger_price"
+
+
+class LikelyCause(StrEnum):
+    """Why Stripe and the ledger most likely differ, in the order the rules are tried."""
+
+    LATE_USAGE = "late_usage"
+    PERIOD_OFF_BY_ONE = "period_off_by_one"
+    TIMEZONE_SHIFT = "timezone_shift"
+    DUPLICATED_USAGE = "duplicated_usage"
+    UNIT_SCALE = "unit_scale"
+    WRONG_METER = "wrong_meter"
 
 
 def enum_column(enum: type[StrEnum], name: str, **kwargs: Any) -> Any:
@@ -153,6 +172,10 @@ class ReconciliationRun(SQLModel, table=True):
     discrepancies_new: int = 0
     discrepancies_reopened: int = 0
     discrepancies_resolved: int = 0
+    discrepancies_settling: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0")
+    )
+    discovery_error: str | None = None
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     parameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     flow_run_id: str | None = Field(default=None, max_length=64)
@@ -199,6 +222,65 @@ class UsageSnapshot(SQLModel, table=True):
     aggregated_value: Decimal = Field(sa_column=quantity_column())
     fetched_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     run_id: int = Field(foreign_key="reconciliation_run.id")
+
+
+class UsageChange(SQLModel, table=True):
+    """A day whose value moved between two fetches: the evidence for late usage."""
+
+    __tablename__ = "usage_change"
+    __table_args__ = (
+        sa.Index("ix_usage_change_pair_day", "stripe_customer_id", "meter_id", "day"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    stripe_customer_id: str = Field(max_length=255)
+    meter_id: str = Field(max_length=255)
+    day: date
+    previous_value: Decimal = Field(sa_column=quantity_column())
+    value: Decimal = Field(sa_column=quantity_column())
+    run_id: int = Field(foreign_key="reconciliation_run.id")
+    fetched_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class StripePrice(SQLModel, table=True):
+    """Cache of the Stripe prices that metered subscription items bill with."""
+
+    __tablename__ = "stripe_price"
+
+    id: str = Field(primary_key=True, max_length=255)
+    currency: str = Field(max_length=3)
+    meter_id: str | None = Field(default=None, max_length=255)
+    billing_scheme: str = Field(max_length=32)
+    unit_amount_decimal: Decimal | None = Field(
+        default=None, sa_column=quantity_column(nullable=True)
+    )
+    tiers_mode: str | None = Field(default=None, max_length=32)
+    # Exact decimal strings, as Stripe sends them: [{"up_to", "unit_amount_decimal", ...}].
+    tiers: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    transform_quantity: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    refreshed_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class SubscriptionItem(SQLModel, table=True):
+    """What Stripe bills: one metered subscription item, naming a customer, meter and price."""
+
+    __tablename__ = "subscription_item"
+    __table_args__ = (sa.Index("ix_subscription_item_pair", "stripe_customer_id", "meter_id"),)
+
+    id: str = Field(primary_key=True, max_length=255)
+    subscription_id: str = Field(max_length=255)
+    subscription_status: str = Field(max_length=32)
+    subscription_created: datetime = Field(sa_column=timestamp_column())
+    stripe_customer_id: str = Field(max_length=255)
+    meter_id: str = Field(max_length=255)
+    price_id: str = Field(max_length=255)
+    current_period_start: datetime | None = Field(
+        default=None, sa_column=timestamp_column(nullable=True)
+    )
+    current_period_end: datetime | None = Field(
+        default=None, sa_column=timestamp_column(nullable=True)
+    )
+    refreshed_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
 
 DISCREPANCY_IDENTITY = (
@@ -248,6 +330,17 @@ class Discrepancy(SQLModel, table=True):
     note: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    reopened_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    amount_at_stake: Decimal | None = Field(default=None, sa_column=quantity_column(nullable=True))
+    currency: str | None = Field(default=None, max_length=3)
+    valuation: Valuation | None = Field(
+        default=None, sa_column=enum_column(Valuation, "discrepancy_valuation", nullable=True)
+    )
+    likely_cause: LikelyCause | None = Field(
+        default=None, sa_column=enum_column(LikelyCause, "likely_cause", nullable=True)
+    )
+    cause_detail: str | None = None
+    settles_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
 __all__ = [
@@ -257,13 +350,18 @@ __all__ = [
     "DiscrepancyStatus",
     "Formula",
     "InvoiceLineItem",
+    "LikelyCause",
     "Meter",
     "PairResult",
     "PairSource",
     "PairStatus",
     "ReconciliationRun",
     "RunStatus",
+    "StripePrice",
+    "SubscriptionItem",
     "TrackedPair",
     "Trigger",
+    "UsageChange",
     "UsageSnapshot",
+    "Valuation",
 ]
