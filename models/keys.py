@@ -29,7 +29,7 @@ class DiscrepancyKey(NamedTuple):
     other_line_item_id: str = ""
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> DiscrepancyKey:
+    def from_mapping(cls, values: Mapping[Any, Any]) -> DiscrepancyKey:
         """The key of a row given by column name (a dict, or a SQL row's `_mapping`).
 
         The kind becomes the enum (a stored or JSON string is accepted) and a null id the
