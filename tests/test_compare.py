@@ -1,4 +1,4 @@
-"""The pure comparison (tasks/compare.py): DESIGN.md "Comparison semantics", case by case."""
+"""The pure comparison (tasks/compare.py): the "Comparison semantics", case by case."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tasks.compare import (
     compare_pair,
     fetch_range,
 )
+from tests.builders import comparison, days, item, window
 
 ALL_FORMULAS = [Formula.SUM, Formula.COUNT, Formula.LAST]
 NOVEMBER = ("2026-11-01", "2026-12-01")
@@ -32,18 +33,6 @@ def d(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def item(id: str, start: str, end: str, quantity: str) -> LineItem:
-    return LineItem(id=id, period_start=d(start), period_end=d(end), quantity=Decimal(quantity))
-
-
-def days(values: dict[str, str]) -> dict[date, Decimal]:
-    return {d(day): Decimal(value) for day, value in values.items()}
-
-
-def window(start: str, end: str) -> Window:
-    return Window(d(start), d(end))
-
-
 def compare(
     daily: dict[date, Decimal],
     items: list[LineItem],
@@ -55,15 +44,16 @@ def compare(
     active_from: str | None = None,
     active_to: str | None = None,
 ) -> PairComparison:
-    return compare_pair(
-        daily=daily,
-        line_items=items,
-        window=window(*span),
-        today=d(today),
+    """The shared `comparison` builder, over November and judged after it unless told."""
+    return comparison(
+        daily,
+        *items,
+        window=span,
+        today=today,
         formula=formula,
         tolerance=tolerance or Tolerance(),
-        active_from=d(active_from) if active_from else None,
-        active_to=d(active_to) if active_to else None,
+        active_from=active_from,
+        active_to=active_to,
     )
 
 
