@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from models.keys import WITHIN_PAIR, DiscrepancyKey
 from tasks.compare import (
     Finding,
     Formula,
@@ -624,6 +625,27 @@ def test_identity_is_kind_period_and_ids() -> None:
         "",
     )
     assert hash(finding.identity) == hash(finding.identity)
+
+
+def test_a_findings_key_is_its_pair_then_its_identity() -> None:
+    finding = only(compare({}, [item("li_1", *NOVEMBER, "3")]))
+    key = finding.key(customer="cus_A", meter="mtr_api")
+    assert key == DiscrepancyKey(
+        stripe_customer_id="cus_A",
+        meter_id="mtr_api",
+        kind=Kind.MISSING_IN_STRIPE,
+        period_start=d("2026-11-01"),
+        period_end=d("2026-12-01"),
+        line_item_id="li_1",
+        other_line_item_id="",
+    )
+    assert key[2:] == finding.identity
+
+
+def test_a_findings_identity_is_the_fields_the_key_names() -> None:
+    finding = only(compare({}, [item("li_1", *NOVEMBER, "3")]))
+    assert DiscrepancyKey._fields[2:] == WITHIN_PAIR
+    assert tuple(getattr(finding, name) for name in WITHIN_PAIR) == finding.identity
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from meter_recon.importer import import_line_items
-from meter_recon.seed import MIN_CUSTOMERS, DemoData, default_window, generate
+from meter_recon.seed import MIN_CUSTOMERS, PLANTED, DemoData, default_window, generate
 from meter_recon.simulator import SimulatorData
 from models.canonical import utc_midnight
 from models.keys import DiscrepancyKey
@@ -125,6 +125,17 @@ def test_every_kind_is_planted_on_pairs_of_its_own() -> None:
     mismatches = [e for e in data.expected if e.kind is Kind.QUANTITY_MISMATCH]
     assert {formulas[e.meter] for e in mismatches} == {"sum", "count", "last"}
     assert any(e.internal_quantity == 0 for e in mismatches)  # a line item that bills 0
+
+
+def test_each_planted_scenario_plants_on_a_pair_of_its_own() -> None:
+    """Adding a scenario is adding a function to PLANTED: it must find a pair nobody else uses."""
+    data = generate(anchor=ANCHOR, customers=MIN_CUSTOMERS, seed=1)
+    scenarios = [scenario for group in PLANTED for scenario in group]
+    assert len(set(scenarios)) == len(scenarios)
+    assert len(PLANTED) == MIN_CUSTOMERS
+    planted_pairs = {(e.customer, e.meter) for e in data.expected}
+    assert len(planted_pairs) == len(scenarios)
+    assert len({customer for customer, _ in planted_pairs}) == len(PLANTED)
 
 
 def test_the_hand_tracked_customer_was_never_billed() -> None:
