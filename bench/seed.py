@@ -21,6 +21,7 @@ from decimal import Decimal
 from sqlalchemy import insert
 
 from meter_recon.simulator import SimulatorData
+from models.canonical import utc_midnight
 from models.engine import get_engine, session_scope
 from models.migrate import upgrade
 from models.pairs import track_from_ledger
@@ -77,8 +78,8 @@ def day_value(index: int, day: int, event: int) -> Decimal:
     return Decimal(10 + (index * 7 + day * 3 + event) % 90) + Decimal("0.25")
 
 
-def midnight(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+#: Unix seconds of a day's 00:00 UTC (the one definition, under the name bench uses).
+midnight = utc_midnight
 
 
 def build(n: int, *, window: tuple[date, date] | None = None) -> Seeded:

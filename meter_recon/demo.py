@@ -36,8 +36,8 @@ from rich.table import Table
 from rich.text import Text
 
 from meter_recon.prefect_server import PrefectServerError, started_first
-from meter_recon.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, DemoData, Identity, generate
-from models.tables import DiscrepancyKind
+from meter_recon.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, DemoData, generate
+from models.tables import DiscrepancyKey, DiscrepancyKind
 
 if TYPE_CHECKING:
     from flows.reconcile import RunSummary
@@ -125,7 +125,7 @@ class DemoOutcome:
     database_url: str
     alerts: list[dict[str, Any]] = field(default_factory=list)
     open_records: list[dict[str, Any]] = field(default_factory=list)
-    found: frozenset[Identity] = frozenset()
+    found: frozenset[DiscrepancyKey] = frozenset()
 
     @property
     def planted_found(self) -> bool:
@@ -501,15 +501,15 @@ def _print_summary(console: Console, summary: RunSummary) -> int:
     return 0 if summary.status == "completed" else 1
 
 
-def _identity(record: dict[str, Any]) -> Identity:
-    return (
-        record["customer"],
-        record["meter"],
-        DiscrepancyKind(record["kind"]),
-        date.fromisoformat(record["period_start"]),
-        date.fromisoformat(record["period_end"]),
-        record["line_item_id"] or "",
-        record["other_line_item_id"] or "",
+def _identity(record: dict[str, Any]) -> DiscrepancyKey:
+    return DiscrepancyKey(
+        stripe_customer_id=record["customer"],
+        meter_id=record["meter"],
+        kind=DiscrepancyKind(record["kind"]),
+        period_start=date.fromisoformat(record["period_start"]),
+        period_end=date.fromisoformat(record["period_end"]),
+        line_item_id=record["line_item_id"] or "",
+        other_line_item_id=record["other_line_item_id"] or "",
     )
 
 
@@ -521,7 +521,7 @@ NUMBERS = ("Stripe", "ledger", "difference")
 
 
 def _print_discrepancies(
-    console: Console, records: list[dict[str, Any]], *, planted: dict[Identity, str]
+    console: Console, records: list[dict[str, Any]], *, planted: dict[DiscrepancyKey, str]
 ) -> None:
     if not records:
         _say(console, "\nno open discrepancies")
@@ -546,7 +546,7 @@ def _print_discrepancies(
         console.print()
 
 
-def _note(record: dict[str, Any], planted: dict[Identity, str]) -> str:
+def _note(record: dict[str, Any], planted: dict[DiscrepancyKey, str]) -> str:
     """The line item(s) of a discrepancy and why the demo planted it."""
     items = " / ".join(i for i in (record["line_item_id"], record["other_line_item_id"]) if i)
     why = planted.get(_identity(record), "not planted by the demo")

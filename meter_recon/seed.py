@@ -27,7 +27,7 @@ import io
 import json
 import random
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from meter_recon.importer import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
-from models.tables import DiscrepancyKind
+from models.canonical import canonical_decimal, utc_midnight
+from models.enums import DiscrepancyKind
+from models.keys import DiscrepancyKey
 
 DEFAULT_CUSTOMERS = 36
 DEFAULT_SEED = 7
-#: Customers the planted discrepancies need (the rest are ordinary, matching customers).
-MIN_CUSTOMERS = 5
 LEDGER_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 DAILY_BILLING_DAYS = 14
 _DAY = timedelta(days=1)
@@ -48,10 +48,6 @@ _WEEK = timedelta(days=7)
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 Kind = DiscrepancyKind
-
-#: (customer, meter, kind, period_start, period_end, line_item_id, other_line_item_id):
-#: a discrepancy's identity, ids as empty strings where they do not apply (as stored).
-Identity = tuple[str, str, DiscrepancyKind, date, date, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +140,16 @@ class ExpectedDiscrepancy:
     why: str
 
     @property
-    def identity(self) -> Identity:
-        return (
-            self.customer,
-            self.meter,
-            self.kind,
-            self.period_start,
-            self.period_end,
-            self.line_item_id,
-            self.other_line_item_id,
+    def identity(self) -> DiscrepancyKey:
+        """The stored discrepancy's key (ids empty where they do not apply, as stored)."""
+        return DiscrepancyKey(
+            stripe_customer_id=self.customer,
+            meter_id=self.meter,
+            kind=self.kind,
+            period_start=self.period_start,
+            period_end=self.period_end,
+            line_item_id=self.line_item_id,
+            other_line_item_id=self.other_line_item_id,
         )
 
 
@@ -170,7 +167,7 @@ class DemoData:
     hand_tracked: tuple[HandTrackedPair, ...]
     expected: tuple[ExpectedDiscrepancy, ...]
 
-    # -- the simulator's data file (DESIGN.md's contract) -------------------------------------
+    # -- the simulator's data file (its documented contract) ----------------------------------
 
     def simulator_document(self) -> dict[str, Any]:
         """The data file's JSON object; values as decimal strings."""
@@ -190,7 +187,7 @@ class DemoData:
                     "event_name": event.event_name,
                     "customer": event.customer,
                     "timestamp": event.timestamp,
-                    "value": decimal_text(event.value),
+                    "value": canonical_decimal(event.value),
                     "identifier": event.identifier,
                 }
                 for event in self.events
@@ -241,10 +238,10 @@ class DemoData:
 
     # -- what must be found -----------------------------------------------------------------
 
-    def expected_identities(self) -> frozenset[Identity]:
+    def expected_identities(self) -> frozenset[DiscrepancyKey]:
         return frozenset(item.identity for item in self.expected)
 
-    def expected_by_kind(self) -> dict[DiscrepancyKind, frozenset[Identity]]:
+    def expected_by_kind(self) -> dict[DiscrepancyKind, frozenset[DiscrepancyKey]]:
         """The planted discrepancies' identities, for every kind (empty sets included)."""
         return {
             kind: frozenset(item.identity for item in self.expected if item.kind is kind)
@@ -258,17 +255,9 @@ class DemoData:
         )
 
 
-def decimal_text(value: Decimal) -> str:
-    """The number with no exponent and no trailing zeros (`0.100` -> `0.1`)."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").removesuffix(".")
-    return "0" if text == "-0" else text
-
-
 def ledger_text(value: Decimal, scale: int) -> str:
     """A ledger quantity with at least `scale` decimals (`12.3` -> `12.300`), never rounded."""
-    text = decimal_text(value)
+    text = canonical_decimal(value)
     whole, _, fraction = text.partition(".")
     if len(fraction) >= scale:
         return text
@@ -283,10 +272,6 @@ def _json_lines(items: list[dict[str, Any]]) -> list[str]:
 def default_window(anchor: date) -> tuple[date, date]:
     """The demo's run window: the last complete month and the current month's complete days."""
     return _Calendar(anchor).window
-
-
-def midnight(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 def _month_start(day: date) -> date:
@@ -324,6 +309,16 @@ class _Calendar:
     @property
     def window(self) -> tuple[date, date]:
         return self.previous_month, self.today
+
+    @property
+    def closed_month(self) -> tuple[date, date]:
+        """The last complete month: its line items are closed and compared."""
+        return self.previous_month, self.current_month
+
+    @property
+    def pending_months(self) -> list[tuple[date, date]]:
+        """The current month, unless it starts today: its line item is pending."""
+        return self.monthly_periods()[1:]
 
     def monthly_periods(self) -> list[tuple[date, date]]:
         """The last complete month (closed) and, unless it starts today, the current one."""
@@ -401,7 +396,7 @@ class _Builder:
             if rng.random() < 0.1:  # a transient count corrected later the same day
                 values.insert(0, Decimal(seats + rng.randint(1, 4)))
         seconds = sorted(rng.sample(range(1, 86_400), len(values)))
-        start = midnight(day)
+        start = utc_midnight(day)
         events = [
             self._event(meter, customer, start + second, value)
             for second, value in zip(seconds, values, strict=True)
@@ -422,6 +417,12 @@ class _Builder:
         for day in _days(start, end):
             if day not in skipped:
                 self.report_day(meter, customer, day)
+
+    def report_monthly(self, meter: DemoMeter, customer: str) -> None:
+        """Usage on every day of the monthly periods (the closed month and the pending one)."""
+        self.report(
+            meter, customer, self.calendar.previous_month, self.calendar.monthly_periods()[-1][1]
+        )
 
     def retry(self, event: DemoEvent) -> None:
         """The application sends an event again (same identifier): Stripe ignores it."""
@@ -538,7 +539,7 @@ def generate(
         build.currency[customer] = "EUR" if rng.random() < 0.25 else "USD"
 
     planted = rng.sample(range(customers), MIN_CUSTOMERS)
-    _plant(build, *(ids[i] for i in planted))
+    _plant(build, [ids[i] for i in planted])
 
     ordinary = [ids[i] for i in range(customers) if i not in planted]
     for number, customer in enumerate(ordinary):
@@ -571,23 +572,28 @@ def generate(
     )
 
 
-def _plant(build: _Builder, a: str, b: str, c: str, d: str, e: str) -> None:
-    """Every kind of discrepancy, on pairs of five customers set aside for them."""
-    cal = build.calendar
-    rng = build.rng
-    month = (cal.previous_month, cal.current_month)
+# -- the planted scenarios -----------------------------------------------------------------
+#
+# One function per planted discrepancy story, on one customer set aside for it (each of a
+# customer's scenarios uses its own meter). They run in `PLANTED`'s order, which is part of
+# the data: every scenario draws from the same random generator.
 
-    # a / transfer (sum): the invoice was cut before the month's last day of usage arrived.
-    build.report(TRANSFER, a, month[0], cal.monthly_periods()[-1][1])
-    stripe = build.usage(TRANSFER, a, *month)
-    late = build.usage(TRANSFER, a, month[1] - _DAY, month[1])
-    closed, *pending = cal.monthly_periods()
-    item = build.bill(TRANSFER, a, closed, stripe - late)
-    build.bill_usage(TRANSFER, a, pending)
+Scenario = Callable[[_Builder, str], None]
+
+
+def invoice_cut_before_the_last_days_usage(build: _Builder, customer: str) -> None:
+    """Data transfer (sum): the invoice was cut before the month's last day of usage arrived."""
+    cal = build.calendar
+    month = cal.closed_month
+    build.report_monthly(TRANSFER, customer)
+    stripe = build.usage(TRANSFER, customer, *month)
+    late = build.usage(TRANSFER, customer, month[1] - _DAY, month[1])
+    item = build.bill(TRANSFER, customer, month, stripe - late)
+    build.bill_usage(TRANSFER, customer, cal.pending_months)
     build.expect(
         Kind.QUANTITY_MISMATCH,
         TRANSFER,
-        a,
+        customer,
         month,
         stripe=stripe,
         internal=stripe - late,
@@ -595,46 +601,52 @@ def _plant(build: _Builder, a: str, b: str, c: str, d: str, e: str) -> None:
         why="the invoice was cut before the last day's usage arrived",
     )
 
-    # a / workflow runs (count): a week of meter events never reached Stripe (an outage).
+
+def week_of_events_never_reached_stripe(build: _Builder, customer: str) -> None:
+    """Workflow runs (count), billed weekly: a week of meter events was lost (an outage)."""
+    cal = build.calendar
     weeks = cal.weekly_periods()
     lost = (cal.this_monday - _WEEK, cal.this_monday)
-    build.report(RUNS, a, weeks[0][0], weeks[-1][1], skip=_days(*lost))
+    build.report(RUNS, customer, weeks[0][0], weeks[-1][1], skip=_days(*lost))
     for period in weeks:
-        if period == lost:
-            billed = Decimal(rng.randint(20, 60))
-            item = build.bill(RUNS, a, period, billed)
-            build.expect(
-                Kind.MISSING_IN_STRIPE,
-                RUNS,
-                a,
-                period,
-                stripe=Decimal(0),
-                internal=billed,
-                items=(item.id, ""),
-                why="a week of meter events never reached Stripe",
-            )
-        else:
-            build.bill_usage(RUNS, a, [period])
+        if period != lost:
+            build.bill_usage(RUNS, customer, [period])
+            continue
+        billed = Decimal(build.rng.randint(20, 60))
+        item = build.bill(RUNS, customer, period, billed)
+        build.expect(
+            Kind.MISSING_IN_STRIPE,
+            RUNS,
+            customer,
+            period,
+            stripe=Decimal(0),
+            internal=billed,
+            items=(item.id, ""),
+            why="a week of meter events never reached Stripe",
+        )
 
-    # b / workflow runs (count): retried events that Stripe de-duplicated (same identifier)
-    # were billed twice.
-    build.report(RUNS, b, month[0], cal.monthly_periods()[-1][1])
+
+def deduplicated_retries_billed_twice(build: _Builder, customer: str) -> None:
+    """Workflow runs (count): retried events Stripe de-duplicated (same identifier) were billed."""
+    cal = build.calendar
+    month = cal.closed_month
+    build.report_monthly(RUNS, customer)
     retried = [
         event
         for _, _, event in build.events
-        if event.customer == b
+        if event.customer == customer
         and event.event_name == RUNS.event_name
         and month[0] <= datetime.fromtimestamp(event.timestamp, UTC).date() < month[1]
     ][3:5]
     for event in retried:
         build.retry(event)
-    stripe = build.usage(RUNS, b, *month)
-    item = build.bill(RUNS, b, closed, stripe + len(retried))
-    build.bill_usage(RUNS, b, pending)
+    stripe = build.usage(RUNS, customer, *month)
+    item = build.bill(RUNS, customer, month, stripe + len(retried))
+    build.bill_usage(RUNS, customer, cal.pending_months)
     build.expect(
         Kind.QUANTITY_MISMATCH,
         RUNS,
-        b,
+        customer,
         month,
         stripe=stripe,
         internal=stripe + len(retried),
@@ -642,32 +654,41 @@ def _plant(build: _Builder, a: str, b: str, c: str, d: str, e: str) -> None:
         why="retried meter events that Stripe de-duplicated were billed twice",
     )
 
-    # b / data transfer (sum): a mid-month plan change billed the second half twice.
-    build.report(TRANSFER, b, month[0], cal.monthly_periods()[-1][1])
-    first = build.bill_usage(TRANSFER, b, [closed])[0]
-    build.bill_usage(TRANSFER, b, pending)
+
+def plan_change_billed_half_a_month_twice(build: _Builder, customer: str) -> None:
+    """Data transfer (sum): a mid-month plan change billed the second half of the month twice."""
+    cal = build.calendar
+    month = cal.closed_month
+    build.report_monthly(TRANSFER, customer)
+    first = build.bill_usage(TRANSFER, customer, [month])[0]
+    build.bill_usage(TRANSFER, customer, cal.pending_months)
     half = (month[0] + timedelta(days=14), month[1])
-    second = build.bill(TRANSFER, b, half, build.usage(TRANSFER, b, *half), invoice="plan change")
+    usage = build.usage(TRANSFER, customer, *half)
+    second = build.bill(TRANSFER, customer, half, usage, invoice="plan change")
     build.expect(
         Kind.OVERLAPPING_LINE_ITEMS,
         TRANSFER,
-        b,
+        customer,
         half,
-        stripe=build.usage(TRANSFER, b, *half),
+        stripe=usage,
         internal=None,
         items=(max(first.id, second.id), min(first.id, second.id)),
         why="a mid-month plan change billed the second half of the month twice",
     )
 
-    # c / active seats (last): two seats removed during the month were still billed.
-    build.report(SEATS, c, month[0], cal.monthly_periods()[-1][1])
-    stripe = build.usage(SEATS, c, *month)
-    item = build.bill(SEATS, c, closed, stripe + 2)
-    build.bill_usage(SEATS, c, pending)
+
+def removed_seats_still_billed(build: _Builder, customer: str) -> None:
+    """Active seats (last): two seats removed during the month were still billed."""
+    cal = build.calendar
+    month = cal.closed_month
+    build.report_monthly(SEATS, customer)
+    stripe = build.usage(SEATS, customer, *month)
+    item = build.bill(SEATS, customer, month, stripe + 2)
+    build.bill_usage(SEATS, customer, cal.pending_months)
     build.expect(
         Kind.QUANTITY_MISMATCH,
         SEATS,
-        c,
+        customer,
         month,
         stripe=stripe,
         internal=stripe + 2,
@@ -675,19 +696,21 @@ def _plant(build: _Builder, a: str, b: str, c: str, d: str, e: str) -> None:
         why="two seats removed during the month were still billed",
     )
 
-    # c / data transfer (sum), billed daily: one day billed 0, and one day never billed.
-    days = cal.daily_periods()
+
+def daily_billing_zero_and_skipped_day(build: _Builder, customer: str) -> None:
+    """Data transfer (sum), billed daily: one day billed 0, and one day never billed."""
+    days = build.calendar.daily_periods()
     zero, skipped = days[-3], days[-2]
-    build.report(TRANSFER, c, days[0][0], days[-1][1])
+    build.report(TRANSFER, customer, days[0][0], days[-1][1])
     for period in days:
         if period == zero:
-            item = build.bill(TRANSFER, c, period, Decimal(0))
+            item = build.bill(TRANSFER, customer, period, Decimal(0))
             build.expect(
                 Kind.QUANTITY_MISMATCH,
                 TRANSFER,
-                c,
+                customer,
                 period,
-                stripe=build.usage(TRANSFER, c, *period),
+                stripe=build.usage(TRANSFER, customer, *period),
                 internal=Decimal(0),
                 items=(item.id, ""),
                 why="a daily line item billed 0 for a day with usage",
@@ -696,44 +719,70 @@ def _plant(build: _Builder, a: str, b: str, c: str, d: str, e: str) -> None:
             build.expect(
                 Kind.UNBILLED_USAGE,
                 TRANSFER,
-                c,
+                customer,
                 period,
-                stripe=build.usage(TRANSFER, c, *period),
+                stripe=build.usage(TRANSFER, customer, *period),
                 internal=Decimal(0),
                 why="the daily billing job skipped a day",
             )
         else:
-            build.bill_usage(TRANSFER, c, [period])
+            build.bill_usage(TRANSFER, customer, [period])
 
-    # d / active seats (last): billed for seats, but Stripe never got a seat count for them
-    # (the wrong customer id in the application's reporting); their other meter is fine.
-    build.bill(SEATS, d, closed, Decimal(rng.randint(4, 12)))
+
+def seats_stripe_never_received(build: _Builder, customer: str) -> None:
+    """Active seats (last): billed, but Stripe never got a seat count (the application reported
+    under the wrong customer id); the customer's other meter is fine."""
+    month = build.calendar.closed_month
+    item = build.bill(SEATS, customer, month, Decimal(build.rng.randint(4, 12)))
     build.expect(
         Kind.MISSING_IN_STRIPE,
         SEATS,
-        d,
+        customer,
         month,
         stripe=Decimal(0),
-        internal=build.items[-1].quantity,
-        items=(build.items[-1].id, ""),
+        internal=item.quantity,
+        items=(item.id, ""),
         why="billed for seats Stripe never received a count of",
     )
-    build.subscribe(TRANSFER, d, "monthly")
+    build.subscribe(TRANSFER, customer, "monthly")
 
-    # e: a customer on a trial, never billed, tracked by hand from the trial's first day.
-    # Usage before that day (an onboarding test) is outside the pair's bounds.
+
+def trial_customer_never_billed(build: _Builder, customer: str) -> None:
+    """Workflow runs (count): a trial customer, never billed, tracked by hand from the trial's
+    first day; usage before that day (an onboarding test) is outside the pair's bounds."""
+    cal = build.calendar
     trial = cal.today - timedelta(days=10)
-    build.hand_tracked.append(HandTrackedPair(e, RUNS.id, trial, None))
-    build.report_day(RUNS, e, trial - timedelta(days=5))
-    used = sorted({cal.today - _DAY, *rng.sample(list(_days(trial, cal.today - _DAY)), 4)})
+    build.hand_tracked.append(HandTrackedPair(customer, RUNS.id, trial, None))
+    build.report_day(RUNS, customer, trial - timedelta(days=5))
+    used = sorted({cal.today - _DAY, *build.rng.sample(list(_days(trial, cal.today - _DAY)), 4)})
     for day in used:
-        build.report_day(RUNS, e, day)
+        build.report_day(RUNS, customer, day)
         build.expect(
             Kind.UNBILLED_USAGE,
             RUNS,
-            e,
+            customer,
             (day, day + _DAY),
-            stripe=build.usage(RUNS, e, day, day + _DAY),
+            stripe=build.usage(RUNS, customer, day, day + _DAY),
             internal=Decimal(0),
             why="a trial customer who was never billed",
         )
+
+
+#: The scenarios of each customer set aside for them, in the order they are planted.
+PLANTED: tuple[tuple[Scenario, ...], ...] = (
+    (invoice_cut_before_the_last_days_usage, week_of_events_never_reached_stripe),
+    (deduplicated_retries_billed_twice, plan_change_billed_half_a_month_twice),
+    (removed_seats_still_billed, daily_billing_zero_and_skipped_day),
+    (seats_stripe_never_received,),
+    (trial_customer_never_billed,),
+)
+
+#: Customers the planted discrepancies need (the rest are ordinary, matching customers).
+MIN_CUSTOMERS = len(PLANTED)
+
+
+def _plant(build: _Builder, customers: Sequence[str]) -> None:
+    """Every planted scenario, on the customers set aside for them (one group each)."""
+    for customer, scenarios in zip(customers, PLANTED, strict=True):
+        for scenario in scenarios:
+            scenario(build, customer)

@@ -1,4 +1,8 @@
-"""The tables: the ledger, what is reconciled, what Stripe said, and what differs."""
+"""The tables: the ledger, what is reconciled, what Stripe said, and what differs.
+
+The enums the columns store live in `models.enums` (no SQLAlchemy) and the discrepancy's
+identity in `models.keys`; both are re-exported here, so existing imports keep working.
+"""
 
 from __future__ import annotations
 
@@ -10,67 +14,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import JSON, Column, Field, SQLModel
 
+from models.enums import (
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    Formula,
+    LikelyCause,
+    PairSource,
+    PairStatus,
+    RunStatus,
+    Trigger,
+    Valuation,
+)
+from models.keys import DISCREPANCY_IDENTITY, DiscrepancyKey
 from models.types import ExactDecimal, UTCDateTime, utcnow
-
-
-class Formula(StrEnum):
-    SUM = "sum"
-    COUNT = "count"
-    LAST = "last"
-
-
-class Trigger(StrEnum):
-    SCHEDULED = "scheduled"
-    MANUAL = "manual"
-
-
-class RunStatus(StrEnum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    COMPLETED_WITH_ERRORS = "completed_with_errors"
-    FAILED = "failed"
-
-
-class PairStatus(StrEnum):
-    OK = "ok"
-    FETCH_FAILED = "fetch_failed"
-
-
-class DiscrepancyKind(StrEnum):
-    QUANTITY_MISMATCH = "quantity_mismatch"
-    MISSING_IN_STRIPE = "missing_in_stripe"
-    UNBILLED_USAGE = "unbilled_usage"
-    OVERLAPPING_LINE_ITEMS = "overlapping_line_items"
-
-
-class DiscrepancyStatus(StrEnum):
-    OPEN = "open"
-    ACKNOWLEDGED = "acknowledged"
-    RESOLVED = "resolved"
-
-
-class PairSource(StrEnum):
-    LEDGER = "ledger"
-    MANUAL = "manual"
-    STRIPE = "stripe"
-
-
-class Valuation(StrEnum):
-    """How a discrepancy's amount at stake was priced."""
-
-    STRIPE_PRICE = "stripe_price"
-    LEDGER_PRICE = "ledger_price"
-
-
-class LikelyCause(StrEnum):
-    """Why Stripe and the ledger most likely differ, in the order the rules are tried."""
-
-    LATE_USAGE = "late_usage"
-    PERIOD_OFF_BY_ONE = "period_off_by_one"
-    TIMEZONE_SHIFT = "timezone_shift"
-    DUPLICATED_USAGE = "duplicated_usage"
-    UNIT_SCALE = "unit_scale"
-    WRONG_METER = "wrong_meter"
 
 
 def enum_column(enum: type[StrEnum], name: str, **kwargs: Any) -> Any:
@@ -288,17 +244,6 @@ class SubscriptionItem(SQLModel, table=True):
     refreshed_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
 
-DISCREPANCY_IDENTITY = (
-    "stripe_customer_id",
-    "meter_id",
-    "kind",
-    "period_start",
-    "period_end",
-    "line_item_id",
-    "other_line_item_id",
-)
-
-
 class Discrepancy(SQLModel, table=True):
     """A difference between Stripe and the ledger, with its lifecycle; never deleted."""
 
@@ -351,6 +296,7 @@ class Discrepancy(SQLModel, table=True):
 __all__ = [
     "DISCREPANCY_IDENTITY",
     "Discrepancy",
+    "DiscrepancyKey",
     "DiscrepancyKind",
     "DiscrepancyStatus",
     "Formula",

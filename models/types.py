@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import DateTime, Numeric, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-
-def canonical_decimal(value: Decimal) -> str:
-    """The one text form of a number: no exponent, no trailing zeros, no negative zero."""
-    if not value.is_finite():
-        raise ValueError(f"quantity must be finite, got {value}")
-    # normalize() rounds to the context's precision; give it exactly the digits it has.
-    exact = Context(prec=max(len(value.as_tuple().digits), 1))
-    text = format(value.normalize(exact), "f")
-    return "0" if text in ("-0", "0") else text
+# The one text form of a number is pure (models.canonical); re-exported for its users here.
+from models.canonical import canonical_decimal as canonical_decimal
 
 
 class ExactDecimal(TypeDecorator[Decimal]):

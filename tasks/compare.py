@@ -1,9 +1,10 @@
 """The comparison of one (customer, meter) pair: Stripe's daily usage against the ledger.
 
-Pure: no I/O, no Prefect, no clock, no database. Everything it needs is an argument,
-so the same inputs always give the same findings, in the same order. The rules are
-DESIGN.md's "Comparison semantics"; where DESIGN is silent the rule is written on the
-function that applies it.
+Pure: no I/O, no Prefect, no clock, no database (its enums, key and number form come
+from the pure `models.enums`, `models.keys` and `models.canonical`). Everything it needs
+is an argument, so the same inputs always give the same findings, in the same order. The
+rules are docs/architecture.md's "Comparison semantics"; where that is silent the rule is
+written on the function that applies it.
 
 Quantities are ``Decimal`` throughout and every sum or difference is computed in a local
 context wide enough to be exact (``_EXACT``); a computation that would have to round
@@ -30,7 +31,9 @@ from decimal import (
 )
 from operator import attrgetter
 
-from models.tables import DiscrepancyKind, Formula
+from models.canonical import canonical_decimal
+from models.enums import DiscrepancyKind, Formula
+from models.keys import WITHIN_PAIR, DiscrepancyKey
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -162,14 +165,17 @@ class Finding:
 
     @property
     def identity(self) -> tuple[Kind, date, date, str, str]:
-        """The discrepancy's identity within its pair (DESIGN: customer and meter prepend it)."""
-        return (
-            self.kind,
-            self.period_start,
-            self.period_end,
-            self.line_item_id,
-            self.other_line_item_id,
-        )
+        """The discrepancy's identity within its pair: the stored key's fields after the pair."""
+        identity: tuple[Kind, date, date, str, str] = _WITHIN_PAIR(self)
+        return identity
+
+    def key(self, *, customer: str, meter: str) -> DiscrepancyKey:
+        """The identity of the discrepancy this finding is, as the table's unique key."""
+        return DiscrepancyKey(customer, meter, *self.identity)
+
+
+# The fields of a finding that are its identity, named by the key (so the two cannot drift).
+_WITHIN_PAIR = attrgetter(*WITHIN_PAIR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,19 +273,10 @@ class _Usage:
         return f"sum of {count} daily value{plural}"
 
 
-def _text(value: Decimal) -> str:
-    """The number with no exponent, no trailing zeros and no negative zero (exact: no
-    context is involved, whatever the number's size)."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").removesuffix(".")
-    return "0" if text == "-0" else text
-
-
 def _canonical(value: Decimal) -> Decimal:
-    """The same number in that one form, so a finding reads the same whichever days were
+    """The same number in its one text form, so a finding reads the same whichever days were
     fetched (a prefix-sum difference carries the scale of the whole history)."""
-    return Decimal(_text(value))
+    return Decimal(canonical_decimal(value))
 
 
 def _days(start: date, end: date) -> str:
@@ -289,11 +286,11 @@ def _days(start: date, end: date) -> str:
 
 
 def _item_finding(item: LineItem, usage: _Usage, lo: int, hi: int, stripe: Decimal) -> Finding:
-    billed = _text(item.quantity)
+    billed = canonical_decimal(item.quantity)
     period = _days(item.period_start, item.period_end)
     if stripe:
         kind = Kind.QUANTITY_MISMATCH
-        said = f"Stripe metered {_text(stripe)} for {period} ({usage.basis(lo, hi)})"
+        said = f"Stripe metered {canonical_decimal(stripe)} for {period} ({usage.basis(lo, hi)})"
     else:
         kind = Kind.MISSING_IN_STRIPE
         stripe = _ZERO
@@ -325,7 +322,7 @@ def _unbilled_finding(day: date, value: Decimal) -> Finding:
         stripe_quantity=_canonical(value),
         internal_quantity=_ZERO,
         difference=_canonical(value),
-        detail=f"Stripe metered {_text(value)} on {day}, a day no line item bills.",
+        detail=f"Stripe metered {canonical_decimal(value)} on {day}, a day no line item bills.",
     )
 
 
@@ -343,7 +340,9 @@ def _overlap_finding(a: LineItem, b: LineItem, usage: _Usage, today: date) -> Fi
         stripe = usage.quantity(lo, hi)
         so_far = "" if metered_end == end else f" up to {metered_end - _DAY}"
         basis = f" ({usage.basis(lo, hi)})" if hi > lo else ""
-        detail = f"{shared}; Stripe metered {_text(stripe)} on those days{so_far}{basis}."
+        detail = (
+            f"{shared}; Stripe metered {canonical_decimal(stripe)} on those days{so_far}{basis}."
+        )
     return Finding(
         kind=Kind.OVERLAPPING_LINE_ITEMS,
         period_start=start,
@@ -380,7 +379,7 @@ def compare_pair(
 ) -> PairComparison:
     """Compare one pair's Stripe usage (``daily``: day -> aggregated value) with its ledger.
 
-    Rules beyond DESIGN's "Comparison semantics":
+    Rules beyond the "Comparison semantics" of docs/architecture.md:
 
     - ``line_items`` may hold items outside the window: they are ignored; two items with
       the same id are a caller error (``ValueError``).

@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from models.engine import session_scope
+from models.keys import DISCREPANCY_IDENTITY, DiscrepancyKey
 from models.tables import (
-    DISCREPANCY_IDENTITY,
     Discrepancy,
     DiscrepancyKind,
     DiscrepancyStatus,
@@ -36,8 +36,6 @@ from tasks.compare import Finding, PairComparison, Scope
 
 _LINE_ITEM_KINDS = (DiscrepancyKind.QUANTITY_MISMATCH, DiscrepancyKind.MISSING_IN_STRIPE)
 _OPEN_STATES = (DiscrepancyStatus.OPEN, DiscrepancyStatus.ACKNOWLEDGED)
-
-Identity = tuple[str, date, date, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +185,11 @@ def record_findings(
     counts = _classify(rows, existing)
     if rows:
         session.execute(statements.upsert_discrepancies, rows)
-    found = {_identity_of_row(row) for row in rows}
+    found = {DiscrepancyKey.from_mapping(row) for row in rows}
     to_resolve = [
         row_id
-        for identity, (row_id, status, _numbers) in existing.items()
-        if status in _OPEN_STATES and identity not in found and _in_scope(identity, scope)
+        for key, (row_id, status, _numbers) in existing.items()
+        if status in _OPEN_STATES and key not in found and _in_scope(key, scope)
     ]
     if to_resolve:
         session.execute(
@@ -243,13 +241,7 @@ def _row(
     finding: Finding, *, run_id: int, customer: str, meter: str, now: datetime
 ) -> dict[str, Any]:
     return {
-        "stripe_customer_id": customer,
-        "meter_id": meter,
-        "kind": finding.kind,
-        "period_start": finding.period_start,
-        "period_end": finding.period_end,
-        "line_item_id": finding.line_item_id,
-        "other_line_item_id": finding.other_line_item_id,
+        **finding.key(customer=customer, meter=meter)._asdict(),
         "stripe_quantity": finding.stripe_quantity,
         "internal_quantity": finding.internal_quantity,
         "difference": finding.difference,
@@ -336,11 +328,7 @@ def _statements(dialect: str) -> _Statements:
         existing=sa.select(
             discrepancies.c.id,
             discrepancies.c.status,
-            discrepancies.c.kind,
-            discrepancies.c.period_start,
-            discrepancies.c.period_end,
-            discrepancies.c.line_item_id,
-            discrepancies.c.other_line_item_id,
+            *(discrepancies.c[name] for name in DISCREPANCY_IDENTITY),
             discrepancies.c.stripe_quantity,
             discrepancies.c.internal_quantity,
             discrepancies.c.difference,
@@ -352,7 +340,11 @@ def _statements(dialect: str) -> _Statements:
 
 
 def _upsert_discrepancies(dialect: str) -> Any:
-    """The lifecycle, decided by the database row by row, so racing writers agree."""
+    """The lifecycle, decided by the database row by row, so racing writers agree.
+
+    `reopen` here and `_reopens` (what the run counts) are one rule written twice, in SQL
+    and in Python; tests/test_lifecycle_rule.py holds both to the README's lifecycle table.
+    """
     table = Discrepancy.__table__  # type: ignore[attr-defined]
     insert = insert_for_dialect(dialect, table)
     new = insert.excluded
@@ -387,47 +379,38 @@ def _upsert_discrepancies(dialect: str) -> Any:
     )
 
 
-def _existing(
-    *, session: Session, customer: str, meter: str
-) -> dict[Identity, tuple[int, DiscrepancyStatus, tuple[Any, ...]]]:
+Existing = dict[DiscrepancyKey, tuple[int, DiscrepancyStatus, tuple[Any, ...]]]
+
+
+def _existing(*, session: Session, customer: str, meter: str) -> Existing:
     rows = session.execute(
         _statements(_dialect(session)).existing, {"p_customer": customer, "p_meter": meter}
     )
     return {
-        (
-            row.kind.value,
-            row.period_start,
-            row.period_end,
-            row.line_item_id,
-            row.other_line_item_id,
-        ): (row.id, row.status, (row.stripe_quantity, row.internal_quantity, row.difference))
+        DiscrepancyKey.from_mapping(row._mapping): (
+            row.id,
+            row.status,
+            (row.stripe_quantity, row.internal_quantity, row.difference),
+        )
         for row in rows
     }
 
 
-def _identity_of_row(row: Mapping[str, Any]) -> Identity:
-    return (
-        row["kind"].value,
-        row["period_start"],
-        row["period_end"],
-        row["line_item_id"],
-        row["other_line_item_id"],
+def _reopens(status: DiscrepancyStatus, *, numbers_changed: bool) -> bool:
+    """The re-open rule in Python (for the counts); `_upsert_discrepancies` has it in SQL."""
+    return status is DiscrepancyStatus.RESOLVED or (
+        status is DiscrepancyStatus.ACKNOWLEDGED and numbers_changed
     )
 
 
-def _classify(
-    rows: Iterable[Mapping[str, Any]],
-    existing: Mapping[Identity, tuple[int, DiscrepancyStatus, tuple[Any, ...]]],
-) -> dict[str, int]:
+def _classify(rows: Iterable[Mapping[str, Any]], existing: Existing) -> dict[str, int]:
     counts = {"new": 0, "reopened": 0, "updated": 0, "unchanged": 0}
     for row in rows:
-        before = existing.get(_identity_of_row(row))
+        before = existing.get(DiscrepancyKey.from_mapping(row))
         numbers = (row["stripe_quantity"], row["internal_quantity"], row["difference"])
         if before is None:
             counts["new"] += 1
-        elif before[1] is DiscrepancyStatus.RESOLVED or (
-            before[1] is DiscrepancyStatus.ACKNOWLEDGED and before[2] != numbers
-        ):
+        elif _reopens(before[1], numbers_changed=before[2] != numbers):
             counts["reopened"] += 1
         elif before[2] != numbers:
             counts["updated"] += 1
@@ -436,16 +419,15 @@ def _classify(
     return counts
 
 
-def _in_scope(identity: Identity, scope: Scope) -> bool:
+def _in_scope(key: DiscrepancyKey, scope: Scope) -> bool:
     """Whether this run re-evaluated the discrepancy, so its absence means it is resolved."""
-    kind, period_start, _end, line_item_id, other_line_item_id = identity
-    if kind in {k.value for k in _LINE_ITEM_KINDS}:
-        return line_item_id in scope.compared_line_item_ids
-    if kind == DiscrepancyKind.OVERLAPPING_LINE_ITEMS.value:
+    if key.kind in _LINE_ITEM_KINDS:
+        return key.line_item_id in scope.compared_line_item_ids
+    if key.kind is DiscrepancyKind.OVERLAPPING_LINE_ITEMS:
         considered = scope.considered_line_item_ids
-        return line_item_id in considered and other_line_item_id in considered
+        return key.line_item_id in considered and key.other_line_item_id in considered
     first, last = scope.unbilled_days
-    return first <= period_start < last
+    return first <= key.period_start < last
 
 
 __all__ = [

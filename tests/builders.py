@@ -10,7 +10,15 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from models.tables import InvoiceLineItem, ReconciliationRun, RunStatus, Trigger
-from tasks.compare import Formula, LineItem, PairComparison, Window, compare_pair
+from tasks.compare import (
+    DEFAULT_TOLERANCE,
+    Formula,
+    LineItem,
+    PairComparison,
+    Tolerance,
+    Window,
+    compare_pair,
+)
 
 HEADER = (
     "id,invoice_id,stripe_customer_id,meter_id,period_start,period_end,quantity,currency,amount"
@@ -71,17 +79,28 @@ def item(id: str, start: str, end: str, quantity: str) -> LineItem:
     )
 
 
+def window(start: str, end: str) -> Window:
+    return Window(date.fromisoformat(start), date.fromisoformat(end))
+
+
 def comparison(
     daily: dict[date, Decimal],
     *items: LineItem,
     window: tuple[str, str] = ("2026-11-01", "2026-11-04"),
     today: str = "2026-11-04",
     formula: Formula = Formula.SUM,
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
+    active_from: str | None = None,
+    active_to: str | None = None,
 ) -> PairComparison:
+    """One pair compared; days and the window as ISO text, the window end exclusive."""
     return compare_pair(
         daily=daily,
         line_items=items,
         window=Window(date.fromisoformat(window[0]), date.fromisoformat(window[1])),
         today=date.fromisoformat(today),
         formula=formula,
+        tolerance=tolerance,
+        active_from=date.fromisoformat(active_from) if active_from else None,
+        active_to=date.fromisoformat(active_to) if active_to else None,
     )

@@ -1,4 +1,4 @@
-"""The pure comparison (tasks/compare.py): DESIGN.md "Comparison semantics", case by case."""
+"""The pure comparison (tasks/compare.py): the "Comparison semantics", case by case."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from models.keys import WITHIN_PAIR, DiscrepancyKey
 from tasks.compare import (
     Finding,
     Formula,
@@ -19,6 +20,7 @@ from tasks.compare import (
     compare_pair,
     fetch_range,
 )
+from tests.builders import comparison, days, item, window
 
 ALL_FORMULAS = [Formula.SUM, Formula.COUNT, Formula.LAST]
 NOVEMBER = ("2026-11-01", "2026-12-01")
@@ -32,18 +34,6 @@ def d(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def item(id: str, start: str, end: str, quantity: str) -> LineItem:
-    return LineItem(id=id, period_start=d(start), period_end=d(end), quantity=Decimal(quantity))
-
-
-def days(values: dict[str, str]) -> dict[date, Decimal]:
-    return {d(day): Decimal(value) for day, value in values.items()}
-
-
-def window(start: str, end: str) -> Window:
-    return Window(d(start), d(end))
-
-
 def compare(
     daily: dict[date, Decimal],
     items: list[LineItem],
@@ -55,15 +45,16 @@ def compare(
     active_from: str | None = None,
     active_to: str | None = None,
 ) -> PairComparison:
-    return compare_pair(
-        daily=daily,
-        line_items=items,
-        window=window(*span),
-        today=d(today),
+    """The shared `comparison` builder, over November and judged after it unless told."""
+    return comparison(
+        daily,
+        *items,
+        window=span,
+        today=today,
         formula=formula,
         tolerance=tolerance or Tolerance(),
-        active_from=d(active_from) if active_from else None,
-        active_to=d(active_to) if active_to else None,
+        active_from=active_from,
+        active_to=active_to,
     )
 
 
@@ -634,6 +625,27 @@ def test_identity_is_kind_period_and_ids() -> None:
         "",
     )
     assert hash(finding.identity) == hash(finding.identity)
+
+
+def test_a_findings_key_is_its_pair_then_its_identity() -> None:
+    finding = only(compare({}, [item("li_1", *NOVEMBER, "3")]))
+    key = finding.key(customer="cus_A", meter="mtr_api")
+    assert key == DiscrepancyKey(
+        stripe_customer_id="cus_A",
+        meter_id="mtr_api",
+        kind=Kind.MISSING_IN_STRIPE,
+        period_start=d("2026-11-01"),
+        period_end=d("2026-12-01"),
+        line_item_id="li_1",
+        other_line_item_id="",
+    )
+    assert key[2:] == finding.identity
+
+
+def test_a_findings_identity_is_the_fields_the_key_names() -> None:
+    finding = only(compare({}, [item("li_1", *NOVEMBER, "3")]))
+    assert DiscrepancyKey._fields[2:] == WITHIN_PAIR
+    assert tuple(getattr(finding, name) for name in WITHIN_PAIR) == finding.identity
 
 
 @pytest.mark.parametrize(

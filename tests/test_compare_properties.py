@@ -44,7 +44,7 @@ def daily_value(formula: Formula) -> st.SearchStrategy[Decimal]:
 def stripe_quantity(
     daily: dict[date, Decimal], start: date, end: date, formula: Formula
 ) -> Decimal:
-    """An independent, day-by-day reading of DESIGN's rule, the oracle for the properties."""
+    """An independent, day-by-day reading of the comparison rule, the oracle for the properties."""
     inside = sorted(day for day in daily if start <= day < end)
     if not inside:
         return Decimal(0)

@@ -132,7 +132,7 @@ def test_failing_pairs_complete_with_errors_and_the_others_are_recorded(
     world: World, engine: Engine, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_window(world)
-    before = {r for r in found(engine) if r[0] == "cus_mismatch"}
+    before = {r for r in found(engine) if r.key.stripe_customer_id == "cus_mismatch"}
     world.simulator.faults.script(*["500"] * 200, customer="cus_mismatch")
     code = main(
         [
@@ -163,7 +163,7 @@ def test_failing_pairs_complete_with_errors_and_the_others_are_recorded(
     assert failed.error
     assert "500" in failed.error
     assert {r.status for c, r in results.items() if c != "cus_mismatch"} == {PairStatus.OK}
-    assert {r for r in found(engine) if r[0] == "cus_mismatch"} == before
+    assert {r for r in found(engine) if r.key.stripe_customer_id == "cus_mismatch"} == before
 
 
 def test_faults_and_a_429_storm_give_the_same_discrepancies_as_a_clean_run(

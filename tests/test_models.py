@@ -2,12 +2,16 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from enum import StrEnum
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import Session, select
 
+import models.enums
+import models.tables
+from models.keys import DISCREPANCY_IDENTITY, DiscrepancyKey
 from models.tables import (
     Discrepancy,
     DiscrepancyKind,
@@ -116,6 +120,68 @@ def test_discrepancy_identity_is_unique_in_the_database(engine: Engine) -> None:
         session.add(_discrepancy(run.id, stripe_quantity=Decimal("6")))
         with pytest.raises(IntegrityError):
             session.commit()
+
+
+def test_the_unique_constraint_is_the_discrepancy_key() -> None:
+    table = Discrepancy.__table__  # type: ignore[attr-defined]
+    [unique] = [c for c in table.constraints if c.name == "uq_discrepancy_identity"]
+    assert tuple(column.name for column in unique.columns) == DiscrepancyKey._fields
+    assert DiscrepancyKey._fields == DISCREPANCY_IDENTITY
+
+
+def test_a_stored_discrepancy_gives_back_its_key(engine: Engine) -> None:
+    with Session(engine) as session:
+        run = _run(session)
+        assert run.id is not None
+        session.add(_discrepancy(run.id))
+        session.commit()
+        stored = session.exec(select(Discrepancy)).one()
+        key = DiscrepancyKey.from_mapping(stored.model_dump())
+    assert key == DiscrepancyKey(
+        "cus_A", "mtr_api", DiscrepancyKind.UNBILLED_USAGE, date(2026, 11, 1), date(2026, 11, 2)
+    )
+
+
+def test_a_key_read_from_text_is_the_key_built_from_the_enum() -> None:
+    built = DiscrepancyKey(
+        "cus_A", "mtr_api", DiscrepancyKind.UNBILLED_USAGE, date(2026, 11, 1), date(2026, 11, 2)
+    )
+    read = DiscrepancyKey.from_mapping(
+        {
+            "stripe_customer_id": "cus_A",
+            "meter_id": "mtr_api",
+            "kind": "unbilled_usage",
+            "period_start": date(2026, 11, 1),
+            "period_end": date(2026, 11, 2),
+            "line_item_id": None,
+            "other_line_item_id": None,
+        }
+    )
+    assert read == built
+    assert hash(read) == hash(built)
+    assert read.kind is DiscrepancyKind.UNBILLED_USAGE
+    assert (read.line_item_id, read.other_line_item_id) == ("", "")
+
+
+def test_every_enum_lives_in_models_enums_and_the_tables_re_export_it() -> None:
+    enums = {
+        name: value
+        for name, value in vars(models.enums).items()
+        if isinstance(value, type) and issubclass(value, StrEnum) and value is not StrEnum
+    }
+    assert sorted(enums) == sorted(models.enums.__all__)
+    for name, enum in enums.items():
+        assert getattr(models.tables, name) is enum
+        assert name in models.tables.__all__
+    tables_own = [
+        name
+        for name, value in vars(models.tables).items()
+        if isinstance(value, type)
+        and issubclass(value, StrEnum)
+        and value is not StrEnum
+        and value.__module__ != "models.enums"
+    ]
+    assert tables_own == []
 
 
 def test_discrepancy_runs_are_foreign_keys(engine: Engine) -> None:

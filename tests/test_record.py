@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import Session, col, select
 
+from models.keys import DiscrepancyKey
 from models.tables import (
     Discrepancy,
     DiscrepancyKind,
@@ -80,6 +81,13 @@ def test_a_new_discrepancy_is_open(engine: Engine) -> None:
         Decimal(2),
     )
     assert row.alerted_at is None
+
+
+def test_the_stored_row_has_the_findings_key(engine: Engine) -> None:
+    record(engine, new_run(engine), MISMATCH)
+    [finding] = MISMATCH.findings
+    stored = DiscrepancyKey.from_mapping(only(engine).model_dump())
+    assert stored == finding.key(customer=CUSTOMER, meter=METER)
 
 
 def test_seen_again_updates_last_seen_run_and_numbers(engine: Engine) -> None:
@@ -268,11 +276,10 @@ def test_two_recorders_of_the_same_pair_at_once_leave_one_row_per_identity(
     for thread in threads:
         thread.join()
     assert errors == []
-    identities = [
-        (r.kind, r.period_start, r.period_end, r.line_item_id, r.other_line_item_id)
-        for r in rows(engine)
-    ]
-    expected = {f.identity for result in results for f in result.findings}
+    identities = [DiscrepancyKey.from_mapping(r.model_dump()) for r in rows(engine)]
+    expected = {
+        f.key(customer=CUSTOMER, meter=METER) for result in results for f in result.findings
+    }
     assert len(identities) == len(set(identities)) == len(expected) == 4
     statuses = {r.line_item_id: r.status for r in rows(engine)}
     assert statuses["li_2"] is DiscrepancyStatus.OPEN

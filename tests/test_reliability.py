@@ -167,7 +167,7 @@ def test_the_database_going_away_costs_at_most_the_pairs_in_flight(
     recorded = found(engine)
     assert recorded <= world.expected
     failed_customers = _failed_customers(engine, summary.run_id)
-    assert {r[0] for r in world.expected - recorded} <= failed_customers
+    assert {r.key.stripe_customer_id for r in world.expected - recorded} <= failed_customers
 
     world.simulator.latency = 0.0
     reconcile_meters(start=world.start, end=world.end, trigger=Trigger.MANUAL)

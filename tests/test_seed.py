@@ -12,15 +12,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from meter_recon.importer import import_line_items
-from meter_recon.seed import (
-    MIN_CUSTOMERS,
-    DemoData,
-    Identity,
-    default_window,
-    generate,
-    midnight,
-)
+from meter_recon.seed import MIN_CUSTOMERS, PLANTED, DemoData, default_window, generate
 from meter_recon.simulator import SimulatorData
+from models.canonical import utc_midnight
+from models.keys import DiscrepancyKey
 from models.tables import DiscrepancyKind, InvoiceLineItem, PairSource, TrackedPair
 from tasks.compare import Formula, LineItem, Window, compare_pair
 
@@ -28,7 +23,9 @@ ANCHOR = date(2026, 11, 25)
 Kind = DiscrepancyKind
 
 
-def found_by_comparison(data: DemoData, *, today: date) -> dict[Identity, tuple[Decimal, ...]]:
+def found_by_comparison(
+    data: DemoData, *, today: date
+) -> dict[DiscrepancyKey, tuple[Decimal, ...]]:
     """What the pure comparison finds, pair by pair, over the simulator's daily buckets.
 
     Reads the data file through the simulator's own loader and aggregation, fetches the
@@ -38,7 +35,7 @@ def found_by_comparison(data: DemoData, *, today: date) -> dict[Identity, tuple[
     simulator = SimulatorData.from_json(data.simulator_json())
     window = Window(*data.window)
     bounds = {(p.customer, p.meter): (p.active_from, p.active_to) for p in data.hand_tracked}
-    found: dict[Identity, tuple[Decimal, ...]] = {}
+    found: dict[DiscrepancyKey, tuple[Decimal, ...]] = {}
     for customer, meter_id in sorted(data.pairs()):
         meter = simulator.meter(meter_id)
         assert meter is not None
@@ -52,9 +49,9 @@ def found_by_comparison(data: DemoData, *, today: date) -> dict[Identity, tuple[
         ]
         start = min([window.start, *(i.period_start for i in considered)])
         end = min(max([window.end, *(i.period_end for i in considered)]), today)
-        buckets = simulator.buckets(meter, customer, midnight(start), midnight(end), "day")
+        buckets = simulator.buckets(meter, customer, utc_midnight(start), utc_midnight(end), "day")
         daily = {
-            start + timedelta(days=(b.start_time - midnight(start)) // 86_400): b.value
+            start + timedelta(days=(b.start_time - utc_midnight(start)) // 86_400): b.value
             for b in buckets
         }
         active_from, active_to = bounds.get((customer, meter_id), (None, None))
@@ -68,15 +65,7 @@ def found_by_comparison(data: DemoData, *, today: date) -> dict[Identity, tuple[
             active_to=active_to,
         )
         for f in result.findings:
-            identity = (
-                customer,
-                meter_id,
-                Kind(f.kind.value),
-                f.period_start,
-                f.period_end,
-                f.line_item_id,
-                f.other_line_item_id,
-            )
+            identity = f.key(customer=customer, meter=meter_id)
             quantities: tuple[Decimal, ...] = (f.stripe_quantity,)
             if f.internal_quantity is not None:
                 quantities += (f.internal_quantity,)
@@ -84,8 +73,8 @@ def found_by_comparison(data: DemoData, *, today: date) -> dict[Identity, tuple[
     return found
 
 
-def planted(data: DemoData) -> dict[Identity, tuple[Decimal, ...]]:
-    result: dict[Identity, tuple[Decimal, ...]] = {}
+def planted(data: DemoData) -> dict[DiscrepancyKey, tuple[Decimal, ...]]:
+    result: dict[DiscrepancyKey, tuple[Decimal, ...]] = {}
     for e in data.expected:
         quantities: tuple[Decimal, ...] = (e.stripe_quantity,)
         if e.internal_quantity is not None:
@@ -136,6 +125,17 @@ def test_every_kind_is_planted_on_pairs_of_its_own() -> None:
     mismatches = [e for e in data.expected if e.kind is Kind.QUANTITY_MISMATCH]
     assert {formulas[e.meter] for e in mismatches} == {"sum", "count", "last"}
     assert any(e.internal_quantity == 0 for e in mismatches)  # a line item that bills 0
+
+
+def test_each_planted_scenario_plants_on_a_pair_of_its_own() -> None:
+    """Adding a scenario is adding a function to PLANTED: it must find a pair nobody else uses."""
+    data = generate(anchor=ANCHOR, customers=MIN_CUSTOMERS, seed=1)
+    scenarios = [scenario for group in PLANTED for scenario in group]
+    assert len(set(scenarios)) == len(scenarios)
+    assert len(PLANTED) == MIN_CUSTOMERS
+    planted_pairs = {(e.customer, e.meter) for e in data.expected}
+    assert len(planted_pairs) == len(scenarios)
+    assert len({customer for customer, _ in planted_pairs}) == len(PLANTED)
 
 
 def test_the_hand_tracked_customer_was_never_billed() -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -13,10 +14,20 @@ from sqlmodel import Session, col, select
 from meter_recon.importer import import_line_items
 from meter_recon.simulator import StripeSimulator
 from meter_recon.windows import utc_today
+from models.keys import DiscrepancyKey
 from models.pairs import track_by_hand
-from models.tables import Discrepancy
+from models.tables import Discrepancy, DiscrepancyKind
 
-Expected = tuple[str, str, str, date, date, str, str, Decimal, Decimal | None, Decimal | None]
+Kind = DiscrepancyKind
+
+
+class Expected(NamedTuple):
+    """A discrepancy as a run must leave it: its key, and its numbers."""
+
+    key: DiscrepancyKey
+    stripe_quantity: Decimal
+    internal_quantity: Decimal | None
+    difference: Decimal | None
 
 
 def noon(day: date, minute: int = 0) -> int:
@@ -87,64 +98,45 @@ def build_world(simulator: StripeSimulator, engine: Engine, directory: Path) -> 
     def q(text: str) -> Decimal:
         return Decimal(text)
 
-    expected: set[Expected] = {
-        (
-            "cus_mismatch",
-            "mtr_api",
-            "quantity_mismatch",
-            d1,
-            today,
-            "li_mismatch",
-            "",
+    expected = {
+        Expected(
+            DiscrepancyKey(
+                "cus_mismatch", "mtr_api", Kind.QUANTITY_MISMATCH, d1, today, "li_mismatch"
+            ),
             q("15"),
             q("14"),
             q("1"),
         ),
-        (
-            "cus_missing",
-            "mtr_api",
-            "missing_in_stripe",
-            d1,
-            today,
-            "li_missing",
-            "",
+        Expected(
+            DiscrepancyKey(
+                "cus_missing", "mtr_api", Kind.MISSING_IN_STRIPE, d1, today, "li_missing"
+            ),
             q("0"),
             q("3"),
             q("-3"),
         ),
-        ("cus_unbilled", "mtr_api", "unbilled_usage", d2, d3, "", "", q("7"), q("0"), q("7")),
-        (
-            "cus_overlap",
-            "mtr_api",
-            "overlapping_line_items",
-            d2,
-            d3,
-            "li_ov_b",
-            "li_ov_a",
+        Expected(
+            DiscrepancyKey("cus_unbilled", "mtr_api", Kind.UNBILLED_USAGE, d2, d3),
+            q("7"),
+            q("0"),
+            q("7"),
+        ),
+        Expected(
+            DiscrepancyKey(
+                "cus_overlap", "mtr_api", Kind.OVERLAPPING_LINE_ITEMS, d2, d3, "li_ov_b", "li_ov_a"
+            ),
             q("1"),
             None,
             None,
         ),
-        (
-            "cus_jobs",
-            "mtr_jobs",
-            "quantity_mismatch",
-            d1,
-            today,
-            "li_jobs",
-            "",
+        Expected(
+            DiscrepancyKey("cus_jobs", "mtr_jobs", Kind.QUANTITY_MISMATCH, d1, today, "li_jobs"),
             q("5"),
             q("4"),
             q("1"),
         ),
-        (
-            "cus_seats",
-            "mtr_seats",
-            "quantity_mismatch",
-            d1,
-            today,
-            "li_seats",
-            "",
+        Expected(
+            DiscrepancyKey("cus_seats", "mtr_seats", Kind.QUANTITY_MISMATCH, d1, today, "li_seats"),
             q("8"),
             q("12"),
             q("-4"),
@@ -169,14 +161,8 @@ def found(engine: Engine, *, status: str | None = None) -> frozenset[Expected]:
         statement = select(Discrepancy).order_by(col(Discrepancy.id))
         rows = session.exec(statement).all()
     return frozenset(
-        (
-            r.stripe_customer_id,
-            r.meter_id,
-            r.kind.value,
-            r.period_start,
-            r.period_end,
-            r.line_item_id,
-            r.other_line_item_id,
+        Expected(
+            DiscrepancyKey.from_mapping(r.model_dump()),
             r.stripe_quantity,
             r.internal_quantity,
             r.difference,

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from importlib import metadata
 from types import TracebackType
@@ -29,6 +29,7 @@ from meter_recon.stripe.money import loads_exact, to_decimal
 from meter_recon.stripe.rate_limit import RateLimiter, shared_rate_limiter
 from meter_recon.stripe.redaction import redact
 from meter_recon.stripe.retry import backoff_seconds, retry_after_seconds, should_retry_status
+from models.canonical import utc_midnight
 
 STRIPE_VERSION = "2026-10-28.endive"
 """The API version stripe-python 16.1.0 pins (`Stripe-Version`)."""
@@ -132,11 +133,6 @@ def summaries_query(
 
 def summaries_path(meter_id: str) -> str:
     return f"/v1/billing/meters/{quote_plus(meter_id)}/event_summaries"
-
-
-def utc_midnight(day: date) -> int:
-    """Unix seconds of `day` 00:00 UTC."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 def _require(body: Mapping[str, Any], key: str, kind: type[T]) -> T:

@@ -1,0 +1,82 @@
+"""The enumerations the tables store, free of SQLAlchemy so pure modules can use them.
+
+`models.tables` re-exports every one, so a stored kind and a finding's kind are the same
+value whichever module they were imported from.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Formula(StrEnum):
+    SUM = "sum"
+    COUNT = "count"
+    LAST = "last"
+
+
+class Trigger(StrEnum):
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+
+
+class PairStatus(StrEnum):
+    OK = "ok"
+    FETCH_FAILED = "fetch_failed"
+
+
+class DiscrepancyKind(StrEnum):
+    QUANTITY_MISMATCH = "quantity_mismatch"
+    MISSING_IN_STRIPE = "missing_in_stripe"
+    UNBILLED_USAGE = "unbilled_usage"
+    OVERLAPPING_LINE_ITEMS = "overlapping_line_items"
+
+
+class DiscrepancyStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class PairSource(StrEnum):
+    LEDGER = "ledger"
+    MANUAL = "manual"
+    STRIPE = "stripe"
+
+
+class Valuation(StrEnum):
+    """How a discrepancy's amount at stake was priced."""
+
+    STRIPE_PRICE = "stripe_price"
+    LEDGER_PRICE = "ledger_price"
+
+
+class LikelyCause(StrEnum):
+    """Why Stripe and the ledger most likely differ, in the order the rules are tried."""
+
+    LATE_USAGE = "late_usage"
+    PERIOD_OFF_BY_ONE = "period_off_by_one"
+    TIMEZONE_SHIFT = "timezone_shift"
+    DUPLICATED_USAGE = "duplicated_usage"
+    UNIT_SCALE = "unit_scale"
+    WRONG_METER = "wrong_meter"
+
+
+__all__ = [
+    "DiscrepancyKind",
+    "DiscrepancyStatus",
+    "Formula",
+    "LikelyCause",
+    "PairSource",
+    "PairStatus",
+    "RunStatus",
+    "Trigger",
+    "Valuation",
+]

@@ -1,0 +1,113 @@
+"""The re-open rule is written twice: in SQL (what the database stores, so racing runs agree)
+and in Python (what the run counts and alerts about). One test runs both over every row of
+the README's lifecycle table, on every database, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from models.tables import Discrepancy, DiscrepancyStatus
+from tasks.compare import PairComparison
+from tasks.record import PairStats, RecordOutcome, record_pair
+from tests.builders import comparison, days, item, new_run
+
+OPEN, ACKNOWLEDGED, RESOLVED = (
+    DiscrepancyStatus.OPEN,
+    DiscrepancyStatus.ACKNOWLEDGED,
+    DiscrepancyStatus.RESOLVED,
+)
+ALERTED_AT = datetime.fromisoformat("2026-11-02T08:00:00+00:00")
+
+# The difference as first recorded (Stripe 7, ledger 5), seen again with other numbers
+# (Stripe 8), and gone (Stripe 5: the line item matches).
+FIRST = comparison(days({"2026-11-01": "7"}), item("li_1", "2026-11-01", "2026-11-02", "5"))
+OTHER_NUMBERS = comparison(days({"2026-11-01": "8"}), item("li_1", "2026-11-01", "2026-11-02", "5"))
+GONE = comparison(days({"2026-11-01": "5"}), item("li_1", "2026-11-01", "2026-11-02", "5"))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the README's lifecycle table, and how the run counts it."""
+
+    sees: str
+    before: DiscrepancyStatus | None
+    result: PairComparison
+    after: DiscrepancyStatus
+    counted_as: str
+    reopens: bool
+
+
+LIFECYCLE = [
+    Row("a new difference", None, FIRST, OPEN, "new", reopens=False),
+    Row("the same difference again", OPEN, FIRST, OPEN, "unchanged", reopens=False),
+    Row("the same difference again, numbers updated", OPEN, OTHER_NUMBERS, OPEN, "updated", False),
+    Row("it no longer holds", OPEN, GONE, RESOLVED, "resolved", reopens=False),
+    Row("it no longer holds", ACKNOWLEDGED, GONE, RESOLVED, "resolved", reopens=False),
+    Row("it holds again", RESOLVED, FIRST, OPEN, "reopened", reopens=True),
+    Row("it holds again, with other numbers", RESOLVED, OTHER_NUMBERS, OPEN, "reopened", True),
+    Row("it holds with other numbers", ACKNOWLEDGED, OTHER_NUMBERS, OPEN, "reopened", True),
+    Row("it holds with the same numbers", ACKNOWLEDGED, FIRST, ACKNOWLEDGED, "unchanged", False),
+]
+
+
+def record(engine: Engine, run_id: int, result: PairComparison) -> RecordOutcome:
+    return record_pair(
+        engine=engine,
+        run_id=run_id,
+        customer="cus_A",
+        meter="mtr_api",
+        comparison=result,
+        daily={},
+        fetched=None,
+        stats=PairStats(requests=1, duration_ms=5),
+    )
+
+
+def put_in_state(engine: Engine, status: DiscrepancyStatus, *, run_id: int) -> None:
+    """The stored discrepancy as finance left it: alerted, and in `status`."""
+    with Session(engine) as session:
+        row = session.exec(select(Discrepancy)).one()
+        row.status = status
+        row.alerted_at = ALERTED_AT
+        row.resolved_run = run_id if status is RESOLVED else None
+        session.add(row)
+        session.commit()
+
+
+def stored(engine: Engine) -> Discrepancy:
+    with Session(engine) as session:
+        return session.exec(select(Discrepancy)).one()
+
+
+@pytest.mark.parametrize("row", LIFECYCLE, ids=lambda r: f"{r.before or 'none'}: {r.sees}")
+def test_the_database_and_the_counts_follow_the_readme_lifecycle_table(
+    engine: Engine, row: Row
+) -> None:
+    first, second = new_run(engine), new_run(engine)
+    if row.before is not None:
+        record(engine, first, FIRST)
+        put_in_state(engine, row.before, run_id=first)
+
+    outcome = record(engine, second, row.result)
+    after = stored(engine)
+
+    assert after.status is row.after  # the SQL rule
+    assert outcome == RecordOutcome(**{row.counted_as: 1})  # the Python rule
+    reopened_by_sql = row.before in (RESOLVED, ACKNOWLEDGED) and after.status is OPEN
+    reopened_by_python = outcome.reopened == 1
+    assert reopened_by_sql is reopened_by_python is row.reopens
+    if row.before is None or row.reopens:
+        assert after.alerted_at is None  # to be alerted (again)
+        assert after.resolved_run is None
+    else:
+        assert after.alerted_at == ALERTED_AT  # not alerted again
+    if row.after is RESOLVED:
+        assert after.resolved_run == second
+    else:
+        assert after.last_seen_run == second
