@@ -309,7 +309,9 @@ def _run_flow(
     from meter_recon.windows import check_window, utc_today
 
     if start is not None and end is not None:
-        check_window(start=start, end=end, today=utc_today())
+        check_window(
+            start=start, end=end, today=utc_today(), start_name="--start", end_name="--end"
+        )
     settings = settings_for(database_url_)
     with started_first(enabled=settings.early_prefect_server):
         return _checked_run(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def _runtime_dependencies() -> list[str]:
     return [re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0] for spec in project["dependencies"]]
 
 
-def _imported_top_level_names() -> set[str]:
+@cache
+def _imported_top_level_names() -> frozenset[str]:
     names: set[str] = set()
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
@@ -34,7 +36,7 @@ def _imported_top_level_names() -> set[str]:
                     names.update(alias.name.split(".")[0] for alias in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     names.add(node.module.split(".")[0])
-    return names
+    return frozenset(names)
 
 
 @pytest.mark.parametrize("dependency", _runtime_dependencies())
