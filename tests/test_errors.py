@@ -162,3 +162,57 @@ def test_the_run_summary_prints_every_count() -> None:
         "  discrepancies: 1 new, 0 re-opened, 2 resolved; 1 alerted",
         "  Stripe requests: 12",
     ]
+
+
+def _failing_execute(error: BaseException) -> object:
+    def execute(**_: object) -> object:
+        raise error
+
+    return execute
+
+
+def test_a_failed_flow_is_one_run_failed_sentence_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import meter_recon.runner
+    from meter_recon.settings import Settings
+    from meter_recon.terminal import execute_or_fail
+
+    failure = ConnectionError("refused\n  with sk_test_abcdefghijklmnop in the text")
+    monkeypatch.setattr(meter_recon.runner, "execute", _failing_execute(failure))
+    with pytest.raises(RunFailed) as raised:
+        execute_or_fail(
+            console=Console(file=StringIO()),
+            settings=Settings(),
+            start=None,
+            end=None,
+            customers=[],
+            meters=[],
+            manual=False,
+        )
+    message = str(raised.value)
+    assert message.startswith("ConnectionError: refused with ")
+    assert "sk_test_abcdefghijklmnop" not in message and "\n" not in message
+    assert raised.value.__cause__ is failure
+
+
+def test_a_prefect_server_that_did_not_start_is_not_a_failed_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import meter_recon.runner
+    from meter_recon.settings import Settings
+    from meter_recon.terminal import execute_or_fail
+
+    failure = PrefectServerError("Prefect's embedded server did not answer.")
+    monkeypatch.setattr(meter_recon.runner, "execute", _failing_execute(failure))
+    with pytest.raises(PrefectServerError) as raised:
+        execute_or_fail(
+            console=Console(file=StringIO()),
+            settings=Settings(),
+            start=None,
+            end=None,
+            customers=[],
+            meters=[],
+            manual=False,
+        )
+    assert raised.value is failure
