@@ -18,18 +18,21 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 from cyclopts import App, CycloptsError, Parameter
-from rich.console import Console
 from rich.table import Table
 
+from meter_recon.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_PAIRS_FAILED,
+    BadInput,
+    RunFailed,
+    UserError,
+)
 from meter_recon.prefect_server import PrefectServerError, started_first
 from meter_recon.settings import Settings, get_settings
+from meter_recon.terminal import console, err_console, execute_or_fail, print_run_summary
 
-EXIT_OK = 0
-EXIT_PAIRS_FAILED = 1
-EXIT_BAD_INPUT = 2
-
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PAIRS_FAILED", "BadInput", "app", "main"]
 
 app = App(
     name="meter-recon",
@@ -48,10 +51,6 @@ DatabaseUrl = Annotated[
         help="SQLAlchemy URL; defaults to METER_RECON_DATABASE_URL, else ./meter_recon.db.",
     ),
 ]
-
-
-class BadInput(Exception):
-    """Bad usage or input: printed as one sentence, exit code 2."""
 
 
 def database_url(value: str | None) -> str:
@@ -285,18 +284,15 @@ def ack(discrepancy_id: int, /, *, note: str, database_url_: DatabaseUrl = None)
     note
         Why it is acknowledged (kept with the discrepancy).
     """
-    from models.discrepancies import AlreadyResolved, UnknownDiscrepancy, acknowledge
+    from models.discrepancies import acknowledge
     from models.engine import get_engine, session_scope
 
-    try:
-        with session_scope(get_engine(database_url(database_url_))) as session:
-            row = acknowledge(session=session, discrepancy_id=discrepancy_id, note=note)
-            console.print(
-                f"discrepancy {row.id} ({row.kind.value}, {row.stripe_customer_id} / "
-                f"{row.meter_id}, {row.period_start}..{row.period_end}) acknowledged"
-            )
-    except (UnknownDiscrepancy, AlreadyResolved) as exc:
-        raise BadInput(str(exc)) from None
+    with session_scope(get_engine(database_url(database_url_))) as session:
+        row = acknowledge(session=session, discrepancy_id=discrepancy_id, note=note)
+        console.print(
+            f"discrepancy {row.id} ({row.kind.value}, {row.stripe_customer_id} / "
+            f"{row.meter_id}, {row.period_start}..{row.period_end}) acknowledged"
+        )
     return EXIT_OK
 
 
@@ -310,13 +306,12 @@ def _run_flow(
     manual: bool,
 ) -> int:
     from meter_recon.runner import settings_for
-    from meter_recon.windows import BadWindow, check_window, utc_today
+    from meter_recon.windows import check_window, utc_today
 
     if start is not None and end is not None:
-        try:
-            check_window(start=start, end=end, today=utc_today())
-        except BadWindow as exc:
-            raise BadInput(str(exc)) from None
+        check_window(
+            start=start, end=end, today=utc_today(), start_name="--start", end_name="--end"
+        )
     settings = settings_for(database_url_)
     with started_first(enabled=settings.early_prefect_server):
         return _checked_run(
@@ -338,56 +333,26 @@ def _checked_run(
     meters: list[str],
     manual: bool,
 ) -> int:
-    from meter_recon.runner import execute, progress_display
     from models.engine import redact_url
     from models.migrate import current_revision, head_revision
-    from tasks.fetch import MissingApiKey, resolve_api_key
+    from tasks.fetch import resolve_api_key
 
-    try:
-        resolve_api_key(settings)
-    except MissingApiKey as exc:
-        raise BadInput(str(exc)) from None
+    resolve_api_key(settings)
     if current_revision(settings.database_url) != head_revision(settings.database_url):
         raise BadInput(
             f"The database {redact_url(settings.database_url)} is not migrated; "
             "run `meter-recon db upgrade` first."
         )
-    with progress_display(console):
-        try:
-            summary = execute(
-                settings=settings,
-                start=start,
-                end=end,
-                customers=customers,
-                meters=meters,
-                manual=manual,
-            )
-        except PrefectServerError:
-            raise
-        except Exception as exc:
-            from tasks.pairs import describe_error
-
-            err_console.print(f"run failed: {describe_error(exc)}")
-            return EXIT_PAIRS_FAILED
-    return _print_summary(summary)
-
-
-def _print_summary(summary: object) -> int:
-    from flows.reconcile import RunSummary
-
-    assert isinstance(summary, RunSummary)
-    console.print(
-        f"run {summary.run_id} {summary.status}: window {summary.window_start}.."
-        f"{summary.window_end} (end exclusive)\n"
-        f"  pairs: {summary.pairs_ok} reconciled, {summary.pairs_failed} failed, "
-        f"{summary.pairs_total} tracked\n"
-        f"  line items: {summary.compared} compared, {summary.matched} matched, "
-        f"{summary.pending} pending\n"
-        f"  discrepancies: {summary.new} new, {summary.reopened} re-opened, "
-        f"{summary.resolved} resolved; {summary.alerted} alerted\n"
-        f"  Stripe requests: {summary.requests}"
+    summary = execute_or_fail(
+        console=console,
+        settings=settings,
+        start=start,
+        end=end,
+        customers=customers,
+        meters=meters,
+        manual=manual,
     )
-    return EXIT_OK if summary.status == "completed" else EXIT_PAIRS_FAILED
+    return print_run_summary(console, summary)
 
 
 @app.command
@@ -449,15 +414,24 @@ def _run_command(tokens: list[str]) -> int:
         result = app(tokens, exit_on_error=False, print_error=True, result_action="return_value")
     except CycloptsError:
         return EXIT_BAD_INPUT
-    except BadInput as exc:
-        err_console.print(f"error: {exc}")
-        return EXIT_BAD_INPUT
-    except PrefectServerError as exc:
-        err_console.print(f"error: {exc}")
-        return EXIT_PAIRS_FAILED
+    except UserError as error:
+        return report_error(error)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     return result if isinstance(result, int) else EXIT_OK
+
+
+def report_error(error: UserError) -> int:
+    """The one place a user error becomes a line on stderr and an exit code.
+
+    The input was fine but the work was not done (the flow failed, Prefect's server did not
+    start): 1. Anything else the user can fix (usage, input, a window, a missing key): 2.
+    """
+    if isinstance(error, RunFailed):
+        err_console.print(f"run failed: {error}", markup=False)
+        return EXIT_PAIRS_FAILED
+    err_console.print(f"error: {error}", markup=False)
+    return EXIT_PAIRS_FAILED if isinstance(error, PrefectServerError) else EXIT_BAD_INPUT
 
 
 def skip_final_collection() -> None:

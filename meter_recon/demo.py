@@ -35,7 +35,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from meter_recon.prefect_server import PrefectServerError, started_first
+from meter_recon.errors import UserError
+from meter_recon.prefect_server import started_first
 from meter_recon.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, DemoData, generate
 from models.tables import DiscrepancyKey, DiscrepancyKind
 
@@ -66,12 +67,8 @@ KIND_HELP = {
 }
 
 
-class DemoError(ValueError):
+class DemoError(UserError, ValueError):
     """The demo cannot run as asked; the message is one sentence for the user."""
-
-
-class DemoRunFailed(RuntimeError):
-    """The flow itself failed (the message says how, without secrets)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,22 +130,26 @@ class DemoOutcome:
 
 
 class AlertInbox:
-    """A tiny HTTP endpoint on 127.0.0.1 that keeps what Apprise's `json://` posts to it."""
+    """A tiny HTTP endpoint on 127.0.0.1 that keeps what Apprise's `json://` posts to it.
+
+    The demo's inbox, and the tests' (`tests/fixtures/alerts.py`): set `fail_with` to an
+    HTTP status to answer every post with it and keep nothing.
+    """
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []
+        self.fail_with: int | None = None
         inbox = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                try:
-                    message = json.loads(body)
-                except ValueError:
-                    message = {"raw": body.decode("utf-8", "replace")}
-                inbox.messages.append(message if isinstance(message, dict) else {"raw": message})
-                self.send_response(200)
+                status = inbox.fail_with
+                if status is None:
+                    inbox.keep(body)
+                self.send_response(200 if status is None else status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -160,6 +161,15 @@ class AlertInbox:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="demo-alert-inbox", daemon=True
         )
+
+    def keep(self, body: bytes) -> None:
+        """Keep a post as it came and as a message (a body that is not a JSON object: `raw`)."""
+        self.raw.append(body)
+        try:
+            message = json.loads(body)
+        except ValueError:
+            message = {"raw": body.decode("utf-8", "replace")}
+        self.messages.append(message if isinstance(message, dict) else {"raw": message})
 
     @property
     def apprise_url(self) -> str:
@@ -311,78 +321,24 @@ def run_demo(
     console: Console,
 ) -> DemoOutcome:
     """Seed (once), serve the simulator and an alert inbox, run the flow, print the report."""
-    from meter_recon.runner import execute, progress_display, settings_for
-    from meter_recon.simulator import SimulatorData, StripeSimulator
     from models.engine import get_engine
-    from models.migrate import upgrade
-    from tasks.fetch import close_clients
 
-    directory.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        _remove_demo_files(directory)
     database_url = sqlite_url(directory / DATABASE_FILE)
-    state = _state_for(
-        directory, customers=customers, seed=seed, database_url=database_url, console=console
+    state = _prepare_directory(
+        directory,
+        fresh=fresh,
+        customers=customers,
+        seed=seed,
+        database_url=database_url,
+        console=console,
     )
-    try:
-        data = generate(anchor=state.anchor, customers=state.customers, seed=state.seed)
-    except ValueError as exc:
-        raise DemoError(str(exc)) from None
-
-    (directory / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
-    stripe_file = data.write_simulator_file(directory / STRIPE_FILE)
-    ledger = data.write_ledger_csv(directory / LEDGER_FILE)
-    upgrade(database_url)
-    seeded = _line_item_count(database_url) == 0
-    if seeded:
-        _seed_ledger(data, ledger=ledger, database_url=database_url)
+    data = _generate(state)
+    stripe_file, ledger = _write_files(data, state=state, directory=directory)
+    seeded = _seed_database(data, ledger=ledger, database_url=database_url)
     _print_setup(console, data, directory=directory, database_url=database_url, seeded=seeded)
-
-    start, end = state.window
-    try:
-        with (
-            AlertInbox() as inbox,
-            StripeSimulator(data=SimulatorData.load(stripe_file), api_key=DEMO_API_KEY) as stripe,
-            patched_environment(
-                {
-                    "STRIPE_API_KEY": DEMO_API_KEY,
-                    "STRIPE_API_BASE": stripe.url,
-                    "METER_RECON_ALERT_URLS": inbox.apprise_url,
-                    # The demo's own numbers, whatever a local .env says.
-                    "METER_RECON_ABS_TOL": "0.000001",
-                    "METER_RECON_REL_TOL": "0",
-                    "METER_RECON_TASK_RUNNER": "threads",
-                    # The simulator on 127.0.0.1 has no rate limit to respect.
-                    "METER_RECON_MAX_REQUESTS_PER_SECOND": "200",
-                }
-            ),
-        ):
-            _say(
-                console,
-                f"Stripe simulator on {stripe.url}; alerts go to {inbox.apprise_url}\n"
-                f"running the flow over {start}..{end} (UTC days, end exclusive) "
-                "on Prefect's embedded server unless PREFECT_API_URL is set ...",
-            )
-            settings = settings_for(database_url)
-            with quiet_task_runs(), progress_display(console):
-                try:
-                    summary = execute(
-                        settings=settings,
-                        start=start,
-                        end=end,
-                        customers=[],
-                        meters=[],
-                        manual=True,
-                    )
-                except PrefectServerError:
-                    raise
-                except Exception as exc:
-                    from tasks.pairs import describe_error
-
-                    raise DemoRunFailed(describe_error(exc)) from exc
-            alerts = list(inbox.messages)
-    finally:
-        close_clients()
+    summary, alerts = _serve_and_run(
+        console, stripe_file=stripe_file, window=state.window, database_url=database_url
+    )
     outcome = _report(
         console,
         data=data,
@@ -395,6 +351,104 @@ def run_demo(
     )
     get_engine(database_url).dispose()
     return outcome
+
+
+def _prepare_directory(
+    directory: Path,
+    *,
+    fresh: bool,
+    customers: int,
+    seed: int,
+    database_url: str,
+    console: Console,
+) -> DemoState:
+    """Create the directory (emptied of the demo's files with `fresh`); the state to use."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        _remove_demo_files(directory)
+    return _state_for(
+        directory, customers=customers, seed=seed, database_url=database_url, console=console
+    )
+
+
+def _generate(state: DemoState) -> DemoData:
+    """The data the state pins; a generator refusal (too few customers) is the user's."""
+    try:
+        return generate(anchor=state.anchor, customers=state.customers, seed=state.seed)
+    except ValueError as exc:
+        raise DemoError(str(exc)) from None
+
+
+def _write_files(data: DemoData, *, state: DemoState, directory: Path) -> tuple[Path, Path]:
+    """Write the state, the simulator's data file and the ledger CSV; their paths."""
+    (directory / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+    stripe_file = data.write_simulator_file(directory / STRIPE_FILE)
+    ledger = data.write_ledger_csv(directory / LEDGER_FILE)
+    return stripe_file, ledger
+
+
+def _seed_database(data: DemoData, *, ledger: Path, database_url: str) -> bool:
+    """Migrate the database and import the ledger unless it holds one; whether it seeded."""
+    from models.migrate import upgrade
+
+    upgrade(database_url)
+    seeded = _line_item_count(database_url) == 0
+    if seeded:
+        _seed_ledger(data, ledger=ledger, database_url=database_url)
+    return seeded
+
+
+def _demo_settings(*, stripe_url: str, alert_url: str) -> dict[str, str]:
+    """The environment the flow runs with: the simulator, the inbox and the demo's numbers."""
+    return {
+        "STRIPE_API_KEY": DEMO_API_KEY,
+        "STRIPE_API_BASE": stripe_url,
+        "METER_RECON_ALERT_URLS": alert_url,
+        # The demo's own numbers, whatever a local .env says.
+        "METER_RECON_ABS_TOL": "0.000001",
+        "METER_RECON_REL_TOL": "0",
+        "METER_RECON_TASK_RUNNER": "threads",
+        # The simulator on 127.0.0.1 has no rate limit to respect.
+        "METER_RECON_MAX_REQUESTS_PER_SECOND": "200",
+    }
+
+
+def _serve_and_run(
+    console: Console, *, stripe_file: Path, window: tuple[date, date], database_url: str
+) -> tuple[RunSummary, list[dict[str, Any]]]:
+    """Serve the simulator and the inbox, run the flow over the window; what it alerted."""
+    from meter_recon.runner import settings_for
+    from meter_recon.simulator import SimulatorData, StripeSimulator
+    from meter_recon.terminal import execute_or_fail
+    from tasks.fetch import close_clients
+
+    start, end = window
+    try:
+        with (
+            AlertInbox() as inbox,
+            StripeSimulator(data=SimulatorData.load(stripe_file), api_key=DEMO_API_KEY) as stripe,
+            patched_environment(_demo_settings(stripe_url=stripe.url, alert_url=inbox.apprise_url)),
+        ):
+            _say(
+                console,
+                f"Stripe simulator on {stripe.url}; alerts go to {inbox.apprise_url}\n"
+                f"running the flow over {start}..{end} (UTC days, end exclusive) "
+                "on Prefect's embedded server unless PREFECT_API_URL is set ...",
+            )
+            settings = settings_for(database_url)
+            with quiet_task_runs():
+                summary = execute_or_fail(
+                    console=console,
+                    settings=settings,
+                    start=start,
+                    end=end,
+                    customers=[],
+                    meters=[],
+                    manual=True,
+                )
+            return summary, list(inbox.messages)
+    finally:
+        close_clients()
 
 
 def _print_setup(
@@ -424,17 +478,17 @@ def _report(
     data: DemoData,
     state: DemoState,
     seeded: bool,
-    summary: object,
+    summary: RunSummary,
     alerts: list[dict[str, Any]],
     database_url: str,
     directory: Path,
 ) -> DemoOutcome:
-    from flows.reconcile import RunSummary
+    from meter_recon.terminal import print_run_summary
     from models.discrepancies import as_record, list_discrepancies
     from models.engine import get_engine, session_scope
 
-    assert isinstance(summary, RunSummary)
-    exit_code = _print_summary(console, summary)
+    _say(console, "")
+    exit_code = print_run_summary(console, summary)
 
     if alerts:
         for alert in alerts:
@@ -482,23 +536,6 @@ def _report(
         f"meter-recon nightly --database-url {url}",
     )
     return outcome
-
-
-def _print_summary(console: Console, summary: RunSummary) -> int:
-    """The run's numbers, as `meter-recon run` prints them; the exit code from its status."""
-    _say(
-        console,
-        f"\nrun {summary.run_id} {summary.status}: window {summary.window_start}.."
-        f"{summary.window_end} (end exclusive)\n"
-        f"  pairs: {summary.pairs_ok} reconciled, {summary.pairs_failed} failed, "
-        f"{summary.pairs_total} tracked\n"
-        f"  line items: {summary.compared} compared, {summary.matched} matched, "
-        f"{summary.pending} pending (period not closed yet)\n"
-        f"  discrepancies: {summary.new} new, {summary.reopened} re-opened, "
-        f"{summary.resolved} resolved; {summary.alerted} alerted\n"
-        f"  Stripe requests: {summary.requests}",
-    )
-    return 0 if summary.status == "completed" else 1
 
 
 def _identity(record: dict[str, Any]) -> DiscrepancyKey:
@@ -606,17 +643,11 @@ def demo(
     fresh
         Delete the demo's files in the directory first and seed again, anchored on today.
     """
-    from meter_recon.cli import EXIT_PAIRS_FAILED, BadInput, console, err_console
     from meter_recon.settings import get_settings
+    from meter_recon.terminal import console
 
-    try:
-        with started_first(enabled=get_settings().early_prefect_server):
-            outcome = run_demo(
-                directory=directory, customers=customers, seed=seed, fresh=fresh, console=console
-            )
-    except DemoError as exc:
-        raise BadInput(str(exc)) from None
-    except DemoRunFailed as exc:
-        _say(err_console, f"run failed: {exc}")
-        return EXIT_PAIRS_FAILED
+    with started_first(enabled=get_settings().early_prefect_server):
+        outcome = run_demo(
+            directory=directory, customers=customers, seed=seed, fresh=fresh, console=console
+        )
     return outcome.exit_code

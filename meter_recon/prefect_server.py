@@ -43,6 +43,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 
+from meter_recon.errors import UserError
+
 #: What `SubprocessASGIServer._run_uvicorn_command` adds to the server's environment.
 SERVER_ENV = {
     "PREFECT_UI_ENABLED": "0",
@@ -77,7 +79,7 @@ _DECIDING = (
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 
 
-class PrefectServerError(RuntimeError):
+class PrefectServerError(UserError, RuntimeError):
     """Prefect's server could not be started; the message is one sentence for the user."""
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from models.errors import UserError
 from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus
 from models.types import canonical_decimal, utcnow
 
@@ -29,12 +30,12 @@ COLUMNS = (
 )
 
 
-class UnknownDiscrepancy(LookupError):
-    pass
+class UnknownDiscrepancy(UserError, LookupError):
+    """No discrepancy has the id asked for."""
 
 
-class AlreadyResolved(ValueError):
-    pass
+class AlreadyResolved(UserError, ValueError):
+    """A resolved discrepancy cannot be acknowledged."""
 
 
 def list_discrepancies(

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from meter_recon.errors import UserError
 from meter_recon.settings import Settings, TaskRunnerKind
 from meter_recon.stripe import DailyUsage, Meter, RateLimiter, StripeClient
 
@@ -17,8 +18,8 @@ _limiter_override: RateLimiter | None = None
 _client_options: dict[str, Any] = {}
 
 
-class MissingApiKey(RuntimeError):
-    pass
+class MissingApiKey(UserError, RuntimeError):
+    """No Stripe API key is configured; the message says where to set one."""
 
 
 def resolve_api_key(settings: Settings) -> SecretStr:

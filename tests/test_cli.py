@@ -282,3 +282,13 @@ def test_run_on_a_database_without_schema_says_to_upgrade(
     )
     assert code == 2
     assert "meter-recon db upgrade" in capsys.readouterr().err
+
+
+def test_run_names_its_own_flags_in_a_window_refusal(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_cli("run", "--start", _day(-1), "--end", _day(-3), "--database-url", database_url)
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: The window is reversed: --end {_day(-3)} is before --start {_day(-1)}."
+    )

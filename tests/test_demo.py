@@ -216,3 +216,35 @@ def test_a_state_file_from_the_future_asks_for_fresh(
     (tmp_path / STATE_FILE).write_text(state.to_json())
     assert main(["demo", "--directory", str(tmp_path)]) == 2
     assert "--fresh" in capsys.readouterr().err
+
+
+def test_the_tests_alert_inbox_is_the_demos() -> None:
+    from meter_recon.demo import AlertInbox
+    from tests.fixtures.alerts import AlertInbox as TestsInbox
+
+    assert TestsInbox is AlertInbox
+
+
+def test_the_inbox_keeps_each_post_as_sent_and_as_a_message() -> None:
+    import httpx
+
+    from meter_recon.demo import AlertInbox
+
+    with AlertInbox() as inbox:
+        url = inbox.apprise_url.replace("json://", "http://")
+        assert httpx.post(url, content=b'{"title": "2 new"}').status_code == 200
+        assert httpx.post(url, content=b"not json").status_code == 200
+    assert inbox.raw == [b'{"title": "2 new"}', b"not json"]
+    assert inbox.messages == [{"title": "2 new"}, {"raw": "not json"}]
+
+
+def test_an_inbox_told_to_fail_answers_with_that_status_and_keeps_nothing() -> None:
+    import httpx
+
+    from meter_recon.demo import AlertInbox
+
+    with AlertInbox() as inbox:
+        inbox.fail_with = 503
+        url = inbox.apprise_url.replace("json://", "http://")
+        assert httpx.post(url, content=b'{"title": "x"}').status_code == 503
+    assert inbox.messages == [] and inbox.raw == []

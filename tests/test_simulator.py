@@ -37,7 +37,8 @@ from tests.fixtures.stripe import (
     body,
 )
 
-SHARED_STRIPE = Path("/work/shared/stripe")
+#: The shared Stripe references, beside the repository when present (as on CI).
+SHARED_STRIPE = Path(__file__).resolve().parents[2] / "shared" / "stripe"
 BASIC_DATA = DATA_DIR / "simulator_basic.json"
 
 

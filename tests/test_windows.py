@@ -34,3 +34,9 @@ def test_bad_windows_are_refused_in_one_sentence(start: date, end: date, words: 
     message = str(raised.value)
     assert message.endswith(".")
     assert message.count(". ") == 0
+
+
+def test_a_refusal_names_the_bounds_as_the_caller_calls_them() -> None:
+    with pytest.raises(BadWindow) as raised:
+        check_window(start=TODAY, end=TODAY, today=TODAY, start_name="--from", end_name="--to")
+    assert str(raised.value).startswith("The window is empty: --to 2026-11-25 equals --from")

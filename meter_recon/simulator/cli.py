@@ -29,7 +29,7 @@ def simulate_stripe(
     port
         TCP port to listen on (0 picks a free one).
     data
-        JSON data file: {"meters": [...], "events": [...]} (see DESIGN.md).
+        JSON data file: {"meters": [...], "events": [...]} (see the README, "The Stripe simulator").
     api_key
         Accept only this key (else any key starting with sk_ or rk_).
     latency

@@ -1,0 +1,218 @@
+"""One user-error type: every error meant as one sentence for a person derives from
+`UserError`, and the command line maps that base to a line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import ast
+from datetime import date
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import meter_recon.errors
+import models.errors
+from flows.reconcile import RunSummary
+from meter_recon.cli import report_error
+from meter_recon.demo import DemoError
+from meter_recon.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_PAIRS_FAILED,
+    BadInput,
+    RunFailed,
+    UserError,
+)
+from meter_recon.prefect_server import PrefectServerError
+from meter_recon.terminal import print_run_summary
+from meter_recon.windows import BadWindow, check_window
+from models.discrepancies import AlreadyResolved, UnknownDiscrepancy
+from tasks.fetch import MissingApiKey
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Each one-sentence error, with the builtin base callers may still catch it by.
+USER_ERRORS: list[tuple[type[Exception], type[Exception]]] = [
+    (BadInput, UserError),
+    (RunFailed, UserError),
+    (BadWindow, ValueError),
+    (DemoError, ValueError),
+    (PrefectServerError, RuntimeError),
+    (MissingApiKey, RuntimeError),
+    (UnknownDiscrepancy, LookupError),
+    (AlreadyResolved, ValueError),
+]
+
+
+def test_meter_recon_re_exports_the_models_base() -> None:
+    assert meter_recon.errors.UserError is models.errors.UserError
+
+
+@pytest.mark.parametrize(("error", "builtin"), USER_ERRORS)
+def test_every_one_sentence_error_is_a_user_error(
+    error: type[Exception], builtin: type[Exception]
+) -> None:
+    assert issubclass(error, UserError)
+    assert issubclass(error, builtin)
+
+
+@pytest.mark.parametrize(
+    ("error", "line", "code"),
+    [
+        (BadInput("--from 'x' is not a date; use YYYY-MM-DD."), "error: --from", EXIT_BAD_INPUT),
+        (UnknownDiscrepancy("There is no discrepancy with id 9."), "error: There", EXIT_BAD_INPUT),
+        (MissingApiKey("No Stripe API key: set STRIPE_API_KEY."), "error: No", EXIT_BAD_INPUT),
+        (PrefectServerError("Prefect's server did not start."), "error: Pre", EXIT_PAIRS_FAILED),
+        (RunFailed("ConnectError: refused"), "run failed: ConnectError", EXIT_PAIRS_FAILED),
+    ],
+)
+def test_the_cli_reports_a_user_error_as_one_line_and_its_exit_code(
+    error: UserError, line: str, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert report_error(error) == code
+    err = capsys.readouterr().err
+    assert err.startswith(line)
+    assert err.endswith(f"{error}\n") and err.count("\n") == 1
+
+
+def test_a_message_with_brackets_is_printed_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    report_error(BadInput("The period [2026-11-01, 2026-11-03) is [bold]taken[/bold]."))
+    assert capsys.readouterr().err == (
+        "error: The period [2026-11-01, 2026-11-03) is [bold]taken[/bold].\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(date(2026, 11, 5), date(2026, 11, 1)), (date(2026, 11, 5), date(2026, 11, 5))],
+)
+def test_window_messages_name_no_command_line_flag(start: date, end: date) -> None:
+    """The flow raises them too, started from a deployment whose parameters are start/end."""
+    with pytest.raises(BadWindow) as raised:
+        check_window(start=start, end=end, today=date(2026, 11, 25))
+    assert "--" not in str(raised.value)
+
+
+def test_a_future_window_names_no_command_line_flag() -> None:
+    with pytest.raises(BadWindow) as raised:
+        check_window(start=date(2026, 11, 5), end=date(2026, 11, 30), today=date(2026, 11, 25))
+    assert "--" not in str(raised.value)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p.relative_to(ROOT).as_posix()
+        for package in ("meter_recon", "models", "tasks", "flows")
+        for p in (ROOT / package).rglob("*.py")
+        if p != ROOT / "meter_recon" / "cli.py"
+    ),
+)
+def test_nothing_imports_the_command_line_back(path: str) -> None:
+    """The CLI registers the demo and the simulator; they must not import it (no cycle)."""
+    assert "meter_recon.cli" not in _imports(ROOT / path)
+
+
+def _summary(status: str) -> RunSummary:
+    return RunSummary(
+        run_id=7,
+        status=status,
+        window_start=date(2026, 11, 1),
+        window_end=date(2026, 11, 4),
+        pairs_total=3,
+        pairs_ok=2,
+        pairs_failed=1,
+        compared=10,
+        matched=8,
+        pending=1,
+        new=1,
+        reopened=0,
+        resolved=2,
+        alerted=1,
+        requests=12,
+        task_runs_recorded=3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("completed", EXIT_OK), ("completed_with_errors", EXIT_PAIRS_FAILED), ("failed", 1)],
+)
+def test_the_run_summary_exit_code_follows_the_status(status: str, code: int) -> None:
+    assert print_run_summary(Console(file=StringIO()), _summary(status)) == code
+
+
+def test_the_run_summary_prints_every_count() -> None:
+    buffer = StringIO()
+    print_run_summary(Console(file=buffer, width=60), _summary("completed_with_errors"))
+    assert buffer.getvalue().splitlines() == [
+        "run 7 completed_with_errors: window 2026-11-01..2026-11-04 (end exclusive)",
+        "  pairs: 2 reconciled, 1 failed, 3 tracked",
+        "  line items: 10 compared, 8 matched, 1 pending (period not closed yet)",
+        "  discrepancies: 1 new, 0 re-opened, 2 resolved; 1 alerted",
+        "  Stripe requests: 12",
+    ]
+
+
+def _failing_execute(error: BaseException) -> object:
+    def execute(**_: object) -> object:
+        raise error
+
+    return execute
+
+
+def test_a_failed_flow_is_one_run_failed_sentence_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import meter_recon.runner
+    from meter_recon.settings import Settings
+    from meter_recon.terminal import execute_or_fail
+
+    failure = ConnectionError("refused\n  with sk_test_abcdefghijklmnop in the text")
+    monkeypatch.setattr(meter_recon.runner, "execute", _failing_execute(failure))
+    with pytest.raises(RunFailed) as raised:
+        execute_or_fail(
+            console=Console(file=StringIO()),
+            settings=Settings(),
+            start=None,
+            end=None,
+            customers=[],
+            meters=[],
+            manual=False,
+        )
+    message = str(raised.value)
+    assert message.startswith("ConnectionError: refused with ")
+    assert "sk_test_abcdefghijklmnop" not in message and "\n" not in message
+    assert raised.value.__cause__ is failure
+
+
+def test_a_prefect_server_that_did_not_start_is_not_a_failed_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import meter_recon.runner
+    from meter_recon.settings import Settings
+    from meter_recon.terminal import execute_or_fail
+
+    failure = PrefectServerError("Prefect's embedded server did not answer.")
+    monkeypatch.setattr(meter_recon.runner, "execute", _failing_execute(failure))
+    with pytest.raises(PrefectServerError) as raised:
+        execute_or_fail(
+            console=Console(file=StringIO()),
+            settings=Settings(),
+            start=None,
+            end=None,
+            customers=[],
+            meters=[],
+            manual=False,
+        )
+    assert raised.value is failure
