@@ -33,11 +33,11 @@ from models.runs import (
     ok_pairs,
     start_run,
 )
-from models.tables import ReconciliationRun, RunStatus, Trigger
+from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
 from tasks.alert import alert_finance
 from tasks.fetch import fetch_meters
 from tasks.pairs import PairRef, PairsFailed, RunContext, describe_error, reconcile_pairs
-from tasks.record import PairStats, record_pair_failure
+from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 
 HEARTBEAT_SECONDS = 10.0
@@ -424,23 +424,27 @@ def _failure_texts(future: PrefectFuture[Any]) -> dict[PairRef | None, str]:
     cache_policy=NO_CACHE,
 )
 def record_failed_pairs(context: RunContext, failures: list[tuple[PairRef, str]]) -> int:
-    """Pairs not recorded OK in this run become `fetch_failed`; nothing else of theirs changes."""
+    """Pairs not recorded OK in this run become `fetch_failed`, all in one transaction (a
+    failure part-way writes none, and the retry records them all); nothing else changes."""
     logger = get_run_logger()
     engine = get_engine(get_settings().database_url)
-    with Session(engine) as session:
-        ok = ok_pairs(session=session, run_id=context.run_id)
-    recorded = 0
-    for pair, error in failures:
-        if (pair.customer, pair.meter) in ok:
-            continue
-        record_pair_failure(
-            engine=engine,
-            run_id=context.run_id,
-            customer=pair.customer,
-            meter=pair.meter,
-            error=error,
-            stats=PairStats(requests=0, duration_ms=0),
+    with session_scope(engine) as session:
+        ok = ok_pairs(
+            session=session, run_id=context.run_id, customers=(p.customer for p, _ in failures)
         )
+        failed = [
+            (pair, error) for pair, error in failures if (pair.customer, pair.meter) not in ok
+        ]
+        for pair, error in failed:
+            record_pair_result(
+                session=session,
+                run_id=context.run_id,
+                customer=pair.customer,
+                meter=pair.meter,
+                status=PairStatus.FETCH_FAILED,
+                stats=PairStats(requests=0, duration_ms=0),
+                error=error,
+            )
+    for pair, error in failed:
         logger.warning("pair %s not reconciled: %s", pair.label, error)
-        recorded += 1
-    return recorded
+    return len(failed)
