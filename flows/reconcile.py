@@ -5,25 +5,23 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from prefect import Task, flow, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State
 from prefect.context import get_run_context
-from prefect.futures import PrefectFuture, as_completed
 from prefect.logging import get_run_logger
 from sqlmodel import Session
 
-from flows.history import wait_for_history
-from flows.runners import pairs_per_task_for, task_runner_for
-from meter_recon import progress
+from flows.fanout import FanOut, Plan
+from flows.history import TaskRuns, wait_for_history
+from flows.runners import in_flight_for, pairs_per_task_for, task_runner_for
 from meter_recon.settings import Settings, TaskRunnerKind, get_settings
 from meter_recon.stripe.prefect_limit import ensure_limit, plan_for
 from meter_recon.windows import check_window, nightly_window, utc_today
-from models.engine import get_engine, session_scope
+from models.engine import get_engine, read_only, session_scope
 from models.meters import cached_formulas, upsert_meters
-from models.pairs import list_pairs
+from models.pairs import count_pairs, pair_pages
 from models.runs import (
     complete_run,
     fail_stale_runs,
@@ -36,13 +34,12 @@ from models.runs import (
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
 from tasks.alert import alert_finance
 from tasks.fetch import fetch_meters
-from tasks.pairs import PairRef, PairsFailed, RunContext, describe_error, reconcile_pairs
+from tasks.pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 
 HEARTBEAT_SECONDS = 10.0
-
-R = TypeVar("R")
+PAGE_SIZE = 1000  # tracked pairs read at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,25 +96,6 @@ class RunSummary:
         )
 
 
-class TaskRuns:
-    """Starts every task run of a flow run, so the count Prefect's history must reach is
-    what was actually started, kept in this one place."""
-
-    def __init__(self) -> None:
-        self.started = 0
-
-    def call(self, task: Task[..., R], *args: Any) -> State[R]:
-        """Run a task in the flow's thread; its final state, failed or not."""
-        self.started += 1
-        state: State[R] = task(*args, return_state=True)  # type: ignore[assignment]
-        return state
-
-    def submit(self, task: Task[..., R], *args: Any) -> PrefectFuture[R]:
-        """Hand a task run to the task runner."""
-        self.started += 1
-        return task.submit(*args)
-
-
 @task(name="refresh-meters", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def refresh_meters() -> dict[str, str]:
     """Cache Stripe's meter configuration; the formula decides how days add up."""
@@ -168,10 +146,6 @@ def resolve_window(
     if start is None or end is None:
         raise ValueError("Give both start and end, or neither for the nightly window.")
     return check_window(start=start, end=end, today=today)
-
-
-def _batches(pairs: list[PairRef], size: int) -> list[list[PairRef]]:
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
 
 @flow(
@@ -272,13 +246,14 @@ def _run(
         abs_tol=str(settings.abs_tol),
         rel_tol=str(settings.rel_tol),
     )
-    pairs, unknown, runnable = _pairs(customers=customers, meters=meters, formulas=formulas)
-    pairs_per_task = pairs_per_task_for(settings, len(runnable))
-    failures = _fan_out(tasks, context, runnable, pairs_per_task, unknown, total=len(pairs))
-    if failures:
-        tasks.call(record_failed_pairs, context, failures).result()
+    plan = _plan(settings, customers=customers, meters=meters, formulas=formulas)
+    pairs_total = _fan_out(
+        tasks, context, plan, customers=customers, meters=meters, formulas=formulas
+    )
     _finish(
-        run_id, pairs_total=len(pairs), parameters={**parameters, "pairs_per_task": pairs_per_task}
+        run_id,
+        pairs_total=pairs_total,
+        parameters={**parameters, "pairs_per_task": plan.pairs_per_task},
     )
     tasks.call(publish_report, run_id).result()
     alerted = _alert(tasks, run_id)
@@ -290,9 +265,9 @@ def _share_rate_limit(settings: Settings) -> None:
     """Dask workers share Stripe's rate limit through a Prefect GCL: create it (or bring it
     to this run's rate) before any task asks Stripe for anything."""
     if settings.task_runner is TaskRunnerKind.DASK:
-        plan = plan_for(settings.max_requests_per_second)
-        ensure_limit(plan)
-        get_run_logger().info("Stripe rate limit shared through Prefect: %s", plan)
+        rate = plan_for(settings.max_requests_per_second)
+        ensure_limit(rate)
+        get_run_logger().info("Stripe rate limit shared through Prefect: %s", rate)
 
 
 def _meters(tasks: TaskRuns) -> dict[str, str]:
@@ -308,56 +283,54 @@ def _meters(tasks: TaskRuns) -> dict[str, str]:
     return formulas
 
 
-def _pairs(
-    *, customers: list[str], meters: list[str], formulas: dict[str, str]
-) -> tuple[list[PairRef], list[PairRef], list[PairRef]]:
-    """The tracked pairs; those of a meter Stripe does not know; those to reconcile."""
-    with Session(get_engine(get_settings().database_url)) as session:
-        tracked = list_pairs(session=session, customers=customers, meters=meters)
-        pairs = [
-            PairRef(
-                customer=p.stripe_customer_id,
-                meter=p.meter_id,
-                formula=formulas.get(p.meter_id, ""),
-                active_from=p.active_from,
-                active_to=p.active_to,
-            )
-            for p in tracked
-        ]
-    return pairs, [p for p in pairs if not p.formula], [p for p in pairs if p.formula]
+def _plan(
+    settings: Settings, *, customers: list[str], meters: list[str], formulas: dict[str, str]
+) -> Plan:
+    """Pairs per task for this run's size, from counts (no pair is loaded to decide)."""
+    known = [m for m in meters if m in formulas] if meters else list(formulas)
+    with Session(read_only(get_engine(settings.database_url))) as session:
+        total = count_pairs(session=session, customers=customers, meters=meters)
+        runnable = count_pairs(session=session, customers=customers, meters=known) if known else 0
+    return Plan(
+        pairs_total=total,
+        runnable=runnable,
+        pairs_per_task=pairs_per_task_for(settings, runnable),
+        in_flight=in_flight_for(settings),
+    )
 
 
 def _fan_out(
     tasks: TaskRuns,
     context: RunContext,
-    runnable: list[PairRef],
-    pairs_per_task: int,
-    unknown: list[PairRef],
+    plan: Plan,
     *,
-    total: int,
-) -> list[tuple[PairRef, str]]:
-    """Reconcile the pairs in tasks of `pairs_per_task`; the pairs that failed, and why."""
-    batches = _batches(runnable, pairs_per_task)
+    customers: list[str],
+    meters: list[str],
+    formulas: dict[str, str],
+) -> int:
+    """Reconcile every tracked pair, a slice in flight at a time; returns how many were read."""
+    settings = get_settings()
     get_run_logger().info(
-        "reconciling %d pair(s) in %d task(s) on %s",
-        len(runnable),
-        len(batches),
-        get_settings().task_runner.value,
+        "reconciling %d pair(s) in %d task(s) on %s, at most %d in flight",
+        plan.runnable,
+        plan.tasks,
+        settings.task_runner.value,
+        plan.in_flight,
     )
-    failures: list[tuple[PairRef, str]] = [
-        (pair, f"meter {pair.meter} is not a meter of this Stripe account") for pair in unknown
-    ]
-    futures = {tasks.submit(reconcile_pairs, context, batch): batch for batch in batches}
-    done_pairs = len(unknown)
-    progress.report(done_pairs, total)
-    for future in as_completed(list(futures)):
-        batch = futures[future]
-        errors = _failure_texts(future)
-        if errors:
-            failures += [(pair, errors.get(pair) or errors[None]) for pair in batch]
-        done_pairs += len(batch)
-        progress.report(done_pairs, total)
-    return failures
+    pages = pair_pages(
+        engine=get_engine(settings.database_url),
+        page_size=PAGE_SIZE,
+        customers=customers,
+        meters=meters,
+    )
+    fan_out = FanOut(
+        tasks=tasks,
+        context=context,
+        plan=plan,
+        reconcile=reconcile_pairs,
+        record_failures=record_failed_pairs,
+    )
+    return fan_out.run(pages, formulas)
 
 
 def _finish(run_id: int, *, pairs_total: int, parameters: dict[str, Any]) -> None:
@@ -401,20 +374,6 @@ def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunS
         summary.resolved,
     )
     return summary
-
-
-def _failure_texts(future: PrefectFuture[Any]) -> dict[PairRef | None, str]:
-    """Empty when the task succeeded; else each pair's own error, or the task's (key None)."""
-    try:
-        future.result(raise_on_failure=True)
-        return {}
-    except PairsFailed as error:
-        texts: dict[PairRef | None, str] = {None: describe_error(error)}
-        for pair, text in error.failures.items():
-            texts[pair] = text
-        return texts
-    except BaseException as error:
-        return {None: describe_error(error)}
 
 
 @task(
