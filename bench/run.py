@@ -8,19 +8,19 @@ Each case is one function registered with `@case` (`--only` picks some by name).
 simulator (50 ms latency, 100 requests/s server-side limit answered with Stripe's 429)
 serves every case but `large-runs`, which has its own fast one (5 ms, 1,000 requests/s) to
 show the flow's memory stays flat up to 100,000 pairs (peak RSS and CPU per pair). Each
-flow run is its own process, started as `meter-recon run` runs:
-Prefect's embedded server started first on a bench-owned `PREFECT_HOME` (created once, then
-reused; one start-up row uses a brand-new home, one leaves the server to Prefect as before),
-imports, the wait for the server, the flow, the wait for Prefect's history, exit. Its wall time
-is compared with the physical bound `requests / R`. Rows: the flow with its default
-grouping of pairs into tasks, one task per pair (the "before"), the Dask `LocalCluster`, and
-a Prefect server that is already running (`PREFECT_API_URL`, as deployments run), the large
-runs; then the
-same work by hand with the official `stripe` SDK, and micro-benchmarks of the comparison and
-of recording on SQLite and PostgreSQL (`--postgres-url`, default the local server; skipped
-with a note when unreachable). Prints the tables and writes them, with the raw figures, to
-`bench/results/latest.md` and `latest.json`. Exit status 1 when a run failed a pair or found
-other discrepancies than the seeded ones.
+flow run is its own process, started as `meter-recon run` runs: Prefect's embedded server
+started first on a bench-owned `PREFECT_HOME` (created once, then reused; one start-up row
+uses a brand-new home, one leaves the server to Prefect as before), imports, the wait for the
+server, the flow, the wait for Prefect's history, exit. Its wall time is compared with the
+physical bound `requests / R`. Rows (each names its task runner, grouping and rate): the flow
+with its default grouping of pairs into tasks, one task per pair (the "before"), the Dask
+`LocalCluster`, a Prefect server that is already running (`PREFECT_API_URL`, as deployments
+run), the large runs; then the same work by hand with the official `stripe` SDK, and
+micro-benchmarks of the comparison and of recording on SQLite and PostgreSQL
+(`--postgres-url`, default the local server; skipped with a note when unreachable). Prints
+the tables and writes them, with the raw figures, to `bench/results/latest.md` and
+`latest.json`. Exit status 1 when a run failed a pair or found other discrepancies than the
+seeded ones.
 """
 
 from __future__ import annotations
