@@ -1,22 +1,26 @@
-"""The benchmark: the real flow against the Stripe simulator, sized 1,000 to 20,000 pairs.
+"""The benchmark: the real flow against the Stripe simulator, sized 1,000 to 100,000 pairs.
 
-    python -m bench.run            # `make bench`: the full table, about 17 minutes
-    python -m bench.run --quick    # a smoke run of every row kind, about 2 minutes
-    python -m bench.run --sizes 1000,5000 --per-pair-sizes "" --dask-sizes "" --no-baseline
+    python -m bench.run            # `make bench`: the full table
+    python -m bench.run --quick    # a smoke run of every row kind, a few minutes
+    python -m bench.run --only default-grouping,large-runs --sizes 1000 --large-sizes 2000
 
-One simulator (50 ms latency, 100 requests/s server-side limit answered with Stripe's 429)
-serves every case. Each flow run is its own process, started as `meter-recon run` runs:
-Prefect's embedded server started first on a bench-owned `PREFECT_HOME` (created once, then
-reused; one start-up row uses a brand-new home, one leaves the server to Prefect as before),
-imports, the wait for the server, the flow, the wait for Prefect's history, exit. Its wall time
-is compared with the physical bound `requests / R`. Rows: the flow with its default
-grouping of pairs into tasks, one task per pair (the "before"), the Dask `LocalCluster`, and
-a Prefect server that is already running (`PREFECT_API_URL`, as deployments run); then the
-same work by hand with the official `stripe` SDK, and micro-benchmarks of the comparison and
-of recording on SQLite and PostgreSQL (`--postgres-url`, default the local server; skipped
-with a note when unreachable). Prints the tables and writes them, with the raw figures, to
-`bench/results/latest.md` and `latest.json`. Exit status 1 when a run failed a pair or found
-other discrepancies than the seeded ones.
+Each case is one function registered with `@case` (`--only` picks some by name). One
+simulator (50 ms latency, 100 requests/s server-side limit answered with Stripe's 429)
+serves every case but `large-runs`, which has its own fast one (5 ms, 1,000 requests/s) to
+show the flow's memory stays flat up to 100,000 pairs (peak RSS and CPU per pair). Each
+flow run is its own process, started as `meter-recon run` runs: Prefect's embedded server
+started first on a bench-owned `PREFECT_HOME` (created once, then reused; one start-up row
+uses a brand-new home, one leaves the server to Prefect as before), imports, the wait for the
+server, the flow, the wait for Prefect's history, exit. Its wall time is compared with the
+physical bound `requests / R`. Rows (each names its task runner, grouping and rate): the flow
+with its default grouping of pairs into tasks, one task per pair (the "before"), the Dask
+`LocalCluster`, a Prefect server that is already running (`PREFECT_API_URL`, as deployments
+run), the large runs; then the same work by hand with the official `stripe` SDK, and
+micro-benchmarks of the comparison and of recording on SQLite and PostgreSQL
+(`--postgres-url`, default the local server; skipped with a note when unreachable). Prints
+the tables and writes them, with the raw figures, to `bench/results/latest.md` and
+`latest.json`. Exit status 1 when a run failed a pair or found other discrepancies than the
+seeded ones.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +79,8 @@ class FlowCase:
     status: str = ""
     pairs_failed: int = 0
     steady_ratio: float = 0.0  # seconds per request x R in the steady middle of the fan-out
+    runner: str = ""  # the task runner the run fanned out on, as it ran
+    grouping: str = ""  # pairs per task, and whether set or chosen by the flow
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -268,8 +274,11 @@ def run_flow_case(
     case.max_per_second = stats.max_arrivals_per_window(1.0)
     steady = seconds_per_request(list(stats.arrival_times))
     case.steady_ratio = steady * case.rate if steady is not None else 0.0
-    case.tasks = math.ceil(seeded.pairs / result["settings"]["pairs_per_task"])
-    case.task_runs_expected = case.tasks + 3
+    run_settings = result["settings"]
+    case.tasks = math.ceil(seeded.pairs / run_settings["pairs_per_task"])
+    case.runner = runner_label(run_settings)
+    case.grouping = grouping_label(run_settings["pairs_per_task"], chosen=not case.pairs_per_task)
+    case.task_runs_expected = int(summary["task_runs_expected"])
     case.task_runs_recorded = int(summary["task_runs_recorded"])
     case.pairs_failed = int(summary["pairs_failed"])
     case.client_rss_mib = max(sampler.client_kib, result["client_peak_rss_kib"]) / 1024
@@ -291,6 +300,17 @@ def run_flow_case(
     return case
 
 
+def runner_label(run_settings: dict[str, Any]) -> str:
+    if run_settings["task_runner"] == "dask":
+        return "Dask LocalCluster (2 processes)"
+    return f"threads ({run_settings['max_workers']})"
+
+
+def grouping_label(pairs_per_task: int, *, chosen: bool) -> str:
+    per_task = "1 pair per task" if pairs_per_task == 1 else f"{pairs_per_task} pairs per task"
+    return f"{per_task} ({'chosen by the flow' if chosen else 'set'})"
+
+
 # -- the table ---------------------------------------------------------------------------------
 
 
@@ -308,14 +328,15 @@ def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 def flow_table(cases: list[FlowCase]) -> list[str]:
     lines = [
-        "| case | pairs | tasks | requests | wall s | bound s | ratio "
-        "| 429s answered (retried) / pairs failed | max req in 1 s "
+        "| case | runner | grouping | R req/s | pairs | tasks | requests | wall s | bound s "
+        "| ratio | 429s answered (retried) / pairs failed | max req in 1 s "
         "| peak RSS flow / server MiB | task runs recorded | discrepancies (expected) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         lines.append(
-            f"| {c.label} | {c.pairs:,} | {c.tasks:,} | {c.requests:,} | {c.wall:.1f} "
+            f"| {c.label} | {c.runner} | {c.grouping} | {c.rate:,.0f} "
+            f"| {c.pairs:,} | {c.tasks:,} | {c.requests:,} | {c.wall:.1f} "
             f"| {c.bound:.1f} | {c.ratio:.3f} | {c.rate_limited} / {c.pairs_failed} "
             f"| {c.max_per_second} "
             f"| {c.client_rss_mib:.0f} / {c.server_rss_mib:.0f} "
@@ -348,7 +369,7 @@ def phase_table(cases: list[FlowCase]) -> list[str]:
     return lines
 
 
-def scaling_lines(cases: list[FlowCase], rate: float) -> list[str]:
+def scaling_lines(cases: list[FlowCase]) -> list[str]:
     lines = []
     by_label: dict[str, list[FlowCase]] = {}
     for c in cases:
@@ -362,7 +383,8 @@ def scaling_lines(cases: list[FlowCase], rate: float) -> list[str]:
         largest = max(group, key=lambda c: c.pairs)
         lines.append(
             f"- {label}: wall = {fixed:.1f} s + {per_request * 1000:.2f} ms x requests "
-            f"(marginal cost {per_request * rate:.3f} x 1/R; fixed start-up {fixed:.1f} s); "
+            f"(marginal cost {per_request * group[0].rate:.3f} x 1/R; "
+            f"fixed start-up {fixed:.1f} s); "
             f"steady state of the largest run {largest.steady_ratio:.3f} x 1/R; "
             f"flow RSS = {rss0:.0f} MiB + {rss_slope * 1000:.1f} MiB per 1,000 pairs"
         )
@@ -387,7 +409,7 @@ def machine() -> str:
     )
 
 
-# -- main --------------------------------------------------------------------------------------
+# -- the cases: one function each, registered in the order they run ---------------------------
 
 
 def parse_ints(text: str) -> list[int]:
@@ -405,7 +427,228 @@ def default_prefect_home() -> Path:
     return cache / "meter-recon-bench" / "prefect-home"
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class Bench:
+    """What every case shares: the options, the work files, the simulator and the results."""
+
+    args: argparse.Namespace
+    workdir: Path
+    log: Path
+    simulator: StripeSimulator
+    cases: list[FlowCase] = field(default_factory=list)
+    baseline: list[str] = field(default_factory=list)
+    micro: list[MicroResult | str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def measure(
+        self,
+        case: FlowCase,
+        seeded: Seeded,
+        env: dict[str, str] | None = None,
+        *,
+        simulator: StripeSimulator | None = None,
+        keep: bool = True,
+    ) -> FlowCase:
+        """Run the flow once for `case`; `keep` puts it in the table."""
+        run_flow_case(
+            case,
+            seeded=seeded,
+            simulator=simulator or self.simulator,
+            workdir=self.workdir,
+            workers=self.args.workers,
+            extra_env=env or {},
+            log=self.log,
+        )
+        if keep:
+            self.cases.append(case)
+        return case
+
+    def sized(
+        self,
+        label: str,
+        sizes: list[int],
+        *,
+        pairs_per_task: int = 0,
+        env: dict[str, str] | None = None,
+        home: Path | None = None,
+        simulator: StripeSimulator | None = None,
+        rate: float | None = None,
+    ) -> list[FlowCase]:
+        """One row per size, each on freshly seeded data."""
+        rows = []
+        for size in sizes:
+            case = FlowCase(
+                label,
+                size,
+                pairs_per_task,
+                str(home or self.args.prefect_home),
+                rate=rate or self.args.rate,
+            )
+            rows.append(self.measure(case, build(size), env, simulator=simulator))
+            print(
+                f"  {label} x {size:,}: {case.wall:.1f} s, ratio {case.ratio:.3f}, "
+                f"429s {case.rate_limited}, history {case.task_runs_recorded}/"
+                f"{case.task_runs_expected}, flow RSS {case.client_rss_mib:.0f} MiB",
+                flush=True,
+            )
+        return rows
+
+
+Case = Callable[[Bench], None]
+CASES: dict[str, Case] = {}
+
+
+def case(function: Case) -> Case:
+    """Register a bench case under its name (`startup` -> `--only startup`)."""
+    CASES[function.__name__.replace("_", "-")] = function
+    return function
+
+
+@case
+def startup(bench: Bench) -> None:
+    """10 pairs, so the run is nearly all start-up: on the existing Prefect home (after a
+    warm-up run that creates it if needed), with Prefect starting its own server as before,
+    and on a brand-new home."""
+    home = str(bench.args.prefect_home)
+    tiny = build(10)
+    bench.measure(FlowCase("start-up, existing Prefect home", 10, 1, home), tiny, keep=False)
+    runs: list[tuple[FlowCase, dict[str, str]]] = [
+        (FlowCase("start-up, existing Prefect home", 10, 1, home), {}),
+        (
+            FlowCase("start-up, existing home, Prefect starts its server (before)", 10, 1, home),
+            {"METER_RECON_EARLY_PREFECT_SERVER": "false"},
+        ),
+    ]
+    new_home = bench.workdir / "new-prefect-home"
+    if not bench.args.no_new_home:
+        runs.append((FlowCase("start-up, new Prefect home", 10, 1, str(new_home)), {}))
+    for row, env in runs:
+        bench.measure(row, tiny, env)
+        print(f"  {row.label}: {row.wall:.1f} s", flush=True)
+    shutil.rmtree(new_home, ignore_errors=True)
+
+
+@case
+def one_task_per_pair(bench: Bench) -> None:
+    """The "before": every pair its own task run."""
+    bench.sized(
+        "flow, 1 task per pair (before)", parse_ints(bench.args.per_pair_sizes), pairs_per_task=1
+    )
+
+
+@case
+def default_grouping(bench: Bench) -> None:
+    """The flow as it runs by default: pairs grouped into tasks for the run's size and rate."""
+    bench.sized(DEFAULT_LABEL, parse_ints(bench.args.sizes))
+
+
+@case
+def dask(bench: Bench) -> None:
+    """The Dask `LocalCluster`: two worker processes sharing Stripe's limit through Prefect."""
+    bench.sized(
+        "flow, Dask LocalCluster (2 processes)",
+        parse_ints(bench.args.dask_sizes),
+        env={"METER_RECON_TASK_RUNNER": "dask"},
+    )
+
+
+@case
+def server_running(bench: Bench) -> None:
+    """A Prefect server already up (`PREFECT_API_URL`, as deployments run): the flow process
+    starts no server of its own."""
+    sizes = parse_ints(bench.args.server_sizes)
+    if not sizes:
+        return
+    home = bench.args.prefect_home.parent / "prefect-server-home"
+    home.mkdir(parents=True, exist_ok=True)
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    server_env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = spawn(server_env)
+    try:
+        server.wait_until_healthy(timeout=120)
+        env = {"PREFECT_API_URL": server.api_url}
+        bench.sized("start-up, Prefect server already running", [10], home=home, env=env)
+        bench.sized(
+            "flow, default grouping, Prefect server already running", sizes, home=home, env=env
+        )
+    finally:
+        server.stop()
+
+
+@case
+def large_runs(bench: Bench) -> None:
+    """Memory stays flat: the default flow at up to 100,000 pairs against a fast Stripe
+    (little latency, a high limit), its peak RSS and CPU per pair set against the smallest."""
+    args = bench.args
+    sizes = parse_ints(args.large_sizes)
+    if not sizes:
+        return
+    with simulator_for(args.large_latency, args.large_rate) as fast:
+        rows = bench.sized(
+            f"flow, default grouping, fast Stripe ({args.large_latency * 1000:.0f} ms)",
+            sizes,
+            simulator=fast,
+            rate=args.large_rate,
+        )
+    smallest, largest = min(rows, key=lambda c: c.pairs), max(rows, key=lambda c: c.pairs)
+    bench.notes.append(
+        f"- fast Stripe ({args.large_rate:,.0f} requests/s, {args.large_latency * 1000:.0f} ms): "
+        f"at {largest.pairs:,} pairs the flow's peak RSS is {largest.client_rss_mib:.0f} MiB, "
+        f"{largest.client_rss_mib / smallest.client_rss_mib:.0%} of the {smallest.pairs:,}-pair "
+        f"run's {smallest.client_rss_mib:.0f} MiB; CPU per pair flow "
+        f"{largest.client_cpu * 1000 / largest.pairs:.2f} ms / server "
+        f"{largest.server_cpu * 1000 / largest.pairs:.2f} ms"
+    )
+
+
+@case
+def baseline(bench: Bench) -> None:
+    """The same work by hand: a sequential loop over the official `stripe` SDK."""
+    args, simulator = bench.args, bench.simulator
+    if args.no_baseline:
+        return
+    seeded = build(args.baseline_pairs)
+    database_url = f"sqlite:///{bench.workdir / 'baseline.db'}"
+    write_ledger(seeded, database_url)
+    simulator.data = seeded.data
+    simulator.reset_stats()
+    result = run_baseline(
+        seeded, database_url=database_url, api_base=simulator.url, api_key=API_KEY
+    )
+    requests = simulator.stats.total
+    bound = requests / args.rate
+    flow = next(
+        (c for c in bench.cases if c.pairs == args.baseline_pairs and c.label == DEFAULT_LABEL),
+        None,
+    )
+    versus = f"; the flow is {result.seconds / flow.wall:.1f}x faster" if flow else ""
+    bench.baseline.append(
+        f"| by hand: sequential `stripe` SDK loop + plain comparison | "
+        f"{result.pairs:,} | {requests:,} | {result.seconds:.1f} | {bound:.1f} "
+        f"| {result.seconds / bound:.3f} | {simulator.stats.rate_limited} "
+        f"| {result.pairs_with_differences:,} pairs differ{versus} |"
+    )
+    print(f"  baseline x {result.pairs:,}: {result.seconds:.1f} s", flush=True)
+
+
+@case
+def micro(bench: Bench) -> None:
+    """The comparison alone, and recording on SQLite and PostgreSQL."""
+    args = bench.args
+    if args.no_micro:
+        return
+    bench.micro.append(bench_compare(args.micro_pairs * 10))
+    bench.micro.append(sqlite_record(bench.workdir, args.micro_pairs))
+    bench.micro.append(postgres_record(args.postgres_url, args.micro_pairs))
+
+
+DEFAULT_LABEL = "flow, default grouping"
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,5000,20000", help="pairs, default grouping")
     parser.add_argument(
@@ -415,6 +658,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server-sizes", default="1000,5000", help="pairs, with a Prefect server already running"
     )
+    parser.add_argument(
+        "--large-sizes", default="20000,100000", help="pairs, fast Stripe (memory stays flat)"
+    )
+    parser.add_argument("--large-rate", type=float, default=1000.0, help="requests/s, large runs")
+    parser.add_argument("--large-latency", type=float, default=0.005, help="seconds, large runs")
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s (server and client)")
     parser.add_argument("--latency", type=float, default=0.05, help="simulator latency, seconds")
     parser.add_argument("--workers", type=int, default=16, help="METER_RECON_MAX_WORKERS")
@@ -424,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--postgres-url", default=os.environ.get("METER_RECON_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     )
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated cases to run, of: {', '.join(CASES)}"
+    )
     parser.add_argument("--no-new-home", action="store_true", help="skip the new-home start-up")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-micro", action="store_true")
@@ -432,143 +683,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.per_pair_sizes, args.dask_sizes = "200,1000", "200", "200"
-        args.server_sizes = "200,1000"
+        args.server_sizes, args.large_sizes = "200,1000", "500,2000"
         args.baseline_pairs, args.micro_pairs = 200, 300
-    variants = [
-        ("flow, 1 task per pair (before)", 1, parse_ints(args.per_pair_sizes), {}),
-        ("flow, default grouping", 0, parse_ints(args.sizes), {}),
-        (
-            "flow, Dask LocalCluster (2 processes)",
-            0,
-            parse_ints(args.dask_sizes),
-            {"METER_RECON_TASK_RUNNER": "dask"},
-        ),
-    ]
-    args.prefect_home.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="meter-recon-bench-"))
-    log = workdir / "flow-runs.log"
-    print(f"bench: work files and flow logs in {workdir}", flush=True)
-    cases: list[FlowCase] = []
-    extra: list[str] = []
-    micro: list[MicroResult | str] = []
-    started = time.time()
-    try:
-        with simulator_for(args.latency, args.rate) as simulator:
-            # Start-up on an existing Prefect home (after a warm-up run that creates it if
-            # needed), and on a brand-new one: 10 pairs, so the run is nearly all start-up.
-            def measure(case: FlowCase, seeded: Any, env: dict[str, str] | None = None) -> FlowCase:
-                run_flow_case(
-                    case,
-                    seeded=seeded,
-                    simulator=simulator,
-                    workdir=workdir,
-                    workers=args.workers,
-                    extra_env=env or {},
-                    log=log,
-                )
-                return case
+    unknown = set(parse_names(args.only)) - set(CASES)
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; cases: {', '.join(CASES)}")
+    return args
 
-            tiny = build(10)
-            measure(
-                FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home)), tiny
-            )
-            startup = [
-                (FlowCase("start-up, existing Prefect home", 10, 1, str(args.prefect_home)), {}),
-                (
-                    FlowCase(
-                        "start-up, existing home, Prefect starts its server (before)",
-                        10,
-                        1,
-                        str(args.prefect_home),
-                    ),
-                    {"METER_RECON_EARLY_PREFECT_SERVER": "false"},
-                ),
-            ]
-            new_home = workdir / "new-prefect-home"
-            if not args.no_new_home:
-                startup.append((FlowCase("start-up, new Prefect home", 10, 1, str(new_home)), {}))
-            for case, env in startup:
-                cases.append(measure(case, tiny, env))
-                print(f"  {case.label}: {case.wall:.1f} s", flush=True)
-            shutil.rmtree(new_home, ignore_errors=True)
 
-            for label, batch, sizes, env in variants:
-                for size in sizes:
-                    case = FlowCase(label, size, batch, str(args.prefect_home), rate=args.rate)
-                    cases.append(measure(case, build(size), env))
-                    print(
-                        f"  {label} x {size:,}: {case.wall:.1f} s, ratio {case.ratio:.3f}, "
-                        f"429s {case.rate_limited}, history {case.task_runs_recorded}/"
-                        f"{case.task_runs_expected}",
-                        flush=True,
-                    )
+def parse_names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
-            server_sizes = parse_ints(args.server_sizes)
-            if server_sizes:
-                # Production runs report to a Prefect server that is already up (deployments,
-                # workers); the flow process then starts no server of its own.
-                home = args.prefect_home.parent / "prefect-server-home"
-                home.mkdir(parents=True, exist_ok=True)
-                server_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-                server_env |= {
-                    "PREFECT_HOME": str(home),
-                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                }
-                server = spawn(server_env)
-                try:
-                    server.wait_until_healthy(timeout=120)
-                    env = {"PREFECT_API_URL": server.api_url}
-                    for label, size, seeded in [
-                        ("start-up, Prefect server already running", 10, tiny),
-                        *(
-                            ("flow, default grouping, Prefect server already running", n, build(n))
-                            for n in server_sizes
-                        ),
-                    ]:
-                        case = FlowCase(label, size, 0, str(home), rate=args.rate)
-                        cases.append(measure(case, seeded, env))
-                        print(f"  {label} x {size:,}: {case.wall:.1f} s", flush=True)
-                finally:
-                    server.stop()
 
-            if not args.no_baseline:
-                seeded = build(args.baseline_pairs)
-                database_url = f"sqlite:///{workdir / 'baseline.db'}"
-                write_ledger(seeded, database_url)
-                simulator.data = seeded.data
-                simulator.reset_stats()
-                result = run_baseline(
-                    seeded, database_url=database_url, api_base=simulator.url, api_key=API_KEY
-                )
-                requests = simulator.stats.total
-                bound = requests / args.rate
-                flow = next(
-                    (
-                        c
-                        for c in cases
-                        if c.pairs == args.baseline_pairs and c.label == "flow, default grouping"
-                    ),
-                    None,
-                )
-                versus = f"; the flow is {result.seconds / flow.wall:.1f}x faster" if flow else ""
-                extra.append(
-                    f"| by hand: sequential `stripe` SDK loop + plain comparison | "
-                    f"{result.pairs:,} | {requests:,} | {result.seconds:.1f} | {bound:.1f} "
-                    f"| {result.seconds / bound:.3f} | {simulator.stats.rate_limited} "
-                    f"| {result.pairs_with_differences:,} pairs differ{versus} |"
-                )
-                print(f"  baseline x {result.pairs:,}: {result.seconds:.1f} s", flush=True)
-
-        if not args.no_micro:
-            micro.append(bench_compare(args.micro_pairs * 10))
-            micro.append(sqlite_record(workdir, args.micro_pairs))
-            micro.append(postgres_record(args.postgres_url, args.micro_pairs))
-    finally:
-        # Keep the flow-run log and the per-run JSON; the databases are large and rebuilt.
-        for database in workdir.glob("*.db*"):
-            database.unlink(missing_ok=True)
-
-    rate = args.rate
+def report(bench: Bench, started: float) -> str:
+    args, rate = bench.args, bench.args.rate
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         f"# meter-recon benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
@@ -576,27 +704,29 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}. Load average at the end: {load} (other work on the machine "
         "shows here).",
         f"Simulator: {args.latency * 1000:.0f} ms latency, {rate:.0f} requests/s server-side "
-        f"limit; client limit {rate:.0f}/s; {args.workers} task-runner threads; "
+        f"limit; client limit {rate:.0f}/s (the fast-Stripe rows: {args.large_latency * 1000:.0f}"
+        f" ms, {args.large_rate:.0f}/s); {args.workers} task-runner threads; "
         "3 days of usage per pair.",
         "",
-        *flow_table(cases),
+        *flow_table(bench.cases),
         "",
         "Where the time went (inside each run's process):",
         "",
-        *phase_table(cases),
+        *phase_table(bench.cases),
         "",
-        *scaling_lines(cases, rate),
+        *scaling_lines(bench.cases),
+        *bench.notes,
     ]
-    if extra:
+    if bench.baseline:
         lines += [
             "",
             "| baseline | pairs | requests | wall s | bound s | ratio | 429s | result |",
             "|---|---:|---:|---:|---:|---:|---:|---|",
-            *extra,
+            *bench.baseline,
         ]
-    if micro:
+    if bench.micro:
         lines += ["", "| micro-benchmark | units | seconds | per second |", "|---|---:|---:|---:|"]
-        for m in micro:
+        for m in bench.micro:
             if isinstance(m, str):
                 lines.append(f"| record (PostgreSQL) | - | - | {m} |")
             else:
@@ -605,21 +735,47 @@ def main(argv: list[str] | None = None) -> int:
                     f"| {m.per_second:,.0f} {m.unit}/s |"
                 )
     lines += ["", f"Total bench time {time.time() - started:.0f} s."]
-    text = "\n".join(lines)
-    print("\n" + text, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n", encoding="utf-8")
-    args.out.with_suffix(".json").write_text(
+    return "\n".join(lines)
+
+
+def write_results(bench: Bench, text: str) -> None:
+    out: Path = bench.args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
+    out.with_suffix(".json").write_text(
         json.dumps(
             {
-                "cases": [asdict(c) | {"bound": c.bound, "ratio": c.ratio} for c in cases],
-                "micro": [asdict(m) if isinstance(m, MicroResult) else m for m in micro],
+                "cases": [asdict(c) | {"bound": c.bound, "ratio": c.ratio} for c in bench.cases],
+                "micro": [asdict(m) if isinstance(m, MicroResult) else m for m in bench.micro],
             },
             indent=2,
         ),
         encoding="utf-8",
     )
-    ok = all(c.pairs_failed == 0 and c.discrepancies == c.discrepancies_expected for c in cases)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    chosen = parse_names(args.only) or list(CASES)
+    args.prefect_home.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="meter-recon-bench-"))
+    print(f"bench: work files and flow logs in {workdir}", flush=True)
+    started = time.time()
+    try:
+        with simulator_for(args.latency, args.rate) as simulator:
+            bench = Bench(args, workdir, workdir / "flow-runs.log", simulator)
+            for name in chosen:
+                CASES[name](bench)
+    finally:
+        # Keep the flow-run log and the per-run JSON; the databases are large and rebuilt.
+        for database in workdir.glob("*.db*"):
+            database.unlink(missing_ok=True)
+    text = report(bench, started)
+    print("\n" + text, flush=True)
+    write_results(bench, text)
+    ok = all(
+        c.pairs_failed == 0 and c.discrepancies == c.discrepancies_expected for c in bench.cases
+    )
     return 0 if ok else 1
 
 

@@ -10,36 +10,36 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.futures import PrefectFuture, as_completed
 from prefect.logging import get_run_logger
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from flows.history import wait_for_history
-from flows.runners import pairs_per_task_for, task_runner_for
-from meter_recon import progress
-from meter_recon.settings import TaskRunnerKind, get_settings
+from flows.fanout import FanOut, Plan
+from flows.history import TaskRuns, wait_for_history
+from flows.runners import in_flight_for, pairs_per_task_for, task_runner_for
+from meter_recon.settings import Settings, TaskRunnerKind, get_settings
 from meter_recon.stripe.prefect_limit import ensure_limit, plan_for
 from meter_recon.windows import check_window, nightly_window, utc_today
-from models.engine import get_engine, session_scope
-from models.pairs import list_pairs
+from models.engine import get_engine, read_only, session_scope
+from models.meters import cached_formulas, upsert_meters
+from models.pairs import count_pairs, pair_pages
 from models.runs import (
-    discrepancy_counts,
+    complete_run,
     fail_stale_runs,
     finish_run,
+    get_run,
     heartbeat,
-    pair_counts,
+    ok_pairs,
     start_run,
 )
-from models.tables import Formula, Meter, PairResult, PairStatus, RunStatus, Trigger
-from models.types import utcnow
-from models.upsert import insert_for
+from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
 from tasks.alert import alert_finance
 from tasks.fetch import fetch_meters
-from tasks.pairs import PairRef, PairsFailed, RunContext, describe_error, reconcile_pairs
-from tasks.record import PairStats, record_pair_failure
+from tasks.pairs import PairRef, RunContext, describe_error, reconcile_pairs
+from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 
 HEARTBEAT_SECONDS = 10.0
+PAGE_SIZE = 1000  # tracked pairs read at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,38 @@ class RunSummary:
     alerted: int
     requests: int
     task_runs_recorded: int
+    task_runs_expected: int
+
+    @classmethod
+    def of(
+        cls,
+        run: ReconciliationRun,
+        *,
+        alerted: int,
+        task_runs_recorded: int,
+        task_runs_expected: int,
+    ) -> RunSummary:
+        """The finished run's record, plus what only the flow knows."""
+        assert run.id is not None
+        return cls(
+            run_id=run.id,
+            status=run.status.value,
+            window_start=run.window_start,
+            window_end=run.window_end,
+            pairs_total=run.pairs_total,
+            pairs_ok=run.pairs_ok,
+            pairs_failed=run.pairs_failed,
+            compared=run.line_items_compared,
+            matched=run.line_items_matched,
+            pending=run.line_items_pending,
+            new=run.discrepancies_new,
+            reopened=run.discrepancies_reopened,
+            resolved=run.discrepancies_resolved,
+            alerted=alerted,
+            requests=int(run.counts.get("requests", 0)),
+            task_runs_recorded=task_runs_recorded,
+            task_runs_expected=task_runs_expected,
+        )
 
 
 @task(name="refresh-meters", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
@@ -69,32 +101,9 @@ def refresh_meters() -> dict[str, str]:
     """Cache Stripe's meter configuration; the formula decides how days add up."""
     settings = get_settings()
     meters = fetch_meters(settings)
-    rows = [
-        {
-            "id": m.id,
-            "display_name": m.display_name,
-            "event_name": m.event_name,
-            "formula": Formula(m.formula),
-            "status": m.status,
-            "refreshed_at": utcnow(),
-        }
-        for m in meters
-    ]
     with session_scope(get_engine(settings.database_url)) as session:
-        if rows:
-            statement = insert_for(session, Meter.__table__).values(rows)  # type: ignore[attr-defined]
-            session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["id"],
-                    set_={k: statement.excluded[k] for k in rows[0] if k != "id"},
-                )
-            )
+        upsert_meters(session=session, meters=meters)
     return {m.id: m.formula for m in meters}
-
-
-def _cached_formulas() -> dict[str, str]:
-    with Session(get_engine(get_settings().database_url)) as session:
-        return {m.id: m.formula.value for m in session.exec(select(Meter)).all()}
 
 
 class _Heartbeat:
@@ -137,10 +146,6 @@ def resolve_window(
     if start is None or end is None:
         raise ValueError("Give both start and end, or neither for the nightly window.")
     return check_window(start=start, end=end, today=today)
-
-
-def _batches(pairs: list[PairRef], size: int) -> list[list[PairRef]]:
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
 
 @flow(
@@ -228,39 +233,11 @@ def _run(
     meters: list[str],
     flow_run_id: Any,
 ) -> RunSummary:
-    logger = get_run_logger()
+    """The run's steps, in order; each names what it does."""
     settings = get_settings()
-    engine = get_engine(settings.database_url)
-    task_runs = 0
-    if settings.task_runner is TaskRunnerKind.DASK:
-        # Worker processes share Stripe's rate limit through a Prefect GCL: create it (or
-        # bring it to this run's rate) before any task asks Stripe for anything.
-        plan = plan_for(settings.max_requests_per_second)
-        ensure_limit(plan)
-        logger.info("Stripe rate limit shared through Prefect: %s", plan)
-
-    task_runs += 1
-    refreshed = refresh_meters(return_state=True)
-    if refreshed.is_completed():
-        formulas: dict[str, str] = refreshed.result()
-    else:
-        formulas = _cached_formulas()
-        if not formulas:
-            refreshed.result()  # raises: no meters from Stripe and none cached
-        logger.warning("could not refresh meters from Stripe; using the cached configuration")
-
-    with Session(engine) as session:
-        tracked = list_pairs(session=session, customers=customers, meters=meters)
-        pairs = [
-            PairRef(
-                customer=p.stripe_customer_id,
-                meter=p.meter_id,
-                formula=formulas.get(p.meter_id, ""),
-                active_from=p.active_from,
-                active_to=p.active_to,
-            )
-            for p in tracked
-        ]
+    tasks = TaskRuns()
+    _share_rate_limit(settings)
+    formulas = _meters(tasks)
     context = RunContext(
         run_id=run_id,
         window_start=window[0],
@@ -269,96 +246,126 @@ def _run(
         abs_tol=str(settings.abs_tol),
         rel_tol=str(settings.rel_tol),
     )
-    unknown = [p for p in pairs if not p.formula]
-    failures: list[tuple[PairRef, str]] = [
-        (pair, f"meter {pair.meter} is not a meter of this Stripe account") for pair in unknown
-    ]
-    runnable = [p for p in pairs if p.formula]
-    pairs_per_task = pairs_per_task_for(settings, len(runnable))
-    batches = _batches(runnable, pairs_per_task)
-    logger.info(
-        "reconciling %d pair(s) in %d task(s) on %s",
-        len(runnable),
-        len(batches),
+    plan = _plan(settings, customers=customers, meters=meters, formulas=formulas)
+    pairs_total = _fan_out(
+        tasks, context, plan, customers=customers, meters=meters, formulas=formulas
+    )
+    _finish(
+        run_id,
+        pairs_total=pairs_total,
+        parameters={**parameters, "pairs_per_task": plan.pairs_per_task},
+    )
+    tasks.call(publish_report, run_id).result()
+    alerted = _alert(tasks, run_id)
+    recorded = _history(flow_run_id, tasks)
+    return _summary(run_id, alerted=alerted, recorded=recorded, expected=tasks.started)
+
+
+def _share_rate_limit(settings: Settings) -> None:
+    """Dask workers share Stripe's rate limit through a Prefect GCL: create it (or bring it
+    to this run's rate) before any task asks Stripe for anything."""
+    if settings.task_runner is TaskRunnerKind.DASK:
+        rate = plan_for(settings.max_requests_per_second)
+        ensure_limit(rate)
+        get_run_logger().info("Stripe rate limit shared through Prefect: %s", rate)
+
+
+def _meters(tasks: TaskRuns) -> dict[str, str]:
+    """Each meter's formula: from Stripe, else the cached configuration, else the error."""
+    refreshed = tasks.call(refresh_meters)
+    if refreshed.is_completed():
+        return refreshed.result()
+    with Session(get_engine(get_settings().database_url)) as session:
+        formulas = cached_formulas(session=session)
+    if not formulas:
+        refreshed.result()  # raises: no meters from Stripe and none cached
+    get_run_logger().warning("could not refresh meters from Stripe; using the cached configuration")
+    return formulas
+
+
+def _plan(
+    settings: Settings, *, customers: list[str], meters: list[str], formulas: dict[str, str]
+) -> Plan:
+    """Pairs per task for this run's size, from counts (no pair is loaded to decide)."""
+    known = [m for m in meters if m in formulas] if meters else list(formulas)
+    with Session(read_only(get_engine(settings.database_url))) as session:
+        total = count_pairs(session=session, customers=customers, meters=meters)
+        runnable = count_pairs(session=session, customers=customers, meters=known) if known else 0
+    return Plan(
+        pairs_total=total,
+        runnable=runnable,
+        pairs_per_task=pairs_per_task_for(settings, runnable),
+        in_flight=in_flight_for(settings),
+    )
+
+
+def _fan_out(
+    tasks: TaskRuns,
+    context: RunContext,
+    plan: Plan,
+    *,
+    customers: list[str],
+    meters: list[str],
+    formulas: dict[str, str],
+) -> int:
+    """Reconcile every tracked pair, a slice in flight at a time; returns how many were read."""
+    settings = get_settings()
+    get_run_logger().info(
+        "reconciling %d pair(s) in %d task(s) on %s, at most %d in flight",
+        plan.runnable,
+        plan.tasks,
         settings.task_runner.value,
+        plan.in_flight,
     )
-    futures: dict[PrefectFuture[dict[str, int]], list[PairRef]] = {
-        reconcile_pairs.submit(context, batch): batch for batch in batches
-    }
-    task_runs += len(futures)
-    done_pairs = len(unknown)
-    progress.report(done_pairs, len(pairs))
-    for future in as_completed(list(futures)):
-        batch = futures[future]
-        errors = _failure_texts(future)
-        if errors:
-            failures += [(pair, errors.get(pair) or errors[None]) for pair in batch]
-        done_pairs += len(batch)
-        progress.report(done_pairs, len(pairs))
+    pages = pair_pages(
+        engine=get_engine(settings.database_url),
+        page_size=PAGE_SIZE,
+        customers=customers,
+        meters=meters,
+    )
+    fan_out = FanOut(
+        tasks=tasks,
+        context=context,
+        plan=plan,
+        reconcile=reconcile_pairs,
+        record_failures=record_failed_pairs,
+    )
+    return fan_out.run(pages, formulas)
 
-    if failures:
-        task_runs += 1
-        record_failed_pairs(context, failures)
 
-    with session_scope(engine) as session:
-        totals = pair_counts(session=session, run_id=run_id)
-        kinds = discrepancy_counts(session=session, run_id=run_id)
-        failed = totals["pairs_failed"]
-        status = RunStatus.COMPLETED_WITH_ERRORS if failed else RunStatus.COMPLETED
-        finish_run(
-            session=session,
-            run_id=run_id,
-            status=status,
-            values={
-                "pairs_total": len(pairs),
-                "pairs_ok": totals["pairs_recorded"] - failed,
-                "pairs_failed": failed,
-                "line_items_compared": totals["compared"],
-                "line_items_matched": totals["matched"],
-                "line_items_pending": totals["pending"],
-                "discrepancies_new": totals["new"],
-                "discrepancies_reopened": totals["reopened"],
-                "discrepancies_resolved": totals["resolved"],
-                "counts": {**kinds, "requests": totals["requests"]},
-                "parameters": {**parameters, "pairs_per_task": pairs_per_task},
-            },
+def _finish(run_id: int, *, pairs_total: int, parameters: dict[str, Any]) -> None:
+    with session_scope(get_engine(get_settings().database_url)) as session:
+        complete_run(session=session, run_id=run_id, pairs_total=pairs_total, parameters=parameters)
+
+
+def _alert(tasks: TaskRuns, run_id: int) -> int:
+    """How many discrepancies finance was alerted of; an undelivered alert waits for next run."""
+    state = tasks.call(alert_finance, run_id)
+    if state.is_completed():
+        return int(state.result())
+    get_run_logger().error("alert not delivered; the next run will send it again")
+    return 0
+
+
+def _history(flow_run_id: Any, tasks: TaskRuns) -> int:
+    """Wait until Prefect's history holds every task run this flow run started."""
+    if not flow_run_id:
+        return 0
+    return wait_for_history(flow_run_id, expected=tasks.started, timeout=60 + tasks.started / 50)
+
+
+def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunSummary:
+    with Session(get_engine(get_settings().database_url)) as session:
+        summary = RunSummary.of(
+            get_run(session=session, run_id=run_id),
+            alerted=alerted,
+            task_runs_recorded=recorded,
+            task_runs_expected=expected,
         )
-
-    task_runs += 1
-    publish_report(run_id)
-    task_runs += 1
-    alert_state = alert_finance(run_id, return_state=True)
-    alerted = alert_state.result() if alert_state.is_completed() else 0
-    if not alert_state.is_completed():
-        logger.error("alert not delivered; the next run will send it again")
-
-    recorded = (
-        wait_for_history(flow_run_id, expected=task_runs, timeout=60 + len(futures) / 50)
-        if flow_run_id
-        else 0
-    )
-    summary = RunSummary(
-        run_id=run_id,
-        status=status.value,
-        window_start=window[0],
-        window_end=window[1],
-        pairs_total=len(pairs),
-        pairs_ok=totals["pairs_recorded"] - failed,
-        pairs_failed=failed,
-        compared=totals["compared"],
-        matched=totals["matched"],
-        pending=totals["pending"],
-        new=totals["new"],
-        reopened=totals["reopened"],
-        resolved=totals["resolved"],
-        alerted=int(alerted),
-        requests=totals["requests"],
-        task_runs_recorded=recorded,
-    )
-    logger.info(
+    get_run_logger().info(
         "run %d %s: %d of %d pairs reconciled, %d failed; %d new, %d re-opened, %d resolved",
         run_id,
-        status.value,
+        summary.status,
         summary.pairs_ok,
         summary.pairs_total,
         summary.pairs_failed,
@@ -369,20 +376,6 @@ def _run(
     return summary
 
 
-def _failure_texts(future: PrefectFuture[Any]) -> dict[PairRef | None, str]:
-    """Empty when the task succeeded; else each pair's own error, or the task's (key None)."""
-    try:
-        future.result(raise_on_failure=True)
-        return {}
-    except PairsFailed as error:
-        texts: dict[PairRef | None, str] = {None: describe_error(error)}
-        for pair, text in error.failures.items():
-            texts[pair] = text
-        return texts
-    except BaseException as error:
-        return {None: describe_error(error)}
-
-
 @task(
     name="record-failed-pairs",
     retries=3,
@@ -390,29 +383,27 @@ def _failure_texts(future: PrefectFuture[Any]) -> dict[PairRef | None, str]:
     cache_policy=NO_CACHE,
 )
 def record_failed_pairs(context: RunContext, failures: list[tuple[PairRef, str]]) -> int:
-    """Pairs not recorded OK in this run become `fetch_failed`; nothing else of theirs changes."""
+    """Pairs not recorded OK in this run become `fetch_failed`, all in one transaction (a
+    failure part-way writes none, and the retry records them all); nothing else changes."""
     logger = get_run_logger()
     engine = get_engine(get_settings().database_url)
-    with Session(engine) as session:
-        ok = set(
-            session.exec(
-                select(PairResult.stripe_customer_id, PairResult.meter_id).where(
-                    PairResult.run_id == context.run_id, PairResult.status == PairStatus.OK
-                )
-            ).all()
+    with session_scope(engine) as session:
+        ok = ok_pairs(
+            session=session, run_id=context.run_id, customers=(p.customer for p, _ in failures)
         )
-    recorded = 0
-    for pair, error in failures:
-        if (pair.customer, pair.meter) in ok:
-            continue
-        record_pair_failure(
-            engine=engine,
-            run_id=context.run_id,
-            customer=pair.customer,
-            meter=pair.meter,
-            error=error,
-            stats=PairStats(requests=0, duration_ms=0),
-        )
+        failed = [
+            (pair, error) for pair, error in failures if (pair.customer, pair.meter) not in ok
+        ]
+        for pair, error in failed:
+            record_pair_result(
+                session=session,
+                run_id=context.run_id,
+                customer=pair.customer,
+                meter=pair.meter,
+                status=PairStatus.FETCH_FAILED,
+                stats=PairStats(requests=0, duration_ms=0),
+                error=error,
+            )
+    for pair, error in failed:
         logger.warning("pair %s not reconciled: %s", pair.label, error)
-        recorded += 1
-    return recorded
+    return len(failed)

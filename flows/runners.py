@@ -103,6 +103,12 @@ def pairs_per_task_for(settings: Settings, pairs: int) -> int:
     return max(1, min(wanted, balanced, 1000))
 
 
+def in_flight_for(settings: Settings) -> int:
+    """Tasks a run keeps submitted at once: two per worker thread keeps every thread busy
+    while the flow holds only a bounded slice of the run (not all of it) in memory."""
+    return max(2, 2 * settings.max_workers)
+
+
 def task_runner_for(settings: Settings) -> TaskRunner[Any]:
     """A bounded thread pool on one machine, or a Dask cluster to scale out."""
     if settings.task_runner is TaskRunnerKind.DASK:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
+from sqlalchemy import Engine
 from sqlmodel import Session, col, func, select
+from sqlmodel.sql.expression import SelectOfScalar
 
+from models.engine import read_only
 from models.tables import PairSource, TrackedPair
 from models.upsert import insert_for
+
+S = TypeVar("S", bound=SelectOfScalar[Any])
 
 
 def track_from_ledger(*, session: Session, pairs: Iterable[tuple[str, str]]) -> int:
@@ -66,11 +73,72 @@ def list_pairs(
     meters: Iterable[str] = (),
 ) -> list[TrackedPair]:
     """Tracked pairs, optionally filtered, in a stable order."""
-    statement = select(TrackedPair)
+    statement = _filtered(select(TrackedPair), customers=customers, meters=meters)
+    statement = statement.order_by(col(TrackedPair.stripe_customer_id), col(TrackedPair.meter_id))
+    return list(session.exec(statement).all())
+
+
+def count_pairs(
+    *, session: Session, customers: Iterable[str] = (), meters: Iterable[str] = ()
+) -> int:
+    """How many tracked pairs `list_pairs` would return, without loading them."""
+    statement = _filtered(
+        select(func.count()).select_from(TrackedPair), customers=customers, meters=meters
+    )
+    return session.exec(statement).one()
+
+
+def pairs_after(
+    *,
+    session: Session,
+    after: tuple[str, str] | None,
+    limit: int,
+    customers: Iterable[str] = (),
+    meters: Iterable[str] = (),
+) -> list[TrackedPair]:
+    """The next page of `list_pairs`: up to `limit` pairs after (customer, meter) `after`.
+
+    Keyset pagination on the unique (customer, meter) index: a page costs the same however
+    deep it is, and pairs tracked while a run pages through them cannot shift a page.
+    """
+    statement = _filtered(select(TrackedPair), customers=customers, meters=meters)
+    customer, meter = col(TrackedPair.stripe_customer_id), col(TrackedPair.meter_id)
+    if after is not None:
+        statement = statement.where(
+            sa.or_(customer > after[0], sa.and_(customer == after[0], meter > after[1]))
+        )
+    statement = statement.order_by(customer, meter).limit(limit)
+    return list(session.exec(statement).all())
+
+
+def pair_pages(
+    *,
+    engine: Engine,
+    page_size: int,
+    customers: Iterable[str] = (),
+    meters: Iterable[str] = (),
+) -> Iterator[list[TrackedPair]]:
+    """Every tracked pair `list_pairs` returns, a page at a time, each page its own short read
+    (a run holds one page in memory, and no transaction open while it reconciles)."""
+    customers, meters = list(customers), list(meters)
+    after: tuple[str, str] | None = None
+    while True:
+        with Session(read_only(engine)) as session:
+            page = pairs_after(
+                session=session, after=after, limit=page_size, customers=customers, meters=meters
+            )
+        if not page:
+            return
+        yield page
+        if len(page) < page_size:
+            return
+        after = (page[-1].stripe_customer_id, page[-1].meter_id)
+
+
+def _filtered(statement: S, *, customers: Iterable[str], meters: Iterable[str]) -> S:
     customers, meters = list(customers), list(meters)
     if customers:
         statement = statement.where(col(TrackedPair.stripe_customer_id).in_(customers))
     if meters:
         statement = statement.where(col(TrackedPair.meter_id).in_(meters))
-    statement = statement.order_by(col(TrackedPair.stripe_customer_id), col(TrackedPair.meter_id))
-    return list(session.exec(statement).all())
+    return statement

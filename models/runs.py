@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
@@ -107,6 +108,67 @@ def discrepancy_counts(*, session: Session, run_id: int) -> dict[str, dict[str, 
     return {"by_kind": dict(sorted(by_kind.items())), "by_status": dict(sorted(by_status.items()))}
 
 
+def get_run(*, session: Session, run_id: int) -> ReconciliationRun:
+    """The run, or LookupError: a task handed a run id expects its record to exist."""
+    run = session.get(ReconciliationRun, run_id)
+    if run is None:
+        raise LookupError(f"run {run_id} does not exist")
+    return run
+
+
+def ok_pairs(
+    *, session: Session, run_id: int, customers: Iterable[str] | None = None
+) -> set[tuple[str, str]]:
+    """(customer, meter) pairs this run recorded OK; a retry or a late failure skips them.
+
+    `customers` narrows the query to the pairs a task holds (None: every pair of the run).
+    """
+    statement = select(PairResult.stripe_customer_id, PairResult.meter_id).where(
+        PairResult.run_id == run_id, PairResult.status == PairStatus.OK
+    )
+    if customers is not None:
+        statement = statement.where(col(PairResult.stripe_customer_id).in_(set(customers)))
+    return {(customer, meter) for customer, meter in session.exec(statement).all()}
+
+
+def failed_pairs(*, session: Session, run_id: int) -> list[PairResult]:
+    """The run's pairs that could not be reconciled, in the order they were recorded."""
+    return list(
+        session.exec(
+            select(PairResult)
+            .where(PairResult.run_id == run_id, PairResult.status == PairStatus.FETCH_FAILED)
+            .order_by(col(PairResult.id))
+        ).all()
+    )
+
+
+def complete_run(
+    *, session: Session, run_id: int, pairs_total: int, parameters: dict[str, Any]
+) -> ReconciliationRun:
+    """Finish a run with the totals its pair results hold; failed pairs make it with-errors."""
+    totals = pair_counts(session=session, run_id=run_id)
+    kinds = discrepancy_counts(session=session, run_id=run_id)
+    failed = totals["pairs_failed"]
+    return finish_run(
+        session=session,
+        run_id=run_id,
+        status=RunStatus.COMPLETED_WITH_ERRORS if failed else RunStatus.COMPLETED,
+        values={
+            "pairs_total": pairs_total,
+            "pairs_ok": totals["pairs_recorded"] - failed,
+            "pairs_failed": failed,
+            "line_items_compared": totals["compared"],
+            "line_items_matched": totals["matched"],
+            "line_items_pending": totals["pending"],
+            "discrepancies_new": totals["new"],
+            "discrepancies_reopened": totals["reopened"],
+            "discrepancies_resolved": totals["resolved"],
+            "counts": {**kinds, "requests": totals["requests"]},
+            "parameters": parameters,
+        },
+    )
+
+
 def finish_run(
     *,
     session: Session,
@@ -115,9 +177,7 @@ def finish_run(
     values: dict[str, Any],
     error: str | None = None,
 ) -> ReconciliationRun:
-    run = session.get(ReconciliationRun, run_id)
-    if run is None:
-        raise LookupError(f"run {run_id} does not exist")
+    run = get_run(session=session, run_id=run_id)
     for name, value in values.items():
         setattr(run, name, value)
     run.status = status

@@ -14,7 +14,8 @@ from sqlmodel import Session, col, select
 from meter_recon.settings import get_settings
 from meter_recon.stripe.redaction import redact
 from models.engine import get_engine, session_scope
-from models.tables import Discrepancy, DiscrepancyStatus, PairResult, PairStatus, ReconciliationRun
+from models.runs import failed_pairs, get_run
+from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun
 from models.types import canonical_decimal, utcnow
 
 MAX_LINES = 50
@@ -76,9 +77,7 @@ def build_alert(
 
 
 def pending_alert(*, session: Session, run_id: int) -> Alert | None:
-    run = session.get(ReconciliationRun, run_id)
-    if run is None:
-        raise LookupError(f"run {run_id} does not exist")
+    run = get_run(session=session, run_id=run_id)
     pending = list(
         session.exec(
             select(Discrepancy)
@@ -88,13 +87,7 @@ def pending_alert(*, session: Session, run_id: int) -> Alert | None:
             .order_by(col(Discrepancy.id))
         ).all()
     )
-    failed = list(
-        session.exec(
-            select(PairResult).where(
-                PairResult.run_id == run_id, PairResult.status == PairStatus.FETCH_FAILED
-            )
-        ).all()
-    )
+    failed = failed_pairs(session=session, run_id=run_id)
     return build_alert(run=run, pending=pending, failed=failed)
 
 

@@ -12,12 +12,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from meter_recon.settings import get_settings
 from meter_recon.stripe.redaction import redact
 from models.engine import get_engine, read_only
-from models.tables import PairResult, PairStatus
+from models.runs import ok_pairs
 from tasks.compare import Formula, Tolerance, Window, compare_pair, fetch_range
 from tasks.fetch import fetch_daily_usage
 from tasks.load import load_line_items
@@ -119,14 +119,9 @@ def _already_recorded(context: RunContext, pairs: list[PairRef]) -> set[tuple[st
     """Pairs this run already recorded OK (a retried task does not redo them)."""
     engine = get_engine(get_settings().database_url)
     with Session(read_only(engine)) as session:
-        rows = session.exec(
-            select(PairResult.stripe_customer_id, PairResult.meter_id).where(
-                PairResult.run_id == context.run_id,
-                PairResult.status == PairStatus.OK,
-                col(PairResult.stripe_customer_id).in_({p.customer for p in pairs}),
-            )
-        ).all()
-    return {(customer, meter) for customer, meter in rows}
+        return ok_pairs(
+            session=session, run_id=context.run_id, customers=(p.customer for p in pairs)
+        )
 
 
 def _task_run_name() -> str:

@@ -13,7 +13,8 @@ from sqlmodel import Session, col, select
 from meter_recon.settings import get_settings
 from models.discrepancies import as_record, list_discrepancies
 from models.engine import get_engine
-from models.tables import Discrepancy, PairResult, PairStatus, ReconciliationRun
+from models.runs import failed_pairs, get_run
+from models.tables import Discrepancy, PairResult, ReconciliationRun
 
 SUMMARY_KEY = "meter-recon-run-summary"
 OPEN_KEY = "meter-recon-open-discrepancies"
@@ -78,16 +79,8 @@ def publish_report(run_id: int) -> str:
     """Markdown summary and a table of open discrepancies, keyed so the UI keeps their history."""
     engine = get_engine(get_settings().database_url)
     with Session(engine) as session:
-        run = session.get(ReconciliationRun, run_id)
-        if run is None:
-            raise LookupError(f"run {run_id} does not exist")
-        failed = list(
-            session.exec(
-                select(PairResult).where(
-                    PairResult.run_id == run_id, PairResult.status == PairStatus.FETCH_FAILED
-                )
-            ).all()
-        )
+        run = get_run(session=session, run_id=run_id)
+        failed = failed_pairs(session=session, run_id=run_id)
         seen = session.exec(
             select(Discrepancy).where(
                 Discrepancy.last_seen_run == run_id, col(Discrepancy.difference).is_not(None)

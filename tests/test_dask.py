@@ -13,13 +13,17 @@ import random
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sqlalchemy import insert
+from sqlmodel import Session
 
 from flows.reconcile import RunSummary, reconcile_meters
 from flows.runners import pairs_per_task_for, task_runner_for
@@ -29,7 +33,7 @@ from meter_recon.stripe.prefect_limit import DEFAULT_LIMIT_NAME, PrefectRateLimi
 from models.engine import dispose_engines, get_engine, session_scope
 from models.migrate import upgrade
 from models.pairs import track_from_ledger
-from models.tables import InvoiceLineItem, Trigger
+from models.tables import InvoiceLineItem, ReconciliationRun, Trigger
 from tasks.fetch import close_clients, configure_clients
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found, noon
@@ -92,6 +96,19 @@ def run(world: World) -> RunSummary:
     return flow(start=world.start, end=world.end, trigger=Trigger.MANUAL)
 
 
+def reconcile_task_runs(summary: RunSummary, database_url: str) -> int:
+    """The run's fan-out task runs in Prefect's history."""
+    with Session(get_engine(database_url)) as session:
+        run = session.get(ReconciliationRun, summary.run_id)
+    assert run is not None
+    assert run.flow_run_id
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(run.flow_run_id)]))
+        )
+    return sum(t.name.startswith("reconcile ") for t in task_runs)
+
+
 def test_the_dask_runner_finds_what_the_thread_runner_finds_within_the_rate_limit(
     dask_env: StripeSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,11 +145,15 @@ def test_the_dask_runner_finds_what_the_thread_runner_finds_within_the_rate_limi
         0,
     )
     # Prefect's history holds every task run of both (pairs grouped per task by run size).
-    for summary, kind in ((threads, TaskRunnerKind.THREADS), (dask, TaskRunnerKind.DASK)):
+    for summary, kind, url in (
+        (threads, TaskRunnerKind.THREADS, threads_url),
+        (dask, TaskRunnerKind.DASK, dask_url),
+    ):
         settings = get_settings().model_copy(update={"task_runner": kind})
         per_task = pairs_per_task_for(settings, summary.pairs_total)
         assert per_task > 1
-        assert summary.task_runs_recorded == math.ceil(summary.pairs_total / per_task) + 3
+        assert summary.task_runs_recorded == summary.task_runs_expected
+        assert reconcile_task_runs(summary, url) == math.ceil(summary.pairs_total / per_task)
     # The workers went through the shared limit: nothing refused, no burst over the limit.
     stats = simulator.stats
     assert stats.event_summaries >= world.pairs + BULK_PAIRS - 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -192,12 +193,37 @@ def test_prefect_history_holds_every_task_run_and_both_artifacts(world: World) -
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
         artifacts = client.read_artifacts()
-    names = sorted(t.name for t in task_runs)
-    assert sum(n.startswith("reconcile ") for n in names) == world.pairs
+    assert task_run_kinds(task_runs) == {
+        "refresh-meters": 1,
+        "reconcile": world.pairs,
+        "publish-report": 1,
+        "alert-finance": 1,
+    }
     assert all(t.state and t.state.is_completed() for t in task_runs)
-    assert summary.task_runs_recorded == len(task_runs) == world.pairs + 3
+    assert summary.task_runs_recorded == len(task_runs) == summary.task_runs_expected
     keys = {a.key for a in artifacts if a.flow_run_id == flow_run_id}
     assert keys == {"meter-recon-run-summary", "meter-recon-open-discrepancies"}
+
+
+def test_a_run_with_failed_pairs_also_expects_and_records_their_task_run(world: World) -> None:
+    world.simulator.faults.script(*["500"] * 200, customer="cus_missing")
+    summary = run_window(world)
+    assert summary.pairs_failed == 1
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id_of(summary)]))
+        )
+    assert task_run_kinds(task_runs)["record-failed-pairs"] == 1
+    assert summary.task_runs_recorded == len(task_runs) == summary.task_runs_expected
+
+
+def task_run_kinds(task_runs: list[Any]) -> dict[str, int]:
+    """How many task runs of each task ("reconcile" for the fan-out, named per pair)."""
+    kinds = Counter(
+        "reconcile" if t.name.startswith("reconcile ") else t.name.rsplit("-", 1)[0]
+        for t in task_runs
+    )
+    return dict(kinds)
 
 
 def flow_run_id_of(summary: RunSummary) -> uuid.UUID:

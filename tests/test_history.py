@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.history import recorded_task_runs, wait_for_history
+from flows.history import TaskRuns, recorded_task_runs, wait_for_history
 
 TASKS = 40
 
@@ -53,3 +53,26 @@ def test_a_wait_for_runs_that_never_come_ends_when_the_count_stalls(
 def test_an_unknown_flow_run_has_no_history(prefect_server: str) -> None:
     assert wait_for_history(uuid.uuid4(), expected=0, timeout=5) == 0
     assert recorded_task_runs(uuid.uuid4()) == 0
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def fails() -> int:
+    raise ValueError("no")
+
+
+@flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+def started_through_task_runs() -> tuple[uuid.UUID, int]:
+    tasks = TaskRuns()
+    assert tasks.call(square, 3).result() == 9
+    assert tasks.call(fails).is_failed()
+    futures = [tasks.submit(square, n) for n in range(5)]
+    assert [f.result() for f in futures] == [0, 1, 4, 9, 16]
+    flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+    assert flow_run is not None
+    return flow_run.id, tasks.started
+
+
+def test_task_runs_counts_every_task_run_it_starts_failed_or_not(prefect_server: str) -> None:
+    flow_run_id, started = started_through_task_runs()
+    assert started == 7
+    assert wait_for_history(flow_run_id, expected=started, timeout=60) == 7
