@@ -9,7 +9,7 @@ from meter_recon.stripe.errors import (
     StripeConnectionError,
     StripeError,
 )
-from meter_recon.stripe.models import DailyUsage, EventSummary, Meter
+from meter_recon.stripe.models import DailyUsage, EventSummary, HourlyUsage, Meter
 from meter_recon.stripe.rate_limit import (
     RateLimiter,
     SlidingWindowRateLimiter,
@@ -21,6 +21,7 @@ __all__ = [
     "AuthenticationError",
     "DailyUsage",
     "EventSummary",
+    "HourlyUsage",
     "Meter",
     "NotFoundError",
     "RateLimitError",

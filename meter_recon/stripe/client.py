@@ -24,7 +24,7 @@ from meter_recon.stripe.errors import (
     StripeError,
     api_error_class,
 )
-from meter_recon.stripe.models import DailyUsage, EventSummary, Meter
+from meter_recon.stripe.models import DailyUsage, EventSummary, HourlyUsage, Meter
 from meter_recon.stripe.money import loads_exact, to_decimal
 from meter_recon.stripe.rate_limit import RateLimiter, shared_rate_limiter
 from meter_recon.stripe.redaction import redact
@@ -36,6 +36,7 @@ STRIPE_VERSION = "2026-10-28.endive"
 DEFAULT_API_BASE = "https://api.stripe.com"
 PAGE_LIMIT = 100
 SECONDS_PER_DAY = 86_400
+SECONDS_PER_HOUR = 3_600
 
 ValueGroupingWindow = Literal["day", "hour"]
 
@@ -322,31 +323,85 @@ class StripeClient:
             raise ValueError(f"end {end} is before start {start}")
         if start == end:
             return DailyUsage(values={}, requests=0)
-        start_time, end_time = utc_midnight(start), utc_midnight(end)
+        buckets, requests = self._buckets(
+            meter_id=meter_id,
+            customer=customer,
+            start_time=utc_midnight(start),
+            end_time=utc_midnight(end),
+            window="day",
+        )
+        values = {
+            start + timedelta(days=offset // SECONDS_PER_DAY): value
+            for offset, value in buckets.items()
+        }
+        return DailyUsage(values=values, requests=requests)
+
+    def hourly_usage(
+        self, *, meter_id: str, customer: str, start: datetime, end: datetime
+    ) -> HourlyUsage:
+        """Usage per UTC hour in `[start, end)` (whole hours): each hour with a bucket -> value.
+
+        The likely-cause diagnosis asks for it around a line item's boundaries.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("hourly usage needs timezone-aware UTC datetimes")
+        if end < start:
+            raise ValueError(f"end {end} is before start {start}")
+        start_time, end_time = int(start.timestamp()), int(end.timestamp())
+        if start_time % SECONDS_PER_HOUR or end_time % SECONDS_PER_HOUR:
+            raise ValueError(f"hourly usage is asked for whole hours, not [{start}, {end})")
+        if start_time == end_time:
+            return HourlyUsage(values={}, requests=0)
+        buckets, requests = self._buckets(
+            meter_id=meter_id,
+            customer=customer,
+            start_time=start_time,
+            end_time=end_time,
+            window="hour",
+        )
+        values = {
+            datetime.fromtimestamp(start_time + offset, UTC): value
+            for offset, value in buckets.items()
+        }
+        return HourlyUsage(values=values, requests=requests)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _buckets(
+        self,
+        *,
+        meter_id: str,
+        customer: str,
+        start_time: int,
+        end_time: int,
+        window: ValueGroupingWindow,
+    ) -> tuple[dict[int, Decimal], int]:
+        """Each bucket's offset from `start_time` -> value; a misaligned or repeated bucket is a
+        malformed answer."""
         summaries, requests = self._summaries(
             meter_id=meter_id,
             customer=customer,
             start_time=start_time,
             end_time=end_time,
-            value_grouping_window="day",
+            value_grouping_window=window,
         )
-        values: dict[date, Decimal] = {}
+        unit = SECONDS_PER_DAY if window == "day" else SECONDS_PER_HOUR
+        what = "a UTC day" if window == "day" else "a whole UTC hour"
+        values: dict[int, Decimal] = {}
         for summary in summaries:
             offset = summary.start_time - start_time
-            if offset % SECONDS_PER_DAY or not start_time <= summary.start_time < end_time:
+            if offset % unit or not start_time <= summary.start_time < end_time:
                 raise StripeConnectionError(
-                    f"Stripe returned a bucket starting at {summary.start_time}, not a UTC day "
-                    f"in [{start}, {end}) (meter {meter_id}, customer {customer})"
+                    f"Stripe returned a bucket starting at {summary.start_time}, not {what} in "
+                    f"[{start_time}, {end_time}) (meter {meter_id}, customer {customer})"
                 )
-            day = start + timedelta(days=offset // SECONDS_PER_DAY)
-            if day in values:
+            if offset in values:
                 raise StripeConnectionError(
-                    f"Stripe returned two buckets for {day} (meter {meter_id}, customer {customer})"
+                    f"Stripe returned two buckets starting at {summary.start_time} "
+                    f"(meter {meter_id}, customer {customer})"
                 )
-            values[day] = summary.aggregated_value
-        return DailyUsage(values=values, requests=requests)
-
-    # -- plumbing ----------------------------------------------------------------------------
+            values[offset] = summary.aggregated_value
+        return values, requests
 
     def _summaries(
         self,

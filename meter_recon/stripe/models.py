@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 
@@ -37,4 +37,12 @@ class DailyUsage:
     """
 
     values: dict[date, Decimal] = field(default_factory=dict)
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyUsage:
+    """Hourly usage of one pair: each UTC hour (its start) with a bucket, and its value."""
+
+    values: dict[datetime, Decimal] = field(default_factory=dict)
     requests: int = 0
