@@ -208,6 +208,10 @@ class PairResult(SQLModel, table=True):
     discrepancies_new: int = 0
     discrepancies_reopened: int = 0
     discrepancies_resolved: int = 0
+    # The days [fetched_start, fetched_end) asked of Stripe: a day covered without a bucket had
+    # no usage then, so usage that appears there later is a change from 0.
+    fetched_start: date | None = None
+    fetched_end: date | None = None
     recorded_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
 

@@ -198,6 +198,11 @@ def test_runs_of_before_the_upgrade_have_nothing_settling_and_no_discovery_error
     assert row["discovery_error"] is None
 
 
+def test_pair_results_of_before_the_upgrade_have_no_fetched_range(upgraded_url: str) -> None:
+    (row,) = _read(upgraded_url, "pair_result")
+    assert (row["fetched_start"], row["fetched_end"]) == (None, None)
+
+
 def test_the_upgraded_pair_source_accepts_stripe_and_still_refuses_unknown_sources(
     upgraded_url: str,
 ) -> None:

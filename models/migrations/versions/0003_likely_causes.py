@@ -45,6 +45,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_usage_change_pair_day", ["stripe_customer_id", "meter_id", "day"], unique=False
         )
+    with op.batch_alter_table("pair_result", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("fetched_start", sa.Date(), nullable=True))
+        batch_op.add_column(sa.Column("fetched_end", sa.Date(), nullable=True))
     with op.batch_alter_table("reconciliation_run", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("discrepancies_settling", sa.Integer(), nullable=False, server_default="0")
@@ -76,6 +79,9 @@ def downgrade() -> None:
         # SQLite keeps a column's CHECK when the table is rebuilt: drop it first.
         batch_op.drop_constraint("likely_cause", type_="check")
         batch_op.drop_column("likely_cause")
+    with op.batch_alter_table("pair_result", schema=None) as batch_op:
+        batch_op.drop_column("fetched_end")
+        batch_op.drop_column("fetched_start")
     # Not a batch: rebuilding the run table would trip the foreign keys that point at it
     # (SQLite 3.35+ drops a column in place).
     op.drop_column("reconciliation_run", "discrepancies_settling")
