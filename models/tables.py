@@ -191,6 +191,7 @@ class PairResult(SQLModel, table=True):
     __tablename__ = "pair_result"
     __table_args__ = (
         sa.UniqueConstraint("run_id", "stripe_customer_id", "meter_id", name="uq_pair_result"),
+        sa.Index("ix_pair_result_pair", "stripe_customer_id", "meter_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

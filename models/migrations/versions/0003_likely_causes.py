@@ -48,6 +48,9 @@ def upgrade() -> None:
     with op.batch_alter_table("pair_result", schema=None) as batch_op:
         batch_op.add_column(sa.Column("fetched_start", sa.Date(), nullable=True))
         batch_op.add_column(sa.Column("fetched_end", sa.Date(), nullable=True))
+        batch_op.create_index(
+            "ix_pair_result_pair", ["stripe_customer_id", "meter_id"], unique=False
+        )
     with op.batch_alter_table("reconciliation_run", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("discrepancies_settling", sa.Integer(), nullable=False, server_default="0")
@@ -80,6 +83,7 @@ def downgrade() -> None:
         batch_op.drop_constraint("likely_cause", type_="check")
         batch_op.drop_column("likely_cause")
     with op.batch_alter_table("pair_result", schema=None) as batch_op:
+        batch_op.drop_index("ix_pair_result_pair")
         batch_op.drop_column("fetched_end")
         batch_op.drop_column("fetched_start")
     # Not a batch: rebuilding the run table would trip the foreign keys that point at it
