@@ -282,6 +282,7 @@ def parse_price(
         raise SimulatorDataError(f"{where} names an unknown meter {meter!r}")
     scheme = _choice(price, "billing_scheme", BILLING_SCHEMES, where, default="per_unit")
     unit = _optional_amount(price, "unit_amount_decimal", where)
+    tiers: tuple[Tier, ...] = ()
     transform = None
     if price.get("transform_quantity") is not None:
         transform = _transform(price["transform_quantity"], where)
@@ -290,7 +291,7 @@ def parse_price(
             raise SimulatorDataError(f"{where} is per_unit but has no unit_amount_decimal")
         if price.get("tiers") is not None or price.get("tiers_mode") is not None:
             raise SimulatorDataError(f"{where} is per_unit and cannot have tiers or tiers_mode")
-        tiers_mode, tiers = None, tuple[Tier, ...]()
+        tiers_mode = None
     else:
         if unit is not None:
             raise SimulatorDataError(f"{where} is tiered and cannot have a unit_amount_decimal")
