@@ -806,3 +806,20 @@ def test_a_missing_data_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
         load_data_file(tmp_path / "nope.json")
     assert caught.value.code == 2
     assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_simulate_stripe_with_a_bad_data_file_exits_2_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from meter_recon.cli import main
+
+    document = billing_document()
+    document["prices"][1]["tiers"] = None
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    assert main(["simulate-stripe", "--data", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: the data file {path} cannot be used: "
+        "prices[1] (price_storage) is tiered but has no tiers.\n"
+    )
