@@ -1,4 +1,5 @@
-"""A small, thread-safe, rate-limited and retrying client for Stripe's billing meter endpoints."""
+"""A small, thread-safe, rate-limited and retrying client for Stripe's billing meter endpoints,
+and for the subscriptions and prices that say what Stripe bills."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib import metadata
@@ -24,7 +25,14 @@ from meter_recon.stripe.errors import (
     StripeError,
     api_error_class,
 )
-from meter_recon.stripe.models import DailyUsage, EventSummary, HourlyUsage, Meter
+from meter_recon.stripe.models import (
+    DailyUsage,
+    EventSummary,
+    HourlyUsage,
+    Meter,
+    Subscription,
+    SubscriptionItem,
+)
 from meter_recon.stripe.money import loads_exact, to_decimal
 from meter_recon.stripe.rate_limit import RateLimiter, shared_rate_limiter
 from meter_recon.stripe.redaction import redact
@@ -135,6 +143,26 @@ def summaries_path(meter_id: str) -> str:
     return f"/v1/billing/meters/{quote_plus(meter_id)}/event_summaries"
 
 
+def subscriptions_params(*, starting_after: str | None = None) -> list[tuple[str, str]]:
+    """`GET /v1/subscriptions` of every status, in stripe-python's order (cursor last)."""
+    pairs = [("status", "all"), ("limit", str(PAGE_LIMIT))]
+    return pairs if starting_after is None else [*pairs, ("starting_after", starting_after)]
+
+
+def subscription_items_params(
+    subscription: str, *, starting_after: str | None = None
+) -> list[tuple[str, str]]:
+    """`GET /v1/subscription_items` of one subscription, in stripe-python's order."""
+    pairs = [("subscription", subscription), ("limit", str(PAGE_LIMIT))]
+    return pairs if starting_after is None else [*pairs, ("starting_after", starting_after)]
+
+
+def price_target(price_id: str, *, expand_tiers: bool = False) -> str:
+    """`GET /v1/prices/{id}`, with `expand[0]=tiers` encoded as stripe-python encodes it."""
+    path = f"/v1/prices/{quote_plus(price_id)}"
+    return f"{path}?{urlencode([('expand[0]', 'tiers')])}" if expand_tiers else path
+
+
 def utc_midnight(day: date) -> int:
     """Unix seconds of `day` 00:00 UTC."""
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
@@ -177,6 +205,65 @@ def parse_event_summary(raw: object) -> EventSummary:
         end_time=_require(body, "end_time", int),
         aggregated_value=to_decimal(value),
     )
+
+
+def _optional_int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _MalformedBody(f"field {key!r} is not an integer")
+    return value
+
+
+def _expandable_id(body: Mapping[str, Any], key: str) -> str:
+    """An id field Stripe may send expanded (an object with an `id`)."""
+    value = body.get(key)
+    if isinstance(value, dict):
+        return _require(value, "id", str)
+    return _require(body, key, str)
+
+
+def parse_price(raw: object) -> Mapping[str, Any]:
+    """A `price` object, kept as Stripe sent it (a plain dict, so results pickle across
+    workers), once it is seen to be one."""
+    body = _object(raw, "price")
+    if body.get("object") != "price":
+        raise _MalformedBody("response is not a price object")
+    _require(body, "id", str)
+    return body
+
+
+def parse_subscription_item(raw: object) -> SubscriptionItem:
+    body = _object(raw, "subscription item")
+    return SubscriptionItem(
+        id=_require(body, "id", str),
+        subscription=_require(body, "subscription", str),
+        price=parse_price(body.get("price")),
+        current_period_start=_optional_int(body, "current_period_start"),
+        current_period_end=_optional_int(body, "current_period_end"),
+    )
+
+
+@dataclass(frozen=True)
+class _SubscriptionPage:
+    """A subscription as listed: its inline items, and whether Stripe holds more of them."""
+
+    subscription: Subscription
+    more_items: bool
+
+
+def parse_listed_subscription(raw: object) -> _SubscriptionPage:
+    body = _object(raw, "subscription")
+    items = _parse_page(body.get("items"), parse_subscription_item)
+    subscription = Subscription(
+        id=_require(body, "id", str),
+        customer=_expandable_id(body, "customer"),
+        status=_require(body, "status", str),
+        created=_require(body, "created", int),
+        items=tuple(items.items),
+    )
+    return _SubscriptionPage(subscription=subscription, more_items=items.has_more)
 
 
 def _parse_page(raw: object, parse_item: Callable[[object], ItemT]) -> _Page[ItemT]:
@@ -364,6 +451,35 @@ class StripeClient:
             for offset, value in buckets.items()
         }
         return HourlyUsage(values=values, requests=requests)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription of the account, of every status, each with all its items.
+
+        Pages `GET /v1/subscriptions?status=all&limit=100`; a subscription whose inline items
+        say `has_more` has them all listed by `GET /v1/subscription_items`.
+        """
+        listed, _ = self._list_all(
+            "/v1/subscriptions", subscriptions_params(), _Call(), parse_listed_subscription
+        )
+        result: list[Subscription] = []
+        for entry in listed:
+            subscription = entry.subscription
+            if entry.more_items:
+                items, _ = self._list_all(
+                    "/v1/subscription_items",
+                    subscription_items_params(subscription.id),
+                    _Call(),
+                    parse_subscription_item,
+                )
+                subscription = replace(subscription, items=tuple(items))
+            result.append(subscription)
+        return result
+
+    def get_price(self, price_id: str, *, expand_tiers: bool = False) -> Mapping[str, Any]:
+        """One price, as Stripe sent it; a tiered price's `tiers` come only with `expand_tiers`."""
+        return self._get_json(
+            price_target(price_id, expand_tiers=expand_tiers), _Call(), parse_price
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
 
