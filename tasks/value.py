@@ -250,8 +250,19 @@ def _amount(name: str, obj: Mapping[str, Any], field: str, where: str = "") -> D
 
 
 def _whole(name: str, field: str, value: object) -> int:
-    number = _number(name, field, value)
-    if number != number.to_integral_value() or number < 1:
+    """A positive JSON integer (``int``, integral ``Decimal`` or digits)."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        number = None
+    elif isinstance(value, str):
+        number = Decimal(value) if _DECIMAL_TEXT.fullmatch(value) else None
+    else:
+        number = Decimal(value)
+    if (
+        number is None
+        or not number.is_finite()
+        or number < 1
+        or number != number.to_integral_value()
+    ):
         raise UnsupportedPrice(f"{name} has {field} {value!r}, not a positive integer.")
     return int(number)
 
