@@ -208,8 +208,13 @@ def _check_tiered(price: Price, name: str) -> None:
                     f"{name} has an unbounded tier {index} before its last tier."
                 )
             continue
-        if not (isinstance(tier.up_to, Decimal) and tier.up_to.is_finite()):
-            raise UnsupportedPrice(f"{name} has tier {index} up to {tier.up_to!r}, not a number.")
+        up_to = tier.up_to
+        if not (isinstance(up_to, Decimal) and up_to.is_finite() and up_to > 0) or (
+            up_to != up_to.to_integral_value()
+        ):
+            raise UnsupportedPrice(
+                f"{name} has tier {index} up to {up_to!r}, not a positive integer."
+            )
         if last:
             raise UnsupportedPrice(
                 f"{name} has tiers that end at {tier.up_to}, not with an unbounded tier."
@@ -341,8 +346,10 @@ def price_from_stripe(obj: Mapping[str, Any]) -> Price:
 
 
 def _text(value: Decimal) -> str:
-    """An amount as an exact decimal string (no exponent), as Stripe writes ``*_decimal``."""
-    return format(value, "f")
+    """An amount as an exact decimal string (no exponent), as Stripe writes ``*_decimal``.
+
+    Amounts are never negative; ``copy_abs`` only turns a negative zero into ``0``."""
+    return format(value.copy_abs(), "f")
 
 
 def price_to_stripe(price: Price) -> dict[str, Any]:

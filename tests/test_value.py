@@ -807,3 +807,32 @@ def test_the_valuation_module_imports_no_database_http_or_prefect() -> None:
         cwd=Path(__file__).parent.parent,
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "up_to",
+    [
+        pytest.param(Decimal("2.5"), id="fraction"),
+        pytest.param(Decimal(0), id="zero"),
+        pytest.param(Decimal("NaN"), id="nan"),
+    ],
+)
+def test_a_price_built_by_hand_needs_tiers_up_to_positive_integers(up_to: Decimal) -> None:
+    with pytest.raises(UnsupportedPrice, match="not a positive integer"):
+        Price(
+            id="price_hand",
+            currency="usd",
+            billing_scheme="tiered",
+            unit_amount=None,
+            tiers_mode="graduated",
+            tiers=(Tier(up_to, Decimal(1), Decimal(0)), Tier(None, Decimal(1), Decimal(0))),
+            divide_by=None,
+            round=None,
+        )
+
+
+def test_a_negative_zero_amount_is_stored_as_zero() -> None:
+    hand = Price("price_hand", "usd", "per_unit", Decimal("-0"), None, (), None, None)
+    stored = price_to_stripe(hand)
+    assert stored["unit_amount_decimal"] == "0"
+    assert price_from_stripe(stored) == hand
