@@ -561,7 +561,8 @@ def value_discrepancy(
     if kind is DiscrepancyKind.OVERLAPPING_LINE_ITEMS:
         internal = None
     elif kind is DiscrepancyKind.UNBILLED_USAGE:
-        if internal_quantity is not None and _require_decimal(internal_quantity, "I"):
+        billed = internal_quantity
+        if billed is not None and _require_decimal(billed, "internal_quantity"):
             raise ValueError(
                 f"An unbilled_usage discrepancy bills nothing, got internal quantity "
                 f"{internal_quantity}."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import date
@@ -765,14 +766,21 @@ def test_a_price_rebuilds_from_what_the_cache_stores(obj: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize("obj", ROUND_TRIP)
-def test_what_the_cache_stores_keeps_every_amount_exact(obj: dict[str, Any]) -> None:
-    stored = json.loads(json.dumps(price_to_stripe(price_from_stripe(obj))))
-    amounts = [stored["unit_amount_decimal"]] + [
+def test_what_the_cache_stores_writes_every_amount_as_plain_decimal_text(
+    obj: dict[str, Any],
+) -> None:
+    original = price_from_stripe(obj)
+    stored = json.loads(json.dumps(price_to_stripe(original)))
+    written = [stored["unit_amount_decimal"]] + [
         tier[field]
         for tier in stored["tiers"] or []
         for field in ("unit_amount_decimal", "flat_amount_decimal")
     ]
-    assert all(amount is None or isinstance(amount, str) for amount in amounts)
+    amounts = [original.unit_amount] + [
+        amount for tier in original.tiers for amount in (tier.unit_amount, tier.flat_amount)
+    ]
+    assert [None if text is None else Decimal(text) for text in written] == amounts
+    assert all(text is None or re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) for text in written)
 
 
 def test_what_the_cache_stores_uses_stripes_own_field_names() -> None:
