@@ -569,16 +569,17 @@ def diagnose(
         return NO_CAUSE
     case = _Case(finding=finding, formula=Formula(formula), tolerance=tolerance, today=today)
     shift_applies = diagnose_hourly and _period_rules_apply(finding, case.formula)
-    if shift_applies and hourly is None:
-        raise ValueError(
-            f"The {finding.kind} finding for {case.period} needs Stripe's hourly usage "
-            "(needs_hourly is true): pass the buckets fetched, or HourlyFailed()."
-        )
 
     def rules() -> Diagnosis:
         found = _early_rules(case, daily, first_known)
-        if found is None and shift_applies and isinstance(hourly, Mapping):
-            found = _timezone_shift(case, hourly, now)
+        if found is None and shift_applies:
+            if hourly is None:
+                raise ValueError(
+                    f"The {finding.kind} finding for {case.period} needs Stripe's hourly "
+                    "usage (needs_hourly is true): pass the buckets fetched, or HourlyFailed()."
+                )
+            if not isinstance(hourly, HourlyFailed):
+                found = _timezone_shift(case, hourly, now)
         found = found or _duplicated_usage(case) or _unit_scale(case)
         if found is not None:
             return found
