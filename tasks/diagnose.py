@@ -316,8 +316,13 @@ def _late_usage(
     moved = f" (it changed on {_listed(changed)})" if changed else ""
     return Diagnosis(
         cause=LikelyCause.LATE_USAGE,
-        detail=f"{said}{moved}: the usage arrived after the ledger was computed.",
+        detail=f"{said}{moved}: {_what_moved(first, case.stripe)} after the ledger was computed.",
     )
+
+
+def _what_moved(first: Decimal, stripe: Decimal) -> str:
+    """Usage that grew arrived late; usage that shrank was taken back (an adjustment)."""
+    return "the usage arrived" if stripe > first else "usage was taken back (an adjustment)"
 
 
 def _as_counted(value: Decimal | None, formula: Formula) -> Decimal | None:
@@ -565,6 +570,7 @@ def diagnose(
     A failed hourly fetch leaves rule 3 undecided: rules 4-5 are still tried, and if
     neither fits the diagnosis has no cause and a detail saying the fetch failed.
     """
+    _current_hour(now)  # a naive `now` is refused whichever rules run
     if not _diagnosable(finding):
         return NO_CAUSE
     case = _Case(finding=finding, formula=Formula(formula), tolerance=tolerance, today=today)

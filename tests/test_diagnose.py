@@ -320,6 +320,26 @@ def test_late_usage_for_a_last_meter_takes_the_latest_day_known_back_then() -> N
     assert "is 9 now (it changed on 2026-11-30)" in (diagnosis.detail or "")
 
 
+def test_usage_taken_back_since_the_first_fetch_is_late_usage_too() -> None:
+    daily = every_day(NOV_1, d("2026-11-30"), "10")  # November 30's 10 was adjusted away
+    finding = line_item_finding(daily, "300")
+    diagnosis = run(finding, daily, first_known={d("2026-11-30"): Decimal(10)})
+    assert diagnosis == Diagnosis(
+        cause=LikelyCause.LATE_USAGE,
+        detail=(
+            "Stripe's usage for 2026-11-01..2026-11-30 was 300 when first fetched, what line "
+            "item li_nov billed, and is 290 now (it changed on 2026-11-30): usage was taken "
+            "back (an adjustment) after the ledger was computed."
+        ),
+    )
+
+
+def test_a_naive_now_is_refused() -> None:
+    daily = every_day(NOV_1, DEC_1, "10")
+    with pytest.raises(TypeError, match="timezone-aware"):
+        run(line_item_finding(daily, "150"), daily, now=datetime(2026, 12, 2, 9))
+
+
 def test_an_unbilled_day_that_was_zero_when_first_fetched_is_late_usage() -> None:
     day = d("2026-11-10")
     diagnosis = run(unbilled_finding(day, "40"), {day: Decimal(40)}, first_known={day: None})
