@@ -368,8 +368,8 @@ def _period_off_by_one(case: _Case, daily: Mapping[date, Decimal]) -> Diagnosis 
             return Diagnosis(
                 cause=LikelyCause.PERIOD_OFF_BY_ONE,
                 detail=(
-                    f"{_capital(case.billed)} billed {_text(case.internal)}, Stripe's usage "
-                    f"for {case.period} {how} (Stripe has {_text(value)} that day and "
+                    f"{_capital(case.billed)} billed {_text(case.internal)}, which is Stripe's "
+                    f"usage for {case.period} {how} (Stripe has {_text(value)} that day and "
                     f"{_text(case.stripe)} over the period): likely {slip}."
                 ),
             )
@@ -431,8 +431,8 @@ def _timezone_shift(
         return Diagnosis(
             cause=LikelyCause.TIMEZONE_SHIFT,
             detail=(
-                f"{_capital(case.billed)} billed {_text(case.internal)}, Stripe's usage "
-                f"over days that start at {start:%H:%M} UTC (a {_utc_offset(shift)} day "
+                f"{_capital(case.billed)} billed {_text(case.internal)}, which is Stripe's "
+                f"usage over days that start at {start:%H:%M} UTC (a {_utc_offset(shift)} day "
                 f"boundary), {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC; in UTC days "
                 f"Stripe has {_text(case.stripe)}."
             ),

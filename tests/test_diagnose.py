@@ -412,8 +412,8 @@ def test_period_off_by_one_names_the_day_and_the_slip(billed: str, evidence: str
     assert diagnosis == Diagnosis(
         cause=LikelyCause.PERIOD_OFF_BY_ONE,
         detail=(
-            f"Line item li_nov billed {billed}, Stripe's usage for 2026-11-01..2026-11-30 "
-            f"{evidence}"
+            f"Line item li_nov billed {billed}, which is Stripe's usage for "
+            f"2026-11-01..2026-11-30 {evidence}"
         ),
     )
 
@@ -496,8 +496,8 @@ def test_the_timezone_detail_gives_the_hours_and_the_utc_quantity() -> None:
     billed, utc = finding.internal_quantity, finding.stripe_quantity
     assert (billed, utc) == (Decimal("230272.8"), Decimal("230122.8"))
     assert run(finding, DAILY, hourly=hourly).detail == (
-        f"Line item li_nov billed {billed}, Stripe's usage over days that start at 05:00 UTC "
-        "(a UTC-05:00 day boundary), 2026-11-01 05:00 to 2026-12-01 05:00 UTC; "
+        f"Line item li_nov billed {billed}, which is Stripe's usage over days that start at "
+        "05:00 UTC (a UTC-05:00 day boundary), 2026-11-01 05:00 to 2026-12-01 05:00 UTC; "
         f"in UTC days Stripe has {utc}."
     )
 
