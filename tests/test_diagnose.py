@@ -452,6 +452,25 @@ def test_off_by_one_is_exact_beyond_the_default_decimal_precision() -> None:
     assert run(finding, daily, tolerance=exact, hourly={}).cause is (LikelyCause.PERIOD_OFF_BY_ONE)
 
 
+def test_a_computation_that_would_have_to_round_raises() -> None:
+    # S + D[start-1] = 1E+80 + 2E-30 needs 111 digits. (The comparison, which adds up
+    # every day it is given, refuses such a pair first; the finding is built by hand.)
+    daily = days({"2026-11-01": "1E-30", "2026-11-02": "1E-30", "2026-10-31": "1E+80"})
+    finding = Finding(
+        kind=Kind.QUANTITY_MISMATCH,
+        period_start=NOV_1,
+        period_end=d("2026-11-03"),
+        line_item_id="li_nov",
+        other_line_item_id="",
+        stripe_quantity=Decimal("2E-30"),
+        internal_quantity=Decimal(5),
+        difference=Decimal("-4.999999999999999999999999999998"),
+        detail="",
+    )
+    with pytest.raises(ValueError, match="more than 100 significant digits"):
+        run(finding, daily, hourly={})
+
+
 # --------------------------------------------------------------- 3. timezone_shift
 
 
