@@ -32,8 +32,9 @@ How a pair's task uses it, per finding:
    (both null) when nothing fits; a failed hourly fetch with no later rule fitting is a
    ``Diagnosis`` with a null cause and a detail that says so.
 
-After the fan-out, ``wrong_meter(...)`` takes the run's rows still without a cause and
-gives the ``Diagnosis`` of every row that another meter's row explains.
+After the fan-out, ``wrong_meter(...)`` takes the run's rows still without a cause (a
+row whose hourly fetch failed included) and gives the ``Diagnosis`` of every row that
+another meter's row explains; the other rows keep what ``diagnose`` gave them.
 
 Numbers in details are written as the comparison writes them (no exponent, no trailing
 zeros) and computed in its exact context: a computation that would round raises.
