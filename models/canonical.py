@@ -8,7 +8,29 @@ finding's detail, the simulator's data file, the database and an alert.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
+
+#: Significant digits every intermediate result may use. A sum that would need more
+#: (say 1E+60 + 1E-60) raises rather than rounds.
+EXACT_DIGITS = 100
+
+#: The arithmetic of quantities and money: wide enough to be exact, and a computation that
+#: would have to round raises instead of returning an approximate answer.
+EXACT = Context(
+    prec=EXACT_DIGITS,
+    Emax=MAX_EMAX,
+    Emin=MIN_EMIN,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
+)
 
 
 def canonical_decimal(value: Decimal) -> str:

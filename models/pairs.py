@@ -36,6 +36,28 @@ def track_from_ledger(*, session: Session, pairs: Iterable[tuple[str, str]]) -> 
     return _count(session) - before
 
 
+def track_from_stripe(
+    *, session: Session, pairs: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Track pairs Stripe bills; the newly tracked ones are returned, tracked ones keep theirs."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return []
+    known = set(session.exec(select(TrackedPair.stripe_customer_id, TrackedPair.meter_id)))
+    new = [pair for pair in wanted if pair not in known]
+    table = TrackedPair.__table__  # type: ignore[attr-defined]
+    statement = insert_for(session, table).on_conflict_do_nothing(
+        index_elements=["stripe_customer_id", "meter_id"]
+    )
+    rows = [
+        {"stripe_customer_id": customer, "meter_id": meter, "source": PairSource.STRIPE}
+        for customer, meter in new
+    ]
+    for start in range(0, len(rows), 5000):
+        session.execute(statement, rows[start : start + 5000])
+    return new
+
+
 def _count(session: Session) -> int:
     return session.exec(select(func.count()).select_from(TrackedPair)).one()
 

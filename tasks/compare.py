@@ -7,7 +7,7 @@ rules are docs/architecture.md's "Comparison semantics"; where that is silent th
 written on the function that applies it.
 
 Quantities are ``Decimal`` throughout and every sum or difference is computed in a local
-context wide enough to be exact (``_EXACT``); a computation that would have to round
+context wide enough to be exact (``EXACT``); a computation that would have to round
 raises instead of returning an approximate answer.
 """
 
@@ -19,19 +19,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import (
-    MAX_EMAX,
-    MIN_EMIN,
-    Context,
     Decimal,
-    DivisionByZero,
     Inexact,
-    InvalidOperation,
-    Overflow,
     localcontext,
 )
 from operator import attrgetter
 
-from models.canonical import canonical_decimal
+from models.canonical import EXACT, EXACT_DIGITS, canonical_decimal
 from models.enums import DiscrepancyKind, Formula
 from models.keys import WITHIN_PAIR, DiscrepancyKey
 
@@ -49,16 +43,6 @@ __all__ = [
     "fetch_range",
 ]
 
-#: Significant digits every intermediate result may use. A sum that would need more
-#: (say 1E+60 + 1E-60) raises rather than rounds.
-EXACT_DIGITS = 100
-
-_EXACT = Context(
-    prec=EXACT_DIGITS,
-    Emax=MAX_EMAX,
-    Emin=MIN_EMIN,
-    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
-)
 
 _ZERO = Decimal(0)
 _DAY = timedelta(days=1)
@@ -113,7 +97,7 @@ class Tolerance:
 
     def equal(self, a: Decimal, b: Decimal) -> bool:
         """Whether ``a`` and ``b`` are equal within this tolerance (computed exactly)."""
-        with localcontext(_EXACT):
+        with localcontext(EXACT):
             return _equal(self, a, b)
 
 
@@ -121,7 +105,7 @@ DEFAULT_TOLERANCE = Tolerance()
 
 
 def _equal(tolerance: Tolerance, a: Decimal, b: Decimal) -> bool:
-    """``Tolerance.equal`` without entering a context: the caller is inside ``_EXACT``."""
+    """``Tolerance.equal`` without entering a context: the caller is inside ``EXACT``."""
     difference = abs(a - b)
     if difference <= tolerance.abs_tol:
         return True
@@ -404,7 +388,7 @@ def compare_pair(
             "active_from must come before the (exclusive) active_to."
         )
     try:
-        with localcontext(_EXACT):
+        with localcontext(EXACT):
             return _compare(
                 daily=daily,
                 line_items=line_items,

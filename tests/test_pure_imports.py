@@ -13,7 +13,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Modules that must stay free of I/O libraries (add each new pure module here).
-PURE_MODULES = ["tasks.compare", "models.enums", "models.keys", "models.canonical"]
+PURE_MODULES = [
+    "tasks.compare",
+    "tasks.value",
+    "tasks.diagnose",
+    "models.enums",
+    "models.keys",
+    "models.canonical",
+]
 FORBIDDEN = ["sqlalchemy", "sqlmodel", "httpx", "prefect"]
 
 _PROBE = """

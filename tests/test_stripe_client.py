@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -720,3 +720,41 @@ def test_redact(text: str, expected: str) -> None:
 def test_client_requires_a_key() -> None:
     with pytest.raises(ValueError, match="key"):
         StripeClient(api_key="")
+
+
+def test_hourly_usage_maps_each_bucket_to_its_utc_hour(
+    simulator: StripeSimulator, stripe_client: StripeClient
+) -> None:
+    simulator.add_meter("mtr_123", event_name="api_call")
+    simulator.add_event("api_call", "cus_1", JAN_1 + 2 * HOUR + 59, "1.5")
+    simulator.add_event("api_call", "cus_1", JAN_1 + 2 * HOUR + 60, "2.25")
+    simulator.add_event("api_call", "cus_1", JAN_1 + 27 * HOUR, "4")
+    start = datetime.fromtimestamp(JAN_1, UTC)
+    result = stripe_client.hourly_usage(
+        meter_id="mtr_123", customer="cus_1", start=start, end=start + timedelta(hours=28)
+    )
+    assert result.values == {
+        start + timedelta(hours=2): Decimal("3.75"),
+        start + timedelta(hours=27): Decimal(4),
+    }
+    assert result.requests == 1
+
+
+def test_hourly_usage_is_asked_for_whole_hours(stripe_client: StripeClient) -> None:
+    start = datetime.fromtimestamp(JAN_1 + 60, UTC)
+    with pytest.raises(ValueError, match="whole hours"):
+        stripe_client.hourly_usage(
+            meter_id="mtr_123", customer="cus_1", start=start, end=start + timedelta(hours=1)
+        )
+
+
+def test_hourly_usage_rejects_a_bucket_that_is_not_a_requested_hour() -> None:
+    page = list_json(summary_json(JAN_1 + 30 * 60, "1"))
+    start = datetime.fromtimestamp(JAN_1, UTC)
+    with (
+        mock_client(lambda request: httpx.Response(200, text=page)) as client,
+        pytest.raises(StripeConnectionError),
+    ):
+        client.hourly_usage(
+            meter_id="mtr_123", customer="cus_1", start=start, end=start + timedelta(hours=2)
+        )

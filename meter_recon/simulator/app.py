@@ -1,8 +1,9 @@
-"""The simulator's ASGI application: Stripe's billing meter endpoints, computed from raw events.
+"""The simulator's ASGI application: Stripe's billing meter endpoints, computed from raw events,
+and the billing side (subscriptions, subscription items, prices, meter event adjustments).
 
 Order of checks for every request, as Stripe does it: authentication (401), route (404),
-rate limit (429, answered at once), then latency, injected faults (event summaries only),
-parameter validation (400), the meter (404), and the answer.
+rate limit (429, answered at once), then latency, injected faults (event summaries and the
+billing side), parameter validation (400), the object (404), and the answer.
 
 Stripe-side choices made here (documented, since `shared/stripe/` does not fix them):
 
@@ -14,6 +15,13 @@ Stripe-side choices made here (documented, since `shared/stripe/` does not fix t
   messages are ours, with Stripe's `type`/`param`/`code` fields.
 - 401 messages never echo the presented key (stripe-mock echoes the whole header, Stripe a
   masked key): a simulator's logs must not be a way for keys to leak.
+- Parameters the spec lists but the simulator does not implement (`automatic_tax`,
+  `current_period_*`, `customer_account` and `test_clock` on subscriptions) are a 400 saying
+  so, rather than silently ignored. Unknown `expand[]` paths are accepted and ignored.
+- A subscription inlines its first 10 items (`items.has_more` beyond); the rest are listed by
+  `GET /v1/subscription_items`. An unknown `subscription` there is a 404 `resource_missing`.
+- A meter event adjustment cancels at once (`status: complete`); one naming no received event
+  (identifier and event name) is a 400, since nothing could ever be cancelled by it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from meter_recon.simulator import wire
+from meter_recon.simulator.billing import SUBSCRIPTION_STATUSES, PriceRecord, SubscriptionRecord
 from meter_recon.simulator.data import WINDOW_SECONDS, MeterRecord, SimulatorDataError
 from meter_recon.simulator.faults import Fault
 from meter_recon.simulator.state import SimulatorState
@@ -84,6 +93,53 @@ SUMMARY_PARAMS = frozenset(
 METER_LIST_PARAMS = frozenset({"ending_before", "expand", "limit", "starting_after", "status"})
 METER_GET_PARAMS = frozenset({"expand"})
 METER_EVENT_PARAMS = frozenset({"event_name", "expand", "identifier", "payload", "timestamp"})
+PAGING_PARAMS = frozenset({"ending_before", "expand", "limit", "starting_after"})
+SUBSCRIPTION_LIST_PARAMS = PAGING_PARAMS | {
+    "collection_method",
+    "created",
+    "customer",
+    "price",
+    "status",
+}
+SUBSCRIPTION_LIST_UNSUPPORTED = frozenset(
+    {
+        "automatic_tax",
+        "current_period_end",
+        "current_period_start",
+        "customer_account",
+        "test_clock",
+    }
+)
+SUBSCRIPTION_ITEM_LIST_PARAMS = PAGING_PARAMS | {"subscription"}
+PRICE_LIST_PARAMS = PAGING_PARAMS | {
+    "active",
+    "created",
+    "currency",
+    "lookup_keys",
+    "product",
+    "recurring",
+    "type",
+}
+GET_PARAMS = frozenset({"expand"})
+ADJUSTMENT_PARAMS = frozenset({"cancel", "event_name", "expand", "type"})
+# Parameters sent as `name[key]=value` (deepObject), and arrays (`name[]`, `name[0]`).
+NESTED_PARAMS = {
+    "payload": None,
+    "cancel": frozenset({"identifier"}),
+    "created": frozenset({"gt", "gte", "lt", "lte"}),
+    "recurring": frozenset({"interval", "meter", "usage_type"}),
+}
+ARRAY_PARAMS = frozenset({"expand", "lookup_keys"})
+SUBSCRIPTION_STATUS_FILTERS = ("all", "ended", *SUBSCRIPTION_STATUSES)
+# What `expand[]` must say, per endpoint, for a price's `tiers` to appear.
+TIERS_EXPANSION = {
+    "price_get": "tiers",
+    "prices_list": "data.tiers",
+    "subscription_get": "items.data.price.tiers",
+    "subscriptions_list": "data.items.data.price.tiers",
+    "subscription_items_list": "data.price.tiers",
+}
+BILLING_KINDS = frozenset({*TIERS_EXPANSION, "meter_event_adjustments_post"})
 
 
 class ApiError(Exception):
@@ -104,14 +160,19 @@ def invalid(message: str, *, param: str | None = None, code: str | None = None) 
 class Route:
     kind: str
     meter_id: str | None = None
+    object_id: str | None = None
 
 
 def route(method: str, raw_path: bytes) -> Route | None:
     """The endpoint a request is for, or None for a URL Stripe does not know."""
     segments = [unquote(part.decode("latin-1")) for part in raw_path.split(b"/")]
-    if segments[:3] != ["", "v1", "billing"]:
+    if segments[:2] != ["", "v1"]:
         return None
+    if segments[2:3] != ["billing"]:
+        return _billing_route(method, segments[2:])
     rest = segments[3:]
+    if method == "POST" and rest == ["meter_event_adjustments"]:
+        return Route("meter_event_adjustments_post")
     if method == "GET" and rest == ["meters"]:
         return Route("meters_list")
     if method == "POST" and rest == ["meter_events"]:
@@ -124,28 +185,96 @@ def route(method: str, raw_path: bytes) -> Route | None:
     return None
 
 
-class Params:
-    """Form-encoded parameters (query string or body), checked like Stripe checks them."""
+_LIST_ROUTES = {
+    "subscriptions": "subscriptions_list",
+    "subscription_items": "subscription_items_list",
+    "prices": "prices_list",
+}
+_GET_ROUTES = {"subscriptions": "subscription_get", "prices": "price_get"}
 
-    def __init__(self, text: str, allowed: frozenset[str]) -> None:
+
+def _billing_route(method: str, rest: list[str]) -> Route | None:
+    if method != "GET" or not rest:
+        return None
+    if len(rest) == 1:
+        kind = _LIST_ROUTES.get(rest[0])
+        return None if kind is None else Route(kind)
+    kind = _GET_ROUTES.get(rest[0])
+    if len(rest) == 2 and kind is not None and rest[1]:
+        return Route(kind, object_id=rest[1])
+    return None
+
+
+def unknown_parameter(name: str) -> ApiError:
+    return invalid(f"Received unknown parameter: {name}", param=name, code="parameter_unknown")
+
+
+class Params:
+    """Form-encoded parameters (query string or body), checked like Stripe checks them.
+
+    `unsupported` names parameters Stripe knows that the simulator does not implement.
+    """
+
+    def __init__(
+        self, text: str, allowed: frozenset[str], unsupported: frozenset[str] = frozenset()
+    ) -> None:
         self.values: dict[str, str] = {}
         self.nested: dict[str, dict[str, str]] = {}
+        self.arrays: dict[str, list[str]] = {}
         for key, value in parse_qsl(text, keep_blank_values=True):
             name, bracket, rest = key.partition("[")
-            if name not in allowed:
+            if name in unsupported:
                 raise invalid(
-                    f"Received unknown parameter: {name}", param=name, code="parameter_unknown"
+                    f"The Stripe simulator does not support the parameter: {name}", param=name
                 )
-            if name == "expand":
-                continue  # accepted (`expand[]`, `expand[0]`, `expand`), nothing to expand here
-            if bracket:
-                if name != "payload" or not rest.endswith("]") or not rest[:-1]:
-                    raise invalid(
-                        f"Received unknown parameter: {key}", param=key, code="parameter_unknown"
-                    )
-                self.nested.setdefault(name, {})[rest[:-1]] = value
+            if name not in allowed:
+                raise unknown_parameter(name)
+            if name in ARRAY_PARAMS:
+                # `name`, `name[]` or `name[0]`, as the SDKs send them
+                if bracket and not (rest == "]" or (rest.endswith("]") and rest[:-1].isdigit())):
+                    raise unknown_parameter(key)
+                self.arrays.setdefault(name, []).append(value)
+            elif bracket:
+                subkeys = NESTED_PARAMS.get(name, frozenset())
+                subkey = rest[:-1]
+                valid = rest.endswith("]") and subkey and "[" not in subkey
+                if not valid or (subkeys is not None and subkey not in subkeys):
+                    raise unknown_parameter(key)
+                self.nested.setdefault(name, {})[subkey] = value
             else:
                 self.values[name] = value
+
+    def expands(self, path: str) -> bool:
+        """Whether `expand[]` asks for `path`."""
+        return path in self.arrays.get("expand", [])
+
+    def boolean(self, name: str) -> bool | None:
+        value = self.optional(name)
+        if value is None:
+            return None
+        if value not in ("true", "false"):
+            raise invalid(f"Invalid boolean: {value}", param=name, code="parameter_invalid_boolean")
+        return value == "true"
+
+    def created(self) -> Callable[[int], bool]:
+        """The `created` filter: `created=T` or `created[gt|gte|lt|lte]=T`."""
+        exact = self.optional("created")
+        bounds = {
+            key: self.integer(f"created[{key}]", value)
+            for key, value in self.nested.get("created", {}).items()
+        }
+        at = None if exact is None else self.integer("created", exact)
+
+        def keep(created: int) -> bool:
+            return (
+                (at is None or created == at)
+                and created > bounds.get("gt", created - 1)
+                and created >= bounds.get("gte", created)
+                and created < bounds.get("lt", created + 1)
+                and created <= bounds.get("lte", created)
+            )
+
+        return keep
 
     def optional(self, name: str) -> str | None:
         value = self.values.get(name)
@@ -225,6 +354,12 @@ def paginate(
     return before[-limit:], len(before) > limit
 
 
+def no_such(what: str, object_id: str, *, param: str = "id") -> ApiError:
+    return ApiError(
+        404, wire.error_body(f"No such {what}: '{object_id}'", param=param, code="resource_missing")
+    )
+
+
 def no_such_meter(meter_id: str) -> ApiError:
     return ApiError(
         404,
@@ -298,14 +433,14 @@ class SimulatorApp:
                 return  # the client went away
             form = received.decode("latin-1")
 
-        if found.kind == "event_summaries":
+        if found.kind == "event_summaries" or found.kind in BILLING_KINDS:
             customer = dict(parse_qsl(query, keep_blank_values=True)).get("customer") or None
-            if customer is not None:
+            if customer is not None and found.kind == "event_summaries":
                 state.stats.record_customer(customer)
-            fault = state.faults.next_fault(customer)
+            fault = state.faults.next_fault(customer, endpoint=found.kind)
             if fault is not None:
                 state.stats.count("faults")
-                await self._fault(fault, scope, receive, send, common, found, query)
+                await self._fault(fault, scope, receive, send, common, found, query, form)
                 return
 
         await self._answer(send, found, query, form, common)
@@ -335,6 +470,8 @@ class SimulatorApp:
             raise ApiError(401, wire.error_body(INVALID_KEY_MESSAGE))
 
     def _dispatch(self, found: Route, query: str, form: str) -> dict[str, Any]:
+        if found.kind in BILLING_KINDS:
+            return self._billing(found, query, form)
         if found.kind == "event_summaries":
             assert found.meter_id is not None
             return self._event_summaries(found.meter_id, query)
@@ -441,6 +578,153 @@ class SimulatorApp:
             created=now,
         )
 
+    # -- the billing side ------------------------------------------------------------------------
+
+    def _billing(self, found: Route, query: str, form: str) -> dict[str, Any]:
+        kind = found.kind
+        if kind == "meter_event_adjustments_post":
+            if query:
+                Params(query, frozenset())
+            return self._adjustment(form)
+        if kind == "subscriptions_list":
+            return self._subscriptions_list(query)
+        if kind == "subscription_items_list":
+            return self._subscription_items_list(query)
+        if kind == "prices_list":
+            return self._prices_list(query)
+        params = Params(query, GET_PARAMS)
+        tiers = params.expands(TIERS_EXPANSION[kind])
+        object_id = found.object_id
+        assert object_id is not None
+        if kind == "price_get":
+            price = self.state.data.price(object_id)
+            if price is None:
+                raise no_such("price", object_id)
+            return wire.price_object(price, tiers=tiers)
+        subscription = self.state.data.subscription(object_id)
+        if subscription is None:
+            raise no_such("subscription", object_id)
+        return wire.subscription_object(subscription, tiers=tiers)
+
+    def _subscriptions_list(self, query: str) -> dict[str, Any]:
+        params = Params(query, SUBSCRIPTION_LIST_PARAMS, SUBSCRIPTION_LIST_UNSUPPORTED)
+        status = params.choice("status", SUBSCRIPTION_STATUS_FILTERS)
+        customer, price = params.optional("customer"), params.optional("price")
+        collection = params.choice("collection_method", ("charge_automatically", "send_invoice"))
+        created = params.created()
+        limit = params.limit()
+        starting_after, ending_before = params.cursors()
+        tiers = params.expands(TIERS_EXPANSION["subscriptions_list"])
+
+        def keep(subscription: SubscriptionRecord) -> bool:
+            return (
+                _status_matches(subscription.status, status)
+                and customer in (None, subscription.customer)
+                and (price is None or any(item.price.id == price for item in subscription.items))
+                and collection in (None, "charge_automatically")
+                and created(subscription.created)
+            )
+
+        page, has_more = paginate(
+            [
+                wire.subscription_object(subscription, tiers=tiers)
+                for subscription in self.state.data.subscriptions()
+                if keep(subscription)
+            ],
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            object_name="subscription",
+        )
+        return wire.list_object(page, has_more=has_more, url="/v1/subscriptions")
+
+    def _subscription_items_list(self, query: str) -> dict[str, Any]:
+        params = Params(query, SUBSCRIPTION_ITEM_LIST_PARAMS)
+        subscription_id = params.required("subscription")
+        limit = params.limit()
+        starting_after, ending_before = params.cursors()
+        tiers = params.expands(TIERS_EXPANSION["subscription_items_list"])
+        subscription = self.state.data.subscription(subscription_id)
+        if subscription is None:
+            raise no_such("subscription", subscription_id, param="subscription")
+        page, has_more = paginate(
+            [wire.subscription_item_object(item, tiers=tiers) for item in subscription.items],
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            object_name="subscription item",
+        )
+        return wire.list_object(page, has_more=has_more, url="/v1/subscription_items")
+
+    def _prices_list(self, query: str) -> dict[str, Any]:
+        params = Params(query, PRICE_LIST_PARAMS)
+        active = params.boolean("active")
+        currency = params.optional("currency")
+        product = params.optional("product")
+        price_type = params.choice("type", ("one_time", "recurring"))
+        lookup_keys = params.arrays.get("lookup_keys")
+        recurring = params.nested.get("recurring", {})
+        for name, options in (
+            ("interval", ("day", "month", "week", "year")),
+            ("usage_type", ("licensed", "metered")),
+        ):
+            if name in recurring and recurring[name] not in options:
+                raise invalid(
+                    f"Invalid recurring[{name}]: must be one of {' or '.join(options)}",
+                    param=f"recurring[{name}]",
+                )
+        created = params.created()
+        limit = params.limit()
+        starting_after, ending_before = params.cursors()
+        tiers = params.expands(TIERS_EXPANSION["prices_list"])
+
+        def keep(price: PriceRecord) -> bool:
+            return (
+                price.active == (True if active is None else active)
+                and currency in (None, price.currency)
+                and product in (None, price.product)
+                and price_type in (None, "recurring")
+                and (lookup_keys is None or price.lookup_key in lookup_keys)
+                and recurring.get("interval") in (None, "month")
+                and recurring.get("meter") in (None, price.meter)
+                and recurring.get("usage_type") in (None, price.usage_type)
+                and created(price.created)
+            )
+
+        page, has_more = paginate(
+            [
+                wire.price_object(price, tiers=tiers)
+                for price in self.state.data.prices()
+                if keep(price)
+            ],
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            object_name="price",
+        )
+        return wire.list_object(page, has_more=has_more, url="/v1/prices")
+
+    def _adjustment(self, form: str) -> dict[str, Any]:
+        params = Params(form, ADJUSTMENT_PARAMS)
+        event_name = params.required("event_name")
+        if params.choice("type", ("cancel",)) is None:
+            params.required("type")
+        identifier = params.nested.get("cancel", {}).get("identifier")
+        if not identifier:
+            raise invalid(
+                "Missing required param: cancel[identifier].",
+                param="cancel[identifier]",
+                code="parameter_missing",
+            )
+        if not self.state.data.cancel_event(event_name=event_name, identifier=identifier):
+            raise invalid(
+                f"No meter event with identifier '{identifier}' and event name "
+                f"'{event_name}' to cancel.",
+                param="cancel[identifier]",
+                code="resource_missing",
+            )
+        return wire.meter_event_adjustment_object(event_name=event_name, identifier=identifier)
+
     async def _fault(
         self,
         fault: Fault,
@@ -450,13 +734,14 @@ class SimulatorApp:
         common: dict[str, str],
         found: Route,
         query: str,
+        form: str,
     ) -> None:
         if fault.kind == "reset":
             await _reset(scope, receive)
         elif fault.kind == "timeout":
             delay = fault.delay if fault.delay is not None else self.state.faults.timeout_delay
             if not await _disconnected_within(receive, delay):
-                await self._answer(send, found, query, "", common)
+                await self._answer(send, found, query, form, common)
         elif fault.kind == "malformed":
             await _send_raw(send, 200, MALFORMED_BODY, common)
         else:
@@ -475,6 +760,18 @@ class SimulatorApp:
             if fault.retry_after is not None:
                 extra["retry-after"] = _seconds_text(fault.retry_after)
             await _reply(send, status, body, {**common, **extra})
+
+
+def _status_matches(status: str, wanted: str | None) -> bool:
+    """Stripe's `status` filter: by default every status but `canceled`; `ended` is canceled
+    or incomplete_expired; `all` is every status."""
+    if wanted is None:
+        return status != "canceled"
+    if wanted == "all":
+        return True
+    if wanted == "ended":
+        return status in ("canceled", "incomplete_expired")
+    return status == wanted
 
 
 def _check_alignment(start_time: int, end_time: int, window: str | None) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from meter_recon.simulator.data import SimulatorData
+from meter_recon.simulator.data import SimulatorData, SimulatorDataError
 from meter_recon.simulator.faults import parse_kinds
 from meter_recon.simulator.server import serve_forever
 from meter_recon.simulator.state import SimulatorState
@@ -22,14 +23,18 @@ def simulate_stripe(
     faults: str = "500,503,reset,timeout,malformed",
     host: str = "127.0.0.1",
 ) -> None:
-    """Serve Stripe's billing meter endpoints from seeded meter events, until Ctrl-C.
+    """Serve Stripe's billing meter and billing-side endpoints from a data file, until Ctrl-C.
+
+    A data file that cannot be read or is not valid ends the command with exit code 2 and one
+    sentence naming the entry at fault.
 
     Parameters
     ----------
     port
         TCP port to listen on (0 picks a free one).
     data
-        JSON data file: {"meters": [...], "events": [...]} (see the README, "The Stripe simulator").
+        JSON data file: {"meters", "events", "prices", "subscriptions", "adjustments"}, each
+        an optional array (see the README).
     api_key
         Accept only this key (else any key starting with sk_ or rk_).
     latency
@@ -39,7 +44,7 @@ def simulate_stripe(
     rate_limit
         Requests a second accepted (sliding one-second window); more get a 429.
     fault_rate
-        Fraction (0..1) of event-summaries requests that fail on purpose.
+        Fraction (0..1) of event-summaries and billing-side requests that fail on purpose.
     faults
         Comma-separated fault kinds to draw from:
         409, 429, 500, 502, 503, reset, timeout, malformed.
@@ -47,7 +52,7 @@ def simulate_stripe(
         Interface to listen on.
     """
     state = SimulatorState(
-        data=SimulatorData.load(data) if data is not None else None,
+        data=load_data_file(data) if data is not None else None,
         api_key=api_key,
         latency=latency,
         jitter=jitter,
@@ -56,3 +61,17 @@ def simulate_stripe(
     if fault_rate:
         state.faults.set_random(fault_rate, parse_kinds(faults))
     serve_forever(state, host=host, port=port)
+
+
+def load_data_file(path: Path) -> SimulatorData:
+    """The data file's data; a file that cannot be used exits 2 with one sentence (stderr)."""
+    try:
+        return SimulatorData.load(path)
+    except SimulatorDataError as exc:
+        problem = str(exc)
+    except OSError as exc:
+        problem = exc.strerror or type(exc).__name__
+    except UnicodeDecodeError:
+        problem = "it is not UTF-8 text"
+    print(f"error: the data file {path} cannot be used: {problem.rstrip('.')}.", file=sys.stderr)
+    raise SystemExit(2)

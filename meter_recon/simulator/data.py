@@ -1,8 +1,11 @@
-"""The simulator's data: meters, raw meter events, and Stripe's aggregation of them.
+"""The simulator's data: meters, raw meter events, Stripe's aggregation of them, and the
+billing side (prices, subscriptions, event adjustments).
 
 Events are indexed per (event_name, customer), sorted by timestamp, so answering one
 event-summaries request costs a binary search plus the events in range, whatever the number
-of customers. The data-file format is DESIGN.md's: `{"meters": [...], "events": [...]}`.
+of customers. The data-file format is the architecture doc's: `{"meters": [...],
+"events": [...], "prices": [...], "subscriptions": [...], "adjustments": [...]}`, every key
+optional.
 """
 
 from __future__ import annotations
@@ -14,8 +17,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from meter_recon.simulator.billing import (
+    PriceRecord,
+    SubscriptionRecord,
+    parse_adjustment,
+    parse_price,
+    parse_subscription,
+)
+from meter_recon.simulator.billing import SimulatorDataError as SimulatorDataError
 from meter_recon.stripe.money import loads_exact, to_decimal
 
 FORMULAS = ("count", "last", "sum")
@@ -28,10 +39,8 @@ DEFAULT_CREATED = (
 _SUM_PRECISION = 200
 
 Window = Literal["day", "hour"]
-
-
-class SimulatorDataError(ValueError):
-    """The data file (or a meter / event given to the simulator) is not valid."""
+_Record = TypeVar("_Record", PriceRecord, SubscriptionRecord)
+DATA_FILE_KEYS = ("meters", "events", "prices", "subscriptions", "adjustments")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +72,20 @@ class _Series:
 
     timestamps: list[int] = field(default_factory=list)
     values: list[Decimal] = field(default_factory=list)
+    identifiers: list[str | None] = field(default_factory=list)
 
-    def insert(self, timestamp: int, value: Decimal) -> None:
+    def insert(self, timestamp: int, value: Decimal, identifier: str | None) -> None:
         index = bisect_right(self.timestamps, timestamp)
         self.timestamps.insert(index, timestamp)
         self.values.insert(index, value)
+        self.identifiers.insert(index, identifier)
+
+    def remove(self, timestamp: int, identifier: str) -> None:
+        """Drop the event with `identifier` (at `timestamp`)."""
+        low = bisect_left(self.timestamps, timestamp)
+        high = bisect_right(self.timestamps, timestamp)
+        index = self.identifiers.index(identifier, low, high)
+        del self.timestamps[index], self.values[index], self.identifiers[index]
 
 
 def summary_id(meter_id: str, customer: str, start_time: int, end_time: int) -> str:
@@ -111,8 +129,15 @@ class SimulatorData:
         self._meters: dict[str, MeterRecord] = {}
         self._series: dict[tuple[str, str], _Series] = {}
         self._identifiers: set[str] = set()
+        # identifier -> (event_name, customer, timestamp) of a kept event, to cancel it.
+        self._kept: dict[str, tuple[str, str, int]] = {}
+        self._canceled: set[str] = set()
+        self._prices: dict[str, PriceRecord] = {}
+        self._subscriptions: dict[str, SubscriptionRecord] = {}
+        self._item_ids: set[str] = set()
         self.event_count = 0
         self.duplicates_ignored = 0
+        self.events_canceled = 0
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -121,12 +146,16 @@ class SimulatorData:
         """Data from the parsed data-file JSON (decimal values as `Decimal`, str or int)."""
         if not isinstance(raw, Mapping):
             raise SimulatorDataError("the data file must hold a JSON object")
-        unknown = set(raw) - {"meters", "events"}
+        unknown = set(raw) - set(DATA_FILE_KEYS)
         if unknown:
-            raise SimulatorDataError(f"unknown top-level keys: {', '.join(sorted(unknown))}")
+            raise SimulatorDataError(
+                f"unknown top-level keys: {', '.join(sorted(map(str, unknown)))} "
+                f"(known: {', '.join(DATA_FILE_KEYS)})"
+            )
+        for key in DATA_FILE_KEYS:
+            if not isinstance(raw.get(key, []), list):
+                raise SimulatorDataError(f"{key!r} must be an array")
         meters, events = raw.get("meters", []), raw.get("events", [])
-        if not isinstance(meters, list) or not isinstance(events, list):
-            raise SimulatorDataError("'meters' and 'events' must be arrays")
         data = cls()
         for index, meter in enumerate(meters):
             where = f"meters[{index}]"
@@ -143,7 +172,26 @@ class SimulatorData:
                 updated=meter.get("updated"),
             )
         data.add_events(events)
+        data._load_billing(raw)
         return data
+
+    def _load_billing(self, raw: Mapping[str, Any]) -> None:
+        meters = frozenset(self._meters)
+        for index, price in enumerate(raw.get("prices", [])):
+            self._add_price(parse_price(price, f"prices[{index}]", meters=meters, index=index))
+        for index, subscription in enumerate(raw.get("subscriptions", [])):
+            where = f"subscriptions[{index}]"
+            with self._lock:
+                prices = dict(self._prices)
+            self._add_subscription(parse_subscription(subscription, where, prices=prices))
+        for index, adjustment in enumerate(raw.get("adjustments", [])):
+            where = f"adjustments[{index}]"
+            record = parse_adjustment(adjustment, where)
+            if not self.cancel_event(event_name=record.event_name, identifier=record.identifier):
+                raise SimulatorDataError(
+                    f"{where}: no event {record.identifier!r} of event name "
+                    f"{record.event_name!r} to cancel"
+                )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SimulatorData:
@@ -222,13 +270,72 @@ class SimulatorData:
                     self.duplicates_ignored += 1
                     return False
                 self._identifiers.add(identifier)
+                self._kept[identifier] = (event_name, customer, timestamp)
             key = (event_name, customer)
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = _Series()
-            series.insert(timestamp, amount)
+            series.insert(timestamp, amount, identifier)
             self.event_count += 1
             return True
+
+    def cancel_event(self, *, event_name: str, identifier: str) -> bool:
+        """Cancel the event with `identifier` and `event_name` (a meter event adjustment).
+
+        False when no such event was received. Cancelling twice is no error; the identifier
+        stays seen, so the event cannot be sent again.
+        """
+        with self._lock:
+            if identifier in self._canceled:
+                return self._kept[identifier][0] == event_name
+            kept = self._kept.get(identifier)
+            if kept is None or kept[0] != event_name:
+                return False
+            _, customer, timestamp = kept
+            self._series[(event_name, customer)].remove(timestamp, identifier)
+            self._canceled.add(identifier)
+            self.event_count -= 1
+            self.events_canceled += 1
+            return True
+
+    def add_price(self, price: Mapping[str, Any]) -> PriceRecord:
+        """Add a price given as a data-file entry (its meter must exist)."""
+        with self._lock:
+            index, meters = len(self._prices), frozenset(self._meters)
+        where = f"price {price.get('id')!r}"
+        return self._add_price(parse_price(price, where, meters=meters, index=index))
+
+    def add_subscription(self, subscription: Mapping[str, Any]) -> SubscriptionRecord:
+        """Add a subscription given as a data-file entry (its prices must exist)."""
+        with self._lock:
+            prices = dict(self._prices)
+        where = f"subscription {subscription.get('id')!r}"
+        return self._add_subscription(parse_subscription(subscription, where, prices=prices))
+
+    def _add_price(self, record: PriceRecord) -> PriceRecord:
+        with self._lock:
+            if record.id in self._prices:
+                raise SimulatorDataError(
+                    f"price {record.id!r}: a price with this id already exists"
+                )
+            self._prices[record.id] = record
+        return record
+
+    def _add_subscription(self, record: SubscriptionRecord) -> SubscriptionRecord:
+        with self._lock:
+            if record.id in self._subscriptions:
+                raise SimulatorDataError(
+                    f"subscription {record.id!r}: a subscription with this id already exists"
+                )
+            ids = [item.id for item in record.items]
+            repeated = sorted({i for i in ids if i in self._item_ids or ids.count(i) > 1})
+            if repeated:
+                raise SimulatorDataError(
+                    f"subscription {record.id!r}: subscription item {repeated[0]!r} already exists"
+                )
+            self._subscriptions[record.id] = record
+            self._item_ids.update(ids)
+        return record
 
     def add_events(self, events: Iterable[object]) -> int:
         """Add data-file event objects in order; returns how many were kept."""
@@ -256,6 +363,24 @@ class SimulatorData:
         return kept
 
     # -- reading -----------------------------------------------------------------------------
+
+    def price(self, price_id: str) -> PriceRecord | None:
+        with self._lock:
+            return self._prices.get(price_id)
+
+    def prices(self) -> list[PriceRecord]:
+        """Every price, newest created first (ties: the later added first)."""
+        with self._lock:
+            return _newest_first(list(self._prices.values()))
+
+    def subscription(self, subscription_id: str) -> SubscriptionRecord | None:
+        with self._lock:
+            return self._subscriptions.get(subscription_id)
+
+    def subscriptions(self) -> list[SubscriptionRecord]:
+        """Every subscription, newest created first (ties: the later added first)."""
+        with self._lock:
+            return _newest_first(list(self._subscriptions.values()))
 
     def meter(self, meter_id: str) -> MeterRecord | None:
         with self._lock:
@@ -312,3 +437,8 @@ class SimulatorData:
         )
         buckets.reverse()
         return buckets
+
+
+def _newest_first(records: list[_Record]) -> list[_Record]:
+    ranked = sorted(enumerate(records), key=lambda item: (item[1].created, item[0]))
+    return [record for _, record in reversed(ranked)]

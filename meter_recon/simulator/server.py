@@ -15,6 +15,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from meter_recon.simulator.app import ARRIVAL_STATE_KEY, TRANSPORT_STATE_KEY, SimulatorApp
+from meter_recon.simulator.billing import PriceRecord, SubscriptionRecord
 from meter_recon.simulator.data import MeterRecord, SimulatorData
 from meter_recon.simulator.faults import FaultInjector
 from meter_recon.simulator.state import SimulatorState
@@ -197,6 +198,18 @@ class StripeSimulator:
             value=value,
             identifier=identifier,
         )
+
+    def add_price(self, **price: Any) -> PriceRecord:
+        """Add a price, given as the data file's `prices` entry (its meter must exist)."""
+        return self.state.data.add_price(price)
+
+    def add_subscription(self, **subscription: Any) -> SubscriptionRecord:
+        """Add a subscription, given as the data file's `subscriptions` entry."""
+        return self.state.data.add_subscription(subscription)
+
+    def cancel_event(self, event_name: str, identifier: str) -> bool:
+        """Cancel a received meter event (as an adjustment does); False when there is none."""
+        return self.state.data.cancel_event(event_name=event_name, identifier=identifier)
 
     def reset_stats(self) -> None:
         self.state.stats.reset()

@@ -11,6 +11,12 @@ KINDS = (
     "meters_list",
     "meter_get",
     "meter_events_post",
+    "subscriptions_list",
+    "subscription_get",
+    "subscription_items_list",
+    "prices_list",
+    "price_get",
+    "meter_event_adjustments_post",
     "unknown_route",
 )
 OUTCOMES = ("rate_limited", "faults", "unauthorized", "errors")
@@ -94,6 +100,10 @@ class SimulatorStats:
     @property
     def meter_events_post(self) -> int:
         return self._count("meter_events_post")
+
+    def requests_to(self, kind: str) -> int:
+        """Requests routed to the endpoint `kind` (one of `KINDS`)."""
+        return self._count(kind)
 
     @property
     def unknown_route(self) -> int:

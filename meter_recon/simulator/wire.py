@@ -13,6 +13,13 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from meter_recon.simulator.billing import (
+    INLINE_ITEMS,
+    ItemRecord,
+    PriceRecord,
+    SubscriptionRecord,
+    Tier,
+)
 from meter_recon.simulator.data import Bucket, MeterRecord, summary_id
 from meter_recon.stripe.money import decimal_to_json
 
@@ -112,6 +119,172 @@ def meter_event_object(
         "livemode": False,
         "payload": dict(payload),
         "timestamp": timestamp,
+    }
+
+
+def _minor_units(value: Decimal | None) -> int | None:
+    """Stripe's integer twin of a `*_decimal` amount: set only when the amount is whole."""
+    if value is None or value != value.to_integral_value():
+        return None
+    return int(value)
+
+
+def tier_object(tier: Tier) -> dict[str, Any]:
+    return {
+        "flat_amount": _minor_units(tier.flat_amount_decimal),
+        "flat_amount_decimal": _decimal_text(tier.flat_amount_decimal),
+        "unit_amount": _minor_units(tier.unit_amount_decimal),
+        "unit_amount_decimal": _decimal_text(tier.unit_amount_decimal),
+        "up_to": tier.up_to,
+    }
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    """A `*_decimal` amount as Stripe writes it: a decimal string (`"0.25"`), never a number."""
+    return None if value is None else decimal_to_json(value)
+
+
+def price_object(price: PriceRecord, *, tiers: bool = False) -> dict[str, Any]:
+    """A `price`; its `tiers` only when expanded (Stripe leaves the key out otherwise)."""
+    transform = price.transform_quantity
+    body: dict[str, Any] = {
+        "id": price.id,
+        "object": "price",
+        "active": price.active,
+        "billing_scheme": price.billing_scheme,
+        "created": price.created,
+        "currency": price.currency,
+        "custom_unit_amount": None,
+        "livemode": False,
+        "lookup_key": price.lookup_key,
+        "metadata": {},
+        "nickname": price.nickname,
+        "product": price.product,
+        "recurring": {
+            "interval": "month",
+            "interval_count": 1,
+            "meter": price.meter,
+            "usage_type": price.usage_type,
+        },
+        "tax_behavior": "unspecified",
+    }
+    if tiers and price.billing_scheme == "tiered":
+        body["tiers"] = [tier_object(tier) for tier in price.tiers]
+    body.update(
+        {
+            "tiers_mode": price.tiers_mode,
+            "transform_quantity": (
+                None
+                if transform is None
+                else {"divide_by": transform.divide_by, "round": transform.round}
+            ),
+            "type": "recurring",
+            "unit_amount": _minor_units(price.unit_amount_decimal),
+            "unit_amount_decimal": _decimal_text(price.unit_amount_decimal),
+        }
+    )
+    return body
+
+
+def subscription_item_object(item: ItemRecord, *, tiers: bool = False) -> dict[str, Any]:
+    """A `subscription_item`; a metered item has no `quantity` key (it is not nullable)."""
+    body: dict[str, Any] = {
+        "id": item.id,
+        "object": "subscription_item",
+        "billing_thresholds": None,
+        "created": item.created,
+        "current_period_end": item.current_period_end,
+        "current_period_start": item.current_period_start,
+        "discounts": [],
+        "metadata": {},
+        "price": price_object(item.price, tiers=tiers),
+    }
+    if item.quantity is not None:
+        body["quantity"] = item.quantity
+    body["subscription"] = item.subscription
+    body["tax_rates"] = []
+    return body
+
+
+def subscription_items_url(subscription_id: str) -> str:
+    return f"/v1/subscription_items?subscription={subscription_id}"
+
+
+def subscription_object(subscription: SubscriptionRecord, *, tiers: bool = False) -> dict[str, Any]:
+    """A `subscription`, its first items inline (`items.has_more` when there are more)."""
+    inline = subscription.items[:INLINE_ITEMS]
+    canceled = subscription.canceled_at is not None
+    return {
+        "id": subscription.id,
+        "object": "subscription",
+        "application": None,
+        "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": subscription.items[0].current_period_start,
+        "billing_cycle_anchor_config": None,
+        "billing_mode": {"flexible": None, "type": "classic"},
+        "billing_schedules": [],
+        "billing_thresholds": None,
+        "cancel_at": None,
+        "cancel_at_period_end": False,
+        "canceled_at": subscription.canceled_at,
+        "cancellation_details": {
+            "comment": None,
+            "feedback": None,
+            "reason": "cancellation_requested" if canceled else None,
+        },
+        "collection_method": "charge_automatically",
+        "created": subscription.created,
+        "currency": subscription.currency,
+        "customer": subscription.customer,
+        "customer_account": None,
+        "days_until_due": None,
+        "default_payment_method": None,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "ended_at": subscription.ended_at,
+        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+        "items": list_object(
+            [subscription_item_object(item, tiers=tiers) for item in inline],
+            has_more=len(subscription.items) > len(inline),
+            url=subscription_items_url(subscription.id),
+        ),
+        "latest_invoice": None,
+        "livemode": False,
+        "managed_payments": None,
+        "metadata": {},
+        "next_pending_invoice_item_invoice": None,
+        "on_behalf_of": None,
+        "pause_collection": None,
+        "payment_settings": {
+            "payment_method_options": None,
+            "payment_method_types": None,
+            "save_default_payment_method": "off",
+        },
+        "pending_invoice_item_interval": None,
+        "pending_setup_intent": None,
+        "pending_update": None,
+        "schedule": None,
+        "start_date": subscription.created,
+        "status": subscription.status,
+        "test_clock": None,
+        "transfer_data": None,
+        "trial_end": None,
+        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": None,
+    }
+
+
+def meter_event_adjustment_object(*, event_name: str, identifier: str) -> dict[str, Any]:
+    return {
+        "object": "billing.meter_event_adjustment",
+        "cancel": {"identifier": identifier},
+        "event_name": event_name,
+        "livemode": False,
+        "status": "complete",
+        "type": "cancel",
     }
 
 

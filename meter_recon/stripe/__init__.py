@@ -1,4 +1,5 @@
-"""Stripe access: a rate-limited, retrying client for the billing meter endpoints."""
+"""Stripe access: a rate-limited, retrying client for the billing meter endpoints, subscriptions
+and prices."""
 
 from meter_recon.stripe.client import STRIPE_VERSION, StripeClient
 from meter_recon.stripe.errors import (
@@ -9,7 +10,14 @@ from meter_recon.stripe.errors import (
     StripeConnectionError,
     StripeError,
 )
-from meter_recon.stripe.models import DailyUsage, EventSummary, Meter
+from meter_recon.stripe.models import (
+    DailyUsage,
+    EventSummary,
+    HourlyUsage,
+    Meter,
+    Subscription,
+    SubscriptionItem,
+)
 from meter_recon.stripe.rate_limit import (
     RateLimiter,
     SlidingWindowRateLimiter,
@@ -21,6 +29,7 @@ __all__ = [
     "AuthenticationError",
     "DailyUsage",
     "EventSummary",
+    "HourlyUsage",
     "Meter",
     "NotFoundError",
     "RateLimitError",
@@ -30,5 +39,7 @@ __all__ = [
     "StripeClient",
     "StripeConnectionError",
     "StripeError",
+    "Subscription",
+    "SubscriptionItem",
     "shared_rate_limiter",
 ]

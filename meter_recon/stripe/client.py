@@ -1,4 +1,5 @@
-"""A small, thread-safe, rate-limited and retrying client for Stripe's billing meter endpoints."""
+"""A small, thread-safe, rate-limited and retrying client for Stripe's billing meter endpoints,
+and for the subscriptions and prices that say what Stripe bills."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib import metadata
 from types import TracebackType
@@ -24,7 +25,14 @@ from meter_recon.stripe.errors import (
     StripeError,
     api_error_class,
 )
-from meter_recon.stripe.models import DailyUsage, EventSummary, Meter
+from meter_recon.stripe.models import (
+    DailyUsage,
+    EventSummary,
+    HourlyUsage,
+    Meter,
+    Subscription,
+    SubscriptionItem,
+)
 from meter_recon.stripe.money import loads_exact, to_decimal
 from meter_recon.stripe.rate_limit import RateLimiter, shared_rate_limiter
 from meter_recon.stripe.redaction import redact
@@ -37,6 +45,7 @@ STRIPE_VERSION = "2026-10-28.endive"
 DEFAULT_API_BASE = "https://api.stripe.com"
 PAGE_LIMIT = 100
 SECONDS_PER_DAY = 86_400
+SECONDS_PER_HOUR = 3_600
 
 ValueGroupingWindow = Literal["day", "hour"]
 
@@ -135,6 +144,26 @@ def summaries_path(meter_id: str) -> str:
     return f"/v1/billing/meters/{quote_plus(meter_id)}/event_summaries"
 
 
+def subscriptions_params(*, starting_after: str | None = None) -> list[tuple[str, str]]:
+    """`GET /v1/subscriptions` of every status, in stripe-python's order (cursor last)."""
+    pairs = [("status", "all"), ("limit", str(PAGE_LIMIT))]
+    return pairs if starting_after is None else [*pairs, ("starting_after", starting_after)]
+
+
+def subscription_items_params(
+    subscription: str, *, starting_after: str | None = None
+) -> list[tuple[str, str]]:
+    """`GET /v1/subscription_items` of one subscription, in stripe-python's order."""
+    pairs = [("subscription", subscription), ("limit", str(PAGE_LIMIT))]
+    return pairs if starting_after is None else [*pairs, ("starting_after", starting_after)]
+
+
+def price_target(price_id: str, *, expand_tiers: bool = False) -> str:
+    """`GET /v1/prices/{id}`, with `expand[0]=tiers` encoded as stripe-python encodes it."""
+    path = f"/v1/prices/{quote_plus(price_id)}"
+    return f"{path}?{urlencode([('expand[0]', 'tiers')])}" if expand_tiers else path
+
+
 def _require(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
     value = body.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -172,6 +201,65 @@ def parse_event_summary(raw: object) -> EventSummary:
         end_time=_require(body, "end_time", int),
         aggregated_value=to_decimal(value),
     )
+
+
+def _optional_int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _MalformedBody(f"field {key!r} is not an integer")
+    return value
+
+
+def _expandable_id(body: Mapping[str, Any], key: str) -> str:
+    """An id field Stripe may send expanded (an object with an `id`)."""
+    value = body.get(key)
+    if isinstance(value, dict):
+        return _require(value, "id", str)
+    return _require(body, key, str)
+
+
+def parse_price(raw: object) -> Mapping[str, Any]:
+    """A `price` object, kept as Stripe sent it (a plain dict, so results pickle across
+    workers), once it is seen to be one."""
+    body = _object(raw, "price")
+    if body.get("object") != "price":
+        raise _MalformedBody("response is not a price object")
+    _require(body, "id", str)
+    return body
+
+
+def parse_subscription_item(raw: object) -> SubscriptionItem:
+    body = _object(raw, "subscription item")
+    return SubscriptionItem(
+        id=_require(body, "id", str),
+        subscription=_require(body, "subscription", str),
+        price=parse_price(body.get("price")),
+        current_period_start=_optional_int(body, "current_period_start"),
+        current_period_end=_optional_int(body, "current_period_end"),
+    )
+
+
+@dataclass(frozen=True)
+class _SubscriptionPage:
+    """A subscription as listed: its inline items, and whether Stripe holds more of them."""
+
+    subscription: Subscription
+    more_items: bool
+
+
+def parse_listed_subscription(raw: object) -> _SubscriptionPage:
+    body = _object(raw, "subscription")
+    items = _parse_page(body.get("items"), parse_subscription_item)
+    subscription = Subscription(
+        id=_require(body, "id", str),
+        customer=_expandable_id(body, "customer"),
+        status=_require(body, "status", str),
+        created=_require(body, "created", int),
+        items=tuple(items.items),
+    )
+    return _SubscriptionPage(subscription=subscription, more_items=items.has_more)
 
 
 def _parse_page(raw: object, parse_item: Callable[[object], ItemT]) -> _Page[ItemT]:
@@ -318,31 +406,114 @@ class StripeClient:
             raise ValueError(f"end {end} is before start {start}")
         if start == end:
             return DailyUsage(values={}, requests=0)
-        start_time, end_time = utc_midnight(start), utc_midnight(end)
+        buckets, requests = self._buckets(
+            meter_id=meter_id,
+            customer=customer,
+            start_time=utc_midnight(start),
+            end_time=utc_midnight(end),
+            window="day",
+        )
+        values = {
+            start + timedelta(days=offset // SECONDS_PER_DAY): value
+            for offset, value in buckets.items()
+        }
+        return DailyUsage(values=values, requests=requests)
+
+    def hourly_usage(
+        self, *, meter_id: str, customer: str, start: datetime, end: datetime
+    ) -> HourlyUsage:
+        """Usage per UTC hour in `[start, end)` (whole hours): each hour with a bucket -> value.
+
+        The likely-cause diagnosis asks for it around a line item's boundaries.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("hourly usage needs timezone-aware UTC datetimes")
+        if end < start:
+            raise ValueError(f"end {end} is before start {start}")
+        start_time, end_time = int(start.timestamp()), int(end.timestamp())
+        if start_time % SECONDS_PER_HOUR or end_time % SECONDS_PER_HOUR:
+            raise ValueError(f"hourly usage is asked for whole hours, not [{start}, {end})")
+        if start_time == end_time:
+            return HourlyUsage(values={}, requests=0)
+        buckets, requests = self._buckets(
+            meter_id=meter_id,
+            customer=customer,
+            start_time=start_time,
+            end_time=end_time,
+            window="hour",
+        )
+        values = {
+            datetime.fromtimestamp(start_time + offset, UTC): value
+            for offset, value in buckets.items()
+        }
+        return HourlyUsage(values=values, requests=requests)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription of the account, of every status, each with all its items.
+
+        Pages `GET /v1/subscriptions?status=all&limit=100`; a subscription whose inline items
+        say `has_more` has them all listed by `GET /v1/subscription_items`.
+        """
+        listed, _ = self._list_all(
+            "/v1/subscriptions", subscriptions_params(), _Call(), parse_listed_subscription
+        )
+        result: list[Subscription] = []
+        for entry in listed:
+            subscription = entry.subscription
+            if entry.more_items:
+                items, _ = self._list_all(
+                    "/v1/subscription_items",
+                    subscription_items_params(subscription.id),
+                    _Call(),
+                    parse_subscription_item,
+                )
+                subscription = replace(subscription, items=tuple(items))
+            result.append(subscription)
+        return result
+
+    def get_price(self, price_id: str, *, expand_tiers: bool = False) -> Mapping[str, Any]:
+        """One price, as Stripe sent it; a tiered price's `tiers` come only with `expand_tiers`."""
+        return self._get_json(
+            price_target(price_id, expand_tiers=expand_tiers), _Call(), parse_price
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _buckets(
+        self,
+        *,
+        meter_id: str,
+        customer: str,
+        start_time: int,
+        end_time: int,
+        window: ValueGroupingWindow,
+    ) -> tuple[dict[int, Decimal], int]:
+        """Each bucket's offset from `start_time` -> value; a misaligned or repeated bucket is a
+        malformed answer."""
         summaries, requests = self._summaries(
             meter_id=meter_id,
             customer=customer,
             start_time=start_time,
             end_time=end_time,
-            value_grouping_window="day",
+            value_grouping_window=window,
         )
-        values: dict[date, Decimal] = {}
+        unit = SECONDS_PER_DAY if window == "day" else SECONDS_PER_HOUR
+        what = "a UTC day" if window == "day" else "a whole UTC hour"
+        values: dict[int, Decimal] = {}
         for summary in summaries:
             offset = summary.start_time - start_time
-            if offset % SECONDS_PER_DAY or not start_time <= summary.start_time < end_time:
+            if offset % unit or not start_time <= summary.start_time < end_time:
                 raise StripeConnectionError(
-                    f"Stripe returned a bucket starting at {summary.start_time}, not a UTC day "
-                    f"in [{start}, {end}) (meter {meter_id}, customer {customer})"
+                    f"Stripe returned a bucket starting at {summary.start_time}, not {what} in "
+                    f"[{start_time}, {end_time}) (meter {meter_id}, customer {customer})"
                 )
-            day = start + timedelta(days=offset // SECONDS_PER_DAY)
-            if day in values:
+            if offset in values:
                 raise StripeConnectionError(
-                    f"Stripe returned two buckets for {day} (meter {meter_id}, customer {customer})"
+                    f"Stripe returned two buckets starting at {summary.start_time} "
+                    f"(meter {meter_id}, customer {customer})"
                 )
-            values[day] = summary.aggregated_value
-        return DailyUsage(values=values, requests=requests)
-
-    # -- plumbing ----------------------------------------------------------------------------
+            values[offset] = summary.aggregated_value
+        return values, requests
 
     def _summaries(
         self,

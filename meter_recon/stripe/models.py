@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +40,38 @@ class DailyUsage:
 
     values: dict[date, Decimal] = field(default_factory=dict)
     requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyUsage:
+    """Hourly usage of one pair: each UTC hour (its start) with a bucket, and its value."""
+
+    values: dict[datetime, Decimal] = field(default_factory=dict)
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionItem:
+    """A `subscription_item`: what one subscription bills, and over which current period.
+
+    `price` is the price object exactly as Stripe sent it, not to be changed (integers as
+    `int`, other JSON numbers as `Decimal`, `*_decimal` amounts as Stripe's decimal strings):
+    the valuation parses it, and refuses shapes it does not know.
+    """
+
+    id: str
+    subscription: str
+    price: Mapping[str, Any]
+    current_period_start: int | None
+    current_period_end: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A `subscription` with every one of its items (paged in when Stripe inlined only some)."""
+
+    id: str
+    customer: str
+    status: str
+    created: int
+    items: tuple[SubscriptionItem, ...]

@@ -1,0 +1,152 @@
+"""Usage history: what Stripe said per day, and every time a day's value moved.
+
+A late meter event shows only as a day whose value changed between two fetches; these
+functions keep that evidence (`usage_change`) and read back what each day first was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from models.tables import PairResult, PairStatus, UsageChange, UsageSnapshot
+
+_ZERO = Decimal(0)
+
+
+def _covered_days(
+    *, session: Session, customer: str, meter: str, start: date, end: date
+) -> list[tuple[date, date]]:
+    """Ranges of [start, end) that earlier successful fetches of the pair asked Stripe for."""
+    results = PairResult.__table__  # type: ignore[attr-defined]
+    rows = session.execute(
+        sa.select(results.c.fetched_start, results.c.fetched_end).where(
+            results.c.stripe_customer_id == customer,
+            results.c.meter_id == meter,
+            results.c.status == PairStatus.OK,
+            results.c.fetched_start.is_not(None),
+            results.c.fetched_start < end,
+            results.c.fetched_end > start,
+        )
+    )
+    return [(max(a, start), min(b, end)) for a, b in rows]
+
+
+def _was_covered(day: date, ranges: list[tuple[date, date]]) -> bool:
+    return any(a <= day < b for a, b in ranges)
+
+
+def _snapshots(
+    *, session: Session, customer: str, meter: str, start: date, end: date
+) -> dict[date, Decimal]:
+    table = UsageSnapshot.__table__  # type: ignore[attr-defined]
+    rows = session.execute(
+        sa.select(table.c.day, table.c.aggregated_value).where(
+            table.c.stripe_customer_id == customer,
+            table.c.meter_id == meter,
+            table.c.day >= start,
+            table.c.day < end,
+        )
+    )
+    return {row.day: row.aggregated_value for row in rows}
+
+
+def usage_changes(
+    *,
+    session: Session,
+    customer: str,
+    meter: str,
+    daily: Mapping[date, Decimal],
+    fetched: tuple[date, date],
+) -> list[tuple[date, Decimal, Decimal]]:
+    """(day, previous, now) for each fetched day whose value differs from the last fetch.
+
+    Read before the snapshots are updated. A day's first fetch is no change; a day an earlier
+    fetch covered without a bucket was 0 then.
+    """
+    start, end = fetched
+    before = _snapshots(session=session, customer=customer, meter=meter, start=start, end=end)
+    covered = _covered_days(session=session, customer=customer, meter=meter, start=start, end=end)
+    changes: list[tuple[date, Decimal, Decimal]] = []
+    day_count = (end - start).days
+    for offset in range(day_count):
+        day = date.fromordinal(start.toordinal() + offset)
+        now = daily.get(day, _ZERO)
+        if day in before:
+            previous = before[day]
+        elif _was_covered(day, covered):
+            previous = _ZERO
+        else:
+            continue
+        if previous != now:
+            changes.append((day, previous, now))
+    return changes
+
+
+def record_usage_changes(
+    *,
+    session: Session,
+    run_id: int,
+    customer: str,
+    meter: str,
+    changes: list[tuple[date, Decimal, Decimal]],
+    fetched_at: datetime,
+) -> None:
+    """Append the changes found by `usage_changes`, in the snapshot's transaction."""
+    if not changes:
+        return
+    table = UsageChange.__table__  # type: ignore[attr-defined]
+    session.execute(
+        sa.insert(table),
+        [
+            {
+                "stripe_customer_id": customer,
+                "meter_id": meter,
+                "day": day,
+                "previous_value": previous,
+                "value": value,
+                "run_id": run_id,
+                "fetched_at": fetched_at,
+            }
+            for day, previous, value in changes
+        ],
+    )
+
+
+def first_known_values(
+    *, session: Session, customer: str, meter: str, start: date, end: date
+) -> dict[date, Decimal | None]:
+    """Each day of [start, end) as first fetched: the earliest value known before this run.
+
+    A day's first change holds what it was before; else its snapshot. A day an earlier fetch
+    covered without a bucket maps to None (no value then); a day never fetched is absent.
+    """
+    changes = UsageChange.__table__  # type: ignore[attr-defined]
+    first: dict[date, Decimal | None] = {}
+    rows = session.execute(
+        sa.select(changes.c.day, changes.c.previous_value, changes.c.id)
+        .where(
+            changes.c.stripe_customer_id == customer,
+            changes.c.meter_id == meter,
+            changes.c.day >= start,
+            changes.c.day < end,
+        )
+        .order_by(changes.c.day, changes.c.id)
+    )
+    snapshots = _snapshots(session=session, customer=customer, meter=meter, start=start, end=end)
+    covered = _covered_days(session=session, customer=customer, meter=meter, start=start, end=end)
+    for day, previous, _id in rows:
+        if day not in first:
+            # A change from 0 on a day that had no snapshot before: it had no bucket then.
+            first[day] = previous
+    for day, value in snapshots.items():
+        first.setdefault(day, value)
+    for offset in range((end - start).days):
+        day = date.fromordinal(start.toordinal() + offset)
+        if day not in first and _was_covered(day, covered):
+            first[day] = None
+    return first

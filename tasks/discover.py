@@ -1,0 +1,152 @@
+"""Discovery: which (customer, meter) pairs Stripe bills, and at what price.
+
+Stripe knows the customers our ledger never heard of: every metered subscription item
+names a customer, a price and the price's meter. The selection below is pure; the task
+pages Stripe, fetches each tiered price once with its tiers, and caches what it found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from meter_recon.settings import get_settings
+from meter_recon.stripe.models import Subscription
+from models.billing import IGNORED_STATUS, price_row, replace_subscription_items, upsert_prices
+from models.engine import get_engine, session_scope
+from models.pairs import track_from_stripe
+from models.types import utcnow
+from tasks.fetch import stripe_client
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredItem:
+    """A subscription item that bills a meter: one (customer, meter) pair at one price."""
+
+    id: str
+    subscription_id: str
+    subscription_status: str
+    subscription_created: int
+    customer: str
+    meter: str
+    price: Mapping[str, Any]
+    current_period_start: int | None
+    current_period_end: int | None
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.customer, self.meter)
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """What one discovery found; `added` are the pairs it started tracking."""
+
+    added: tuple[tuple[str, str], ...]
+    pairs: int
+    items: int
+    prices: int
+    requests: int
+
+
+def _bills_a_meter(price: Mapping[str, Any]) -> str | None:
+    recurring = price.get("recurring") or {}
+    if recurring.get("usage_type") != "metered":
+        return None
+    meter = recurring.get("meter")
+    return str(meter) if meter else None
+
+
+def metered_items(subscriptions: Iterable[Subscription]) -> list[MeteredItem]:
+    """Every item that bills a meter, of every subscription Stripe may have billed."""
+    found: list[MeteredItem] = []
+    for subscription in subscriptions:
+        if subscription.status == IGNORED_STATUS:
+            continue
+        for item in subscription.items:
+            meter = _bills_a_meter(item.price)
+            if meter is None:
+                continue
+            found.append(
+                MeteredItem(
+                    id=item.id,
+                    subscription_id=subscription.id,
+                    subscription_status=subscription.status,
+                    subscription_created=subscription.created,
+                    customer=subscription.customer,
+                    meter=meter,
+                    price=item.price,
+                    current_period_start=item.current_period_start,
+                    current_period_end=item.current_period_end,
+                )
+            )
+    return found
+
+
+def tiered_price_ids(items: Iterable[MeteredItem]) -> list[str]:
+    """Tiered prices met, once each: their tiers come only when asked for."""
+    return sorted({str(i.price["id"]) for i in items if i.price.get("billing_scheme") == "tiered"})
+
+
+def _when(seconds: int | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _item_row(item: MeteredItem, now: datetime) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "subscription_id": item.subscription_id,
+        "subscription_status": item.subscription_status,
+        "subscription_created": _when(item.subscription_created),
+        "stripe_customer_id": item.customer,
+        "meter_id": item.meter,
+        "price_id": str(item.price["id"]),
+        "current_period_start": _when(item.current_period_start),
+        "current_period_end": _when(item.current_period_end),
+        "refreshed_at": now,
+    }
+
+
+def discover() -> Discovery:
+    """Page Stripe's subscriptions, fetch tiered prices, and cache items, prices and pairs."""
+    settings = get_settings()
+    client = stripe_client(settings)
+    before = client.requests_made
+    items = metered_items(client.subscriptions())
+    prices: dict[str, Mapping[str, Any]] = {str(i.price["id"]): i.price for i in items}
+    for price_id in tiered_price_ids(items):
+        prices[price_id] = client.get_price(price_id, expand_tiers=True)
+    requests = client.requests_made - before
+    now = utcnow()
+    pairs = sorted({item.pair for item in items})
+    with session_scope(get_engine(settings.database_url)) as session:
+        upsert_prices(session=session, rows=[price_row(p, now=now) for p in prices.values()])
+        replace_subscription_items(session=session, rows=[_item_row(i, now) for i in items])
+        added = track_from_stripe(session=session, pairs=pairs)
+    return Discovery(
+        added=tuple(added),
+        pairs=len(pairs),
+        items=len(items),
+        prices=len(prices),
+        requests=requests,
+    )
+
+
+@task(name="discover-pairs", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def discover_pairs() -> Discovery:
+    """Learn from Stripe which pairs it bills and at what price, before the fan-out."""
+    found = discover()
+    get_run_logger().info(
+        "discovered %d billed pair(s) in %d metered item(s), %d price(s); %d newly tracked",
+        found.pairs,
+        found.items,
+        found.prices,
+        len(found.added),
+    )
+    return found
