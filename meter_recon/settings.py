@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     dask_address: str | None = None
     pairs_per_task: int = Field(default=1, ge=1, le=1000)
     stale_after_seconds: int = Field(default=120, ge=1)
+    discover_pairs: bool = Field(
+        default=True,
+        description="Learn the billed pairs and their prices from Stripe's subscriptions first.",
+    )
+    diagnose: bool = Field(
+        default=True,
+        description="Ask Stripe for hourly usage around a line item's boundaries (time zones).",
+    )
+    settle_hours: int = Field(
+        default=0,
+        ge=0,
+        le=24 * 35,
+        description="Hours after a period ends before its new discrepancies are alerted.",
+    )
     early_prefect_server: bool = Field(
         default=True,
         description=(

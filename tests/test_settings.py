@@ -90,3 +90,24 @@ def test_invalid_values_are_rejected(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_discovery_and_diagnosis_are_on_and_nothing_settles_by_default() -> None:
+    settings = Settings()
+    assert (settings.discover_pairs, settings.diagnose, settings.settle_hours) == (True, True, 0)
+
+
+def test_discovery_diagnosis_and_settling_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("METER_RECON_DISCOVER_PAIRS", "false")
+    monkeypatch.setenv("METER_RECON_DIAGNOSE", "false")
+    monkeypatch.setenv("METER_RECON_SETTLE_HOURS", "72")
+    settings = Settings()
+    assert (settings.discover_pairs, settings.diagnose, settings.settle_hours) == (False, False, 72)
+
+
+def test_a_negative_settling_time_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METER_RECON_SETTLE_HOURS", "-1")
+    with pytest.raises(ValidationError):
+        Settings()
