@@ -153,6 +153,8 @@ class ReconciliationRun(SQLModel, table=True):
     discrepancies_new: int = 0
     discrepancies_reopened: int = 0
     discrepancies_resolved: int = 0
+    discovery_error: str | None = None
+    discrepancies_settling: int = 0
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     parameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     flow_run_id: str | None = Field(default=None, max_length=64)
@@ -248,6 +250,13 @@ class Discrepancy(SQLModel, table=True):
     note: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    amount_at_stake: Decimal | None = Field(default=None, sa_column=quantity_column(nullable=True))
+    currency: str | None = Field(default=None, max_length=3)
+    valuation: str | None = Field(default=None, max_length=32)
+    likely_cause: str | None = Field(default=None, max_length=32)
+    cause_detail: str | None = None
+    settles_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    reopened_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
 __all__ = [
