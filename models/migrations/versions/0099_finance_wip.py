@@ -36,9 +36,7 @@ def upgrade() -> None:
     with op.batch_alter_table("reconciliation_run", schema=None) as batch_op:
         batch_op.add_column(sa.Column("discovery_error", sa.String(), nullable=True))
         batch_op.add_column(
-            sa.Column(
-                "discrepancies_settling", sa.Integer(), nullable=False, server_default="0"
-            )
+            sa.Column("discrepancies_settling", sa.Integer(), nullable=False, server_default="0")
         )
 
 
