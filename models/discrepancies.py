@@ -26,6 +26,9 @@ COLUMNS = (
     "status",
     "first_seen_run",
     "last_seen_run",
+)
+# What finance adds: the money and the likely cause (the open-discrepancies artifact shows them).
+MONEY_COLUMNS = (
     "amount_at_stake",
     "currency",
     "valuation",
@@ -173,6 +176,12 @@ def as_record(row: Discrepancy) -> dict[str, Any]:
         "status": row.status.value,
         "first_seen_run": row.first_seen_run,
         "last_seen_run": row.last_seen_run,
+    }
+
+
+def money_record(row: Discrepancy) -> dict[str, Any]:
+    """`MONEY_COLUMNS` of a row: amount as a decimal string, `settles_at` ISO, null if unset."""
+    return {
         "amount_at_stake": _quantity(row.amount_at_stake),
         "currency": row.currency,
         "valuation": row.valuation,

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from sqlmodel import Session, col, select
 
 from meter_recon.settings import get_settings
-from models.discrepancies import as_record, list_discrepancies
+from models.discrepancies import as_record, list_discrepancies, money_record
 from models.engine import get_engine
 from models.tables import (
     DISCREPANCY_IDENTITY,
@@ -600,7 +600,9 @@ def publish_report(run_id: int) -> str:
     engine = get_engine(get_settings().database_url)
     with Session(engine) as session:
         markdown = summary_markdown(build_summary(session=session, run_id=run_id))
-        open_rows = [as_record(r) for r in list_discrepancies(session=session)]
+        open_rows = [
+            {**as_record(r), **money_record(r)} for r in list_discrepancies(session=session)
+        ]
     create_markdown_artifact(
         markdown=markdown, key=SUMMARY_KEY, description=f"meter-recon run {run_id}"
     )
