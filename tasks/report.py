@@ -393,6 +393,16 @@ def _counts_section(s: RunSummary) -> list[str]:
     ]
 
 
+def _words(name: str | None) -> str:
+    """An enum value as words (`late_usage` -> `late usage`): a narrow column can wrap it."""
+    return "-" if not name else name.replace("_", " ")
+
+
+def _unbroken(text: str) -> str:
+    """Text a browser keeps on one line (non-breaking hyphens and spaces)."""
+    return text.replace("-", "\u2011").replace(" ", "\u00a0")
+
+
 def _top_section(s: RunSummary) -> list[str]:
     if not s.top:
         return []
@@ -400,14 +410,16 @@ def _top_section(s: RunSummary) -> list[str]:
         "",
         f"## Top {len(s.top)} by amount at stake",
         "",
-        "| # | customer / meter | period | kind | Stripe / ledger | amount | cause |",
+        "| # | customer / meter | period | kind | Stripe / ledger | amount | likely cause |",
         "|---:|---|---|---|---:|---:|---|",
     ]
     for r in s.top:
+        period = _unbroken(compact_period(r.period_start, r.period_end))
         lines.append(
-            f"| {r.id} | {r.customer} / {r.meter} | {compact_period(r.period_start, r.period_end)} "
-            f"| {r.kind} | {_number(r.stripe_quantity)} / {_number(r.internal_quantity)} "
-            f"| {_amount_cell(r.amount_at_stake, r.currency)} | {r.likely_cause or '-'} |"
+            f"| {r.id} | {r.customer} / {r.meter} | {period} | {_words(r.kind)} "
+            f"| {_number(r.stripe_quantity)} / {_number(r.internal_quantity)} "
+            f"| {_unbroken(_amount_cell(r.amount_at_stake, r.currency))} "
+            f"| {_words(r.likely_cause)} |"
         )
     return lines
 
@@ -434,7 +446,7 @@ def _causes_section(s: RunSummary) -> list[str]:
     if not s.causes:
         return []
     lines = ["", "## Likely causes", "", "| likely cause | discrepancies |", "|---|---:|"]
-    lines += [f"| {cause} | {n} |" for cause, n in s.causes]
+    lines += [f"| {_words(cause)} | {n} |" for cause, n in s.causes]
     return lines
 
 

@@ -124,8 +124,8 @@ def test_a_top_row_is_compact_with_period_numbers_amount_and_cause(engine: Engin
     )
     markdown = _summary(engine, run)
     assert (
-        f"| {row_id} | cus_A / mtr_api | 2026-11-01 → 12-01 | quantity_mismatch | 120.5 / 100 "
-        "| 20.50 usd | late_usage |"
+        f"| {row_id} | cus_A / mtr_api | 2026\u201111\u201101\u00a0→\u00a012\u201101 "
+        "| quantity mismatch | 120.5 / 100 | 20.50\u00a0usd | late usage |"
     ) in markdown
     header = next(line for line in markdown.splitlines() if line.startswith("| # |"))
     assert header.count("|") - 1 == 7
@@ -290,6 +290,7 @@ def test_an_unbilled_day_is_listed_without_ledger_numbers(engine: Engine) -> Non
             ledger=None,
         ),
     )
-    assert "| 2026-11-02 → 11-03 | unbilled_usage | 7 / - | not valued | - |" in _summary(
-        engine, run
-    )
+    assert (
+        "| 2026\u201111\u201102\u00a0→\u00a011\u201103 | unbilled usage | 7 / - "
+        "| not\u00a0valued | - |"
+    ) in _summary(engine, run)
