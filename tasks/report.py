@@ -459,7 +459,8 @@ def _chart(title: str, currency: str, bars: list[tuple[str, Decimal]]) -> list[s
         "xychart-beta",
         f'    title "{title}"',
         f"    x-axis [{names}]",
-        f'    y-axis "{currency}"',
+        # From 0, or mermaid starts the axis at the smallest bar, which then looks like none.
+        f'    y-axis "{currency}" 0 --> {canonical_decimal(max(v for _, v in bars))}',
         f"    bar [{numbers}]",
         "```",
     ]

@@ -200,11 +200,11 @@ def test_the_chart_shows_not_billed_and_over_billed_apart_per_currency(engine: E
     charts = _charts(_summary(engine, run))
     assert charts == [
         'xychart-beta\n    title "over-billed, jpy, per meter"\n    x-axis ["mtr_api"]\n'
-        '    y-axis "jpy"\n    bar [300]\n',
+        '    y-axis "jpy" 0 --> 300\n    bar [300]\n',
         'xychart-beta\n    title "not billed, usd, per meter"\n'
-        '    x-axis ["mtr_api", "mtr_jobs"]\n    y-axis "usd"\n    bar [12.5, 3]\n',
+        '    x-axis ["mtr_api", "mtr_jobs"]\n    y-axis "usd" 0 --> 12.5\n    bar [12.5, 3]\n',
         'xychart-beta\n    title "over-billed, usd, per meter"\n    x-axis ["mtr_api"]\n'
-        '    y-axis "usd"\n    bar [4]\n',
+        '    y-axis "usd" 0 --> 4\n    bar [4]\n',
     ]
 
 

@@ -3,7 +3,7 @@
 A real `prefect server start` (its own PREFECT_HOME), the flow run through the CLI against the
 simulator, then the summary artifact's page at 1400 px: its tables stay inside the content
 column, each period on one line, and the mermaid chart is drawn (an `<svg>`). The screenshot
-is saved next to the test output (METER_RECON_UI_SCREENSHOT names another file, e.g. the
+is saved next to the test output (UI_SCREENSHOT names another file, e.g. the
 README's image).
 """
 
@@ -259,7 +259,7 @@ def test_the_run_summary_reads_well_in_prefects_ui(
             raise
         time.sleep(0.5)  # let the chart finish laying out before the picture
         _fit_window_to_content(browser)
-        screenshot = Path(os.environ.get("METER_RECON_UI_SCREENSHOT") or tmp_path / "summary.png")
+        screenshot = Path(os.environ.get("UI_SCREENSHOT") or tmp_path / "summary.png")
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(tmp_path / "summary.png"))
         if screenshot != tmp_path / "summary.png":
