@@ -456,6 +456,8 @@ def _chart(title: str, currency: str, bars: list[tuple[str, Decimal]]) -> list[s
     return [
         "",
         "```mermaid",
+        # Narrower than mermaid's 700 px default, so the chart fits the UI's content column.
+        '%%{init: {"xyChart": {"width": 560, "height": 320}}}%%',
         "xychart-beta",
         f'    title "{title}"',
         f"    x-axis [{names}]",

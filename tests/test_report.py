@@ -185,7 +185,10 @@ def test_failed_pairs_and_a_failed_discovery_are_listed(engine: Engine) -> None:
 
 
 def _charts(markdown: str) -> list[str]:
-    return re.findall(r"```mermaid\n(.*?)```", markdown, flags=re.S)
+    """The charts, without the size directive each one starts with."""
+    blocks = re.findall(r"```mermaid\n(.*?)```", markdown, flags=re.S)
+    assert all(b.startswith('%%{init: {"xyChart": {"width": 560') for b in blocks)
+    return [b.split("\n", 1)[1] for b in blocks]
 
 
 def test_the_chart_shows_not_billed_and_over_billed_apart_per_currency(engine: Engine) -> None:
