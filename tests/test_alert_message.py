@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
 
 from models.tables import (
     Discrepancy,
@@ -13,7 +16,10 @@ from models.tables import (
     RunStatus,
     Trigger,
 )
-from tasks.alert import MAX_LINES, build_alert
+from tasks.alert import MAX_LINES, build_alert, pending_alert
+from tests.builders import new_run
+from tests.finance import add
+from tests.finance import discrepancy as finance_row
 
 RUN = ReconciliationRun(
     id=7,
@@ -178,3 +184,25 @@ def test_the_body_links_to_the_flow_run_when_the_ui_url_is_known() -> None:
     no_link = build_alert(run=run, pending=[discrepancy(1)], failed=[], ui_url=None)
     assert no_link is not None
     assert "Flow run:" not in no_link.body
+
+
+def test_a_settling_discrepancy_waits_until_it_settles(engine: Engine) -> None:
+    run_id = new_run(engine)
+    with Session(engine) as session:
+        run = session.get(ReconciliationRun, run_id)
+        assert run is not None
+        started = run.started_at
+    add(
+        engine,
+        finance_row(run_id=run_id, line_item="settled"),
+        finance_row(run_id=run_id, line_item="late"),
+    )
+    with Session(engine) as session:
+        rows = {r.line_item_id: r for r in session.exec(select(Discrepancy)).all()}
+        rows["settled"].settles_at = started - timedelta(hours=1)
+        rows["late"].settles_at = started + timedelta(hours=1)
+        session.add_all(rows.values())
+        session.commit()
+        alert = pending_alert(session=session, run_id=run_id)
+    assert alert is not None
+    assert alert.discrepancy_ids == (rows["settled"].id,)

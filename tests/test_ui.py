@@ -40,6 +40,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def backend() -> str:
+    """SQLite only: the page is the same on PostgreSQL, and CI's budget is minutes."""
+    return "sqlite"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
