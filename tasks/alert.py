@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 import sqlalchemy as sa
 from prefect import task
@@ -47,8 +45,10 @@ def _numbers(row: Discrepancy) -> str:
 def _amount(row: Discrepancy) -> str:
     if row.amount_at_stake is None or row.currency is None:
         return "not valued"
-    direction = "not billed" if row.amount_at_stake > 0 else "over-billed"
-    return f"{row.currency} {money(row.amount_at_stake, row.currency)} {direction}"
+    amount = f"{row.currency} {money(row.amount_at_stake, row.currency)}"
+    if row.amount_at_stake > 0:
+        return f"{amount} not billed"
+    return f"{amount} over-billed" if row.amount_at_stake < 0 else amount
 
 
 def _line(row: Discrepancy) -> str:
@@ -79,19 +79,11 @@ def _per_currency(rows: list[Discrepancy]) -> str:
 
 
 def _by_customer(rows: list[Discrepancy]) -> list[tuple[str, list[Discrepancy]]]:
-    """Customers with the largest amount first (their largest |amount|), rows likewise."""
-    groups: dict[str, list[Discrepancy]] = defaultdict(list)
+    """Customers in the order of their largest row (largest amount first), rows likewise."""
+    groups: dict[str, list[Discrepancy]] = {}
     for row in largest_first(rows):
-        groups[row.stripe_customer_id].append(row)
-    return sorted(
-        groups.items(),
-        key=lambda item: (
-            -max(abs(r.amount_at_stake) for r in item[1] if r.amount_at_stake is not None)
-            if any(r.amount_at_stake is not None for r in item[1])
-            else Decimal(1),
-            item[0],
-        ),
-    )
+        groups.setdefault(row.stripe_customer_id, []).append(row)
+    return list(groups.items())
 
 
 def _body_lines(pending: list[Discrepancy]) -> list[str]:
