@@ -58,7 +58,7 @@ def _line(row: Discrepancy) -> str:
     if row.cause_detail:
         cause += f" ({row.cause_detail})"
     return (
-        f"- {label} {row.kind.value} #{row.id}: {row.meter_id}, "
+        f"- {label} {row.kind.value} #{row.id}: {row.stripe_customer_id} / {row.meter_id}, "
         f"{compact_period(row.period_start, row.period_end)} (end exclusive)"
         f"{f' [{items}]' if items else ''}: {_numbers(row)}; {_amount(row)}; {cause}"
     )

@@ -94,7 +94,7 @@ def test_each_line_names_customer_meter_period_and_exact_numbers() -> None:
     assert alert is not None
     assert alert.body == (
         "cus_1:\n"
-        "- NEW quantity_mismatch #1: mtr_api, 2026-10-01 → 11-01 (end exclusive) "
+        "- NEW quantity_mismatch #1: cus_1 / mtr_api, 2026-10-01 → 11-01 (end exclusive) "
         "[li_1]: Stripe 120.5, ledger 100, difference 20.5; not valued; cause unknown"
     )
 
@@ -159,16 +159,16 @@ def test_the_body_groups_by_customer_largest_amount_first() -> None:
     assert alert is not None
     assert alert.body.splitlines() == [
         "cus_big (usd 10.00 not billed / -90.00 over-billed):",
-        "- NEW quantity_mismatch #2: mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_2]: "
+        "- NEW quantity_mismatch #2: cus_big / mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_2]: "
         "Stripe 120.5, ledger 100, difference 20.5; usd -90.00 over-billed; likely unit_scale",
-        "- NEW quantity_mismatch #3: mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_3]: "
+        "- NEW quantity_mismatch #3: cus_big / mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_3]: "
         "Stripe 120.5, ledger 100, difference 20.5; usd 10.00 not billed; cause unknown",
         "cus_small (usd 5.00 not billed):",
-        "- NEW quantity_mismatch #1: mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_1]: "
-        "Stripe 120.5, ledger 100, difference 20.5; usd 5.00 not billed; cause unknown",
+        "- NEW quantity_mismatch #1: cus_small / mtr_api, 2026-10-01 → 11-01 (end exclusive) "
+        "[li_1]: Stripe 120.5, ledger 100, difference 20.5; usd 5.00 not billed; cause unknown",
         "cus_unvalued:",
-        "- NEW quantity_mismatch #4: mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_4]: "
-        "Stripe 120.5, ledger 100, difference 20.5; not valued; cause unknown",
+        "- NEW quantity_mismatch #4: cus_unvalued / mtr_api, 2026-10-01 → 11-01 (end exclusive) "
+        "[li_4]: Stripe 120.5, ledger 100, difference 20.5; not valued; cause unknown",
     ]
 
 
