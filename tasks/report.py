@@ -399,8 +399,13 @@ def _words(name: str | None) -> str:
 
 
 def _unbroken(text: str) -> str:
-    """Text a browser keeps on one line (non-breaking hyphens and spaces)."""
-    return text.replace("-", "\u2011").replace(" ", "\u00a0")
+    """Text a browser keeps on one line: non-breaking spaces (a minus sign stays a minus)."""
+    return text.replace(" ", "\u00a0")
+
+
+def _unbroken_period(start: date, end: date) -> str:
+    """The compact period on one line: its hyphens non-breaking too."""
+    return _unbroken(compact_period(start, end).replace("-", "\u2011"))
 
 
 def _top_section(s: RunSummary) -> list[str]:
@@ -414,7 +419,7 @@ def _top_section(s: RunSummary) -> list[str]:
         "|---:|---|---|---|---:|---:|---|",
     ]
     for r in s.top:
-        period = _unbroken(compact_period(r.period_start, r.period_end))
+        period = _unbroken_period(r.period_start, r.period_end)
         lines.append(
             f"| {r.id} | {r.customer} / {r.meter} | {period} | {_words(r.kind)} "
             f"| {_number(r.stripe_quantity)} / {_number(r.internal_quantity)} "

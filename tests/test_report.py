@@ -279,6 +279,12 @@ def test_report_without_any_run_exits_2(
     assert capsys.readouterr().err.strip().startswith("error: There is no run yet")
 
 
+def test_a_negative_amount_keeps_its_minus_sign(engine: Engine) -> None:
+    run = new_run(engine)
+    add(engine, discrepancy(run_id=run, amount="-20", currency="usd"))
+    assert "| -20.00\u00a0usd |" in _summary(engine, run)
+
+
 def test_an_unbilled_day_is_listed_without_ledger_numbers(engine: Engine) -> None:
     run = new_run(engine)
     add(
