@@ -141,6 +141,7 @@ def _summary(status: str) -> RunSummary:
         alerted=1,
         requests=12,
         task_runs_recorded=3,
+        task_runs_expected=3,
     )
 
 
