@@ -344,8 +344,13 @@ def run_demo(
     seed: int = DEFAULT_SEED,
     fresh: bool = False,
     console: Console,
+    prefect_api_url: str | None = None,
 ) -> DemoOutcome:
-    """Seed (once), serve the simulator and an alert inbox, run the flow, print the report."""
+    """Seed (once), serve the simulator and an alert inbox, run the flow, print the report.
+
+    `prefect_api_url` is the Prefect server the user chose (`PREFECT_API_URL` as the command
+    started, before any embedded server set it): the report's closing lines point to it.
+    """
     from models.engine import get_engine
 
     database_url = sqlite_url(directory / DATABASE_FILE)
@@ -379,6 +384,7 @@ def run_demo(
             alerts=alerts,
             database_url=database_url,
             directory=directory,
+            prefect_api_url=prefect_api_url,
         )
     finally:
         get_engine(database_url).dispose()
@@ -444,6 +450,10 @@ def _demo_settings(*, stripe_url: str, alert_url: str) -> dict[str, str]:
         # The demo's own numbers, whatever a local .env says.
         "METER_RECON_ABS_TOL": "0.000001",
         "METER_RECON_REL_TOL": "0",
+        # What the planted causes and the customer only Stripe knows need.
+        "METER_RECON_DISCOVER_PAIRS": "true",
+        "METER_RECON_DIAGNOSE": "true",
+        "METER_RECON_SETTLE_HOURS": "0",
         "METER_RECON_TASK_RUNNER": "threads",
         # The simulator on 127.0.0.1 has no rate limit to respect.
         "METER_RECON_MAX_REQUESTS_PER_SECOND": "200",
@@ -597,6 +607,7 @@ def _report(
     alerts: list[dict[str, Any]],
     database_url: str,
     directory: Path,
+    prefect_api_url: str | None,
 ) -> DemoOutcome:
     from meter_recon.terminal import print_run_summary
     from models.discrepancies import as_record, list_discrepancies
@@ -666,7 +677,7 @@ def _report(
     for line in money_lines(records):
         _say(console, line)
     _say(console, cause_line(records))
-    _say(console, _prefect_ui_lines())
+    _say(console, prefect_ui_lines(prefect_api_url))
     return outcome
 
 
@@ -769,16 +780,18 @@ def cause_line(records: list[dict[str, Any]]) -> str:
     return "likely causes: " + ", ".join(parts)
 
 
-def _prefect_ui_lines() -> str:
-    api = os.environ.get("PREFECT_API_URL")
-    if api:
+def prefect_ui_lines(api_url: str | None) -> str:
+    """Where to see the same report in Prefect's UI: the user's server, or how to start one."""
+    if api_url:
+        ui = api_url.rstrip("/").removesuffix("/api")
         return (
-            f"\nthese runs and their report (the run summary artifact) are on the Prefect "
-            f"server at {api}; open its UI to see them"
+            f"\nthe same report is in Prefect's UI at {ui}: the flow runs of "
+            "`meter-recon`, each with its run summary artifact"
         )
     return (
-        "\nto see the same report in Prefect's UI (flow runs, the run summary artifact):\n"
-        "  prefect server start        (in another terminal; the UI is http://127.0.0.1:4200)\n"
+        "\nto see the same report in Prefect's UI (the flow runs, each with its run summary "
+        "artifact):\n"
+        "  prefect server start      (in another terminal; its UI is on http://127.0.0.1:4200)\n"
         "  PREFECT_API_URL=http://127.0.0.1:4200/api make demo"
     )
 
@@ -891,8 +904,14 @@ def demo(
     from meter_recon.settings import get_settings
     from meter_recon.terminal import console
 
+    chosen = os.environ.get("PREFECT_API_URL")  # before an embedded server sets it
     with started_first(enabled=get_settings().early_prefect_server):
         outcome = run_demo(
-            directory=directory, customers=customers, seed=seed, fresh=fresh, console=console
+            directory=directory,
+            customers=customers,
+            seed=seed,
+            fresh=fresh,
+            console=console,
+            prefect_api_url=chosen,
         )
     return outcome.exit_code

@@ -388,3 +388,12 @@ def test_late_events_are_posted_the_way_an_application_reports_usage() -> None:
         post_meter_events(stripe_url=stripe.url, api_key="sk_test_x", events=data.late_events)
         assert stripe.data.event_count == before + len(data.late_events)  # same identifiers
         assert stripe.data.duplicates_ignored == 2 + len(data.late_events)
+
+
+def test_the_closing_lines_point_to_the_users_prefect_server_or_say_how_to_start_one() -> None:
+    from meter_recon.demo import prefect_ui_lines
+
+    started = prefect_ui_lines(None)
+    assert "prefect server start" in started
+    assert "PREFECT_API_URL=http://127.0.0.1:4200/api make demo" in started
+    assert "http://10.0.0.5:4200:" in prefect_ui_lines("http://10.0.0.5:4200/api")
