@@ -895,7 +895,7 @@ def demo(
     directory
         Where the demo keeps its ledger database, CSV and simulator data (created if missing).
     customers
-        How many customers to generate (at least 5); used when the directory is seeded.
+        How many customers to generate (at least 6); used when the directory is seeded.
     seed
         Seed of the data generator: the same seed and day give the same data.
     fresh
