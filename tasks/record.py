@@ -485,7 +485,6 @@ def _upsert_discrepancies(dialect: str) -> Any:
     )
 
 
-
 Existing = dict[DiscrepancyKey, tuple[int, DiscrepancyStatus, tuple[Any, ...]]]
 
 
