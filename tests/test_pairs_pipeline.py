@@ -7,6 +7,7 @@ when the day boundary may be shifted), and when it settles.
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,8 +34,11 @@ from models.tables import (
     UsageChange,
 )
 from models.types import utcnow
+from tasks.assess import Pricing, value_finding
+from tasks.compare import Finding
 from tasks.discover import discover
 from tasks.pairs import PairRef, RunContext, reconcile_one
+from tasks.value import NOT_VALUED, LedgerPrice
 from tests.builders import new_run
 
 TODAY = utc_today()
@@ -428,3 +432,54 @@ def test_a_discrepancy_found_after_its_settle_hours_is_settled(
     reconcile(engine, now=midnight(END) + timedelta(hours=24))
 
     assert only(engine).settles_at is None
+
+
+# ------------------------------------------------------------------- the pricing, by itself
+
+MISMATCH = Finding(
+    kind=DiscrepancyKind.QUANTITY_MISMATCH,
+    period_start=START,
+    period_end=END,
+    line_item_id="li_1",
+    other_line_item_id="",
+    stripe_quantity=Decimal(12),
+    internal_quantity=Decimal(10),
+    difference=Decimal(2),
+    detail="",
+)
+OVERLAP = Finding(
+    kind=DiscrepancyKind.OVERLAPPING_LINE_ITEMS,
+    period_start=START,
+    period_end=START + timedelta(days=1),
+    line_item_id="li_b",
+    other_line_item_id="li_a",
+    stripe_quantity=Decimal(4),
+    internal_quantity=None,
+    difference=None,
+    detail="",
+)
+TEN_FOR_20_EUR = LedgerPrice(amount=Decimal(20), quantity=Decimal(10), currency="eur")
+
+
+def test_a_price_not_understood_values_nothing_even_with_a_ledger_price() -> None:
+    pricing = Pricing(unsupported=True, by_line_item={"li_1": TEN_FOR_20_EUR})
+    assert value_finding(MISMATCH, pricing) == NOT_VALUED
+
+
+def test_an_overlap_is_valued_by_the_price_of_its_line_item() -> None:
+    pricing = Pricing(by_line_item={"li_b": TEN_FOR_20_EUR, "li_a": None})
+    assert value_finding(OVERLAP, pricing).amount_at_stake == Decimal(-8)
+
+
+def test_the_run_context_travels_whole() -> None:
+    shared = RunContext(
+        run_id=1,
+        window_start=START,
+        window_end=END,
+        today=TODAY,
+        abs_tol="0",
+        rel_tol="0",
+        now=midnight(TODAY),
+    )
+    # What Dask does with a task's parameters; the bytes are our own.
+    assert pickle.loads(pickle.dumps(shared)) == shared  # noqa: S301
