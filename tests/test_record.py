@@ -561,3 +561,23 @@ def test_a_row_found_again_keeps_its_settles_at_until_it_opens_again(engine: Eng
 
     assert kept == first_settle
     assert only(engine).settles_at == later_settle
+
+
+def test_a_pair_fetched_again_reads_no_earlier_fetch_ranges(engine: Engine) -> None:
+    """Its days with usage all have snapshots: only a day that appears needs the ranges."""
+    first, second = new_run(engine), new_run(engine)
+    daily = days({"2026-11-01": "5", "2026-11-02": "1"})
+    record_fetch(engine, first, daily)
+    selects: list[str] = []
+
+    def keep(*args: Any) -> None:
+        if args[2].lstrip().upper().startswith("SELECT"):
+            selects.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        record_fetch(engine, second, daily)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert not [s for s in selects if "pair_result" in s], selects
+    assert changes(engine) == []
