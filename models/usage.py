@@ -34,6 +34,17 @@ _SNAPSHOTS = sa.select(_snapshot_table.c.day, _snapshot_table.c.aggregated_value
     _snapshot_table.c.day >= sa.bindparam("start"),
     _snapshot_table.c.day < sa.bindparam("end"),
 )
+_change_table = UsageChange.__table__  # type: ignore[attr-defined]
+_FIRST_CHANGES = (
+    sa.select(_change_table.c.day, _change_table.c.previous_value, _change_table.c.id)
+    .where(
+        _change_table.c.stripe_customer_id == sa.bindparam("customer"),
+        _change_table.c.meter_id == sa.bindparam("meter"),
+        _change_table.c.day >= sa.bindparam("start"),
+        _change_table.c.day < sa.bindparam("end"),
+    )
+    .order_by(_change_table.c.day, _change_table.c.id)
+)
 
 
 def _covered_days(
@@ -138,17 +149,9 @@ def first_known_values(
     A day's first change holds what it was before; else its snapshot. A day an earlier fetch
     covered without a bucket maps to None (no value then); a day never fetched is absent.
     """
-    changes = UsageChange.__table__  # type: ignore[attr-defined]
     first: dict[date, Decimal | None] = {}
     rows = session.execute(
-        sa.select(changes.c.day, changes.c.previous_value, changes.c.id)
-        .where(
-            changes.c.stripe_customer_id == customer,
-            changes.c.meter_id == meter,
-            changes.c.day >= start,
-            changes.c.day < end,
-        )
-        .order_by(changes.c.day, changes.c.id)
+        _FIRST_CHANGES, {"customer": customer, "meter": meter, "start": start, "end": end}
     )
     snapshots = _snapshots(session=session, customer=customer, meter=meter, start=start, end=end)
     covered = _covered_days(session=session, customer=customer, meter=meter, start=start, end=end)
