@@ -171,6 +171,33 @@ def test_stripe_is_asked_once_for_the_period_widened_by_a_day_on_both_sides(
     assert discrepancies(engine) == []
 
 
+def test_a_long_window_with_month_long_items_is_still_one_request(
+    stripe: StripeSimulator, engine: Engine
+) -> None:
+    window_start, window_end = TODAY - timedelta(days=60), TODAY - timedelta(days=2)
+    usage(stripe, (window_start, 12, "5"))
+    bill(
+        engine, quantity="5", start=TODAY - timedelta(days=94), end=window_start + timedelta(days=1)
+    )
+    bill(engine, "li_2", quantity="0", start=window_end - timedelta(days=1), end=TODAY)
+    stripe.reset_stats()
+    shared = RunContext(
+        run_id=new_run(engine, start=window_start.isoformat(), end=window_end.isoformat()),
+        window_start=window_start,
+        window_end=window_end,
+        today=TODAY,
+        abs_tol="0",
+        rel_tol="0",
+        now=midnight(TODAY),
+    )
+
+    reconcile_one(shared, PAIR)
+
+    recorded = result(engine)
+    assert (recorded.fetched_start, recorded.fetched_end) == (TODAY - timedelta(days=95), TODAY)
+    assert recorded.requests == stripe.stats.total == 1
+
+
 # -------------------------------------------------------------------------------- valuation
 
 
