@@ -32,6 +32,7 @@ from models.runs import (
     start_run,
 )
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
+from models.types import utcnow
 from tasks.alert import alert_finance
 from tasks.fetch import fetch_meters
 from tasks.pairs import PairRef, RunContext, describe_error, reconcile_pairs
@@ -245,6 +246,7 @@ def _run(
         today=today,
         abs_tol=str(settings.abs_tol),
         rel_tol=str(settings.rel_tol),
+        now=utcnow(),
     )
     plan = _plan(settings, customers=customers, meters=meters, formulas=formulas)
     pairs_total = _fan_out(
