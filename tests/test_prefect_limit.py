@@ -1,0 +1,217 @@
+"""Stripe's rate limit shared through a Prefect GCL: batches of slots spent locally.
+
+Each process takes the whole bucket at once, only once it has drained, and starts its
+requests at the limit's pace; a process that stops asking gives back what it has not spent,
+so the others lose no time. Against a stand-in computed as Prefect's server computes it,
+then against the real Prefect API.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+
+import pytest
+
+from meter_recon.simulator import max_in_window
+from meter_recon.stripe.prefect_limit import (
+    MissingRateLimit,
+    PrefectRateLimiter,
+    PrefectSlots,
+    RateLimitPlan,
+    ensure_limit,
+    plan_for,
+)
+from tests.fixtures.gcl import FakeClock, FakeGcl
+
+RTT = 0.012  # seconds a Prefect API call takes
+
+
+def clocked(
+    plan: RateLimitPlan, processes: int = 1
+) -> tuple[FakeClock, FakeGcl, list[PrefectRateLimiter]]:
+    """A GCL for `plan` and `processes` limiters sharing it, all on one fake clock."""
+    clock = FakeClock()
+    gcl = FakeGcl(plan.limit, plan.slot_decay_per_second, RTT, clock=clock, sleep=clock.sleep)
+    limiters = [
+        PrefectRateLimiter(plan, server=gcl, clock=clock, sleep=clock.sleep, watch_idle=False)
+        for _ in range(processes)
+    ]
+    return clock, gcl, limiters
+
+
+def start(limiter: PrefectRateLimiter, clock: FakeClock, starts: list[float]) -> float:
+    limiter.acquire()
+    starts.append(clock())
+    return clock()
+
+
+def min_gap(starts: list[float]) -> float:
+    ordered = sorted(starts)
+    return min(b - a for a, b in itertools.pairwise(ordered))
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+def test_a_batch_is_the_whole_bucket_sized_from_the_rate_and_the_number_of_workers() -> None:
+    one, two, many = (plan_for(100.0, workers=n) for n in (1, 2, 8))
+    assert one.block == one.limit == round(one.slot_decay_per_second * 0.5)
+    assert two.limit == round(two.slot_decay_per_second * 1.0)
+    assert many.limit == two.limit  # at most a second of the limit
+    assert plan_for(40.0).limit < plan_for(100.0).limit
+
+
+def test_the_pace_leaves_room_for_arrival_jitter_within_the_budget() -> None:
+    plan = plan_for(100.0)
+    assert plan.worst_second() == 98
+    assert plan.slot_decay_per_second * (1 + plan.jitter) < 98
+    assert plan.slot_decay_per_second > 96
+
+
+def test_a_rate_too_small_to_share_is_refused() -> None:
+    with pytest.raises(ValueError, match="2 requests/s"):
+        plan_for(1.5)
+
+
+# -- one process -------------------------------------------------------------------------------
+
+
+def test_a_process_spends_its_batch_at_the_limits_pace_from_the_grants_answer() -> None:
+    plan = plan_for(40.0)
+    clock, gcl, (limiter,) = clocked(plan)
+    starts: list[float] = []
+    while len(gcl.grants) < 2:
+        start(limiter, clock, starts)
+    batch = starts[:-1]  # the last start is the next batch's first
+    assert limiter.acquisitions == 2
+    spacing = 1 / plan.slot_decay_per_second
+    sent = gcl.grants[0] - RTT / 2
+    assert batch[0] >= gcl.grants[0] + RTT / 2  # not before the answer arrived
+    assert batch[-1] <= sent + (plan.limit - 1) * spacing + 1e-9
+    assert min_gap(batch) >= spacing - 1e-9
+    # Every slot after the answer is used; those of the answer's delay are lost.
+    assert len(batch) == plan.limit - math.ceil(RTT / spacing)
+
+
+def test_a_spent_batch_is_followed_by_the_next_once_the_bucket_has_drained() -> None:
+    plan = plan_for(40.0)
+    clock, gcl, (limiter,) = clocked(plan)
+    starts: list[float] = []
+    while len(gcl.grants) < 3:
+        start(limiter, clock, starts)
+    assert gcl.refusals == []
+    first, second, third = gcl.grants
+    drain = plan.limit / plan.slot_decay_per_second
+    assert drain <= second - first <= drain + 3 * RTT + 1 / plan.slot_decay_per_second
+    assert drain <= third - second <= drain + 3 * RTT + 1 / plan.slot_decay_per_second
+    assert min_gap(starts) >= 1 / plan.slot_decay_per_second - 1e-9
+
+
+# -- processes sharing the bucket --------------------------------------------------------------
+
+
+def test_a_process_waits_for_the_bucket_to_drain_instead_of_being_refused() -> None:
+    plan = plan_for(40.0)
+    clock, gcl, (a, b) = clocked(plan, processes=2)
+    starts: list[float] = []
+    start(a, clock, starts)
+    start(b, clock, starts)  # a holds the bucket: b reads, sleeps, then takes it
+    assert gcl.refusals == []
+    assert gcl.grants[1] - gcl.grants[0] >= plan.limit / plan.slot_decay_per_second
+    for limiter in (a, b, a, b, a):
+        start(limiter, clock, starts)
+    assert min_gap(starts) >= 1 / plan.slot_decay_per_second - 1e-9
+
+
+def test_a_process_that_stops_asking_gives_back_its_unspent_slots() -> None:
+    plan = plan_for(40.0)
+    clock, gcl, (a, b) = clocked(plan, processes=2)
+    starts: list[float] = []
+    for _ in range(3):
+        last = start(a, clock, starts)
+    clock.sleep(0.2)  # a's worker has finished: nobody asks a for slots any more
+    returned = a.give_back_if_idle()
+    spacing = 1 / plan.slot_decay_per_second
+    assert returned == gcl.returned > plan.limit - 3 - (0.2 + 2 * RTT) / spacing - 2
+    start(b, clock, starts)
+    # b is granted long before a's batch would have drained, and never starts close to a.
+    assert gcl.grants[1] - gcl.grants[0] < plan.limit * spacing / 2
+    assert starts[-1] - last >= spacing
+    assert gcl.refusals == []
+
+
+def test_a_process_with_a_request_waiting_keeps_its_batch() -> None:
+    plan = plan_for(40.0)
+    clock, gcl, (limiter,) = clocked(plan)
+    limiter.acquire()
+    clock.sleep(0.01)
+    assert limiter.give_back_if_idle() == 0  # asked a moment ago
+    assert gcl.returned == 0
+
+
+@pytest.mark.slow
+def test_when_one_worker_finishes_the_other_takes_the_whole_limit_at_once() -> None:
+    rate, latency = 100.0, 0.02
+    plan = plan_for(rate)
+    gcl = FakeGcl(plan.limit, plan.slot_decay_per_second, RTT)
+    early, late = PrefectRateLimiter(plan, server=gcl), PrefectRateLimiter(plan, server=gcl)
+    starts: dict[str, list[float]] = {"early": [], "late": []}
+    lock = threading.Lock()
+    t0 = time.monotonic()
+    ends = {"early": t0 + 1.2, "late": t0 + 3.2}
+
+    def worker(limiter: PrefectRateLimiter, who: str) -> None:
+        while time.monotonic() < ends[who]:
+            limiter.acquire()
+            with lock:
+                starts[who].append(time.monotonic())
+            time.sleep(latency)  # the request
+
+    threads = [
+        threading.Thread(target=worker, args=(limiter, who))
+        for limiter, who in ((early, "early"), (late, "late"))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = starts["early"] + starts["late"]
+    assert max_in_window(every, 1.0) <= plan.worst_second()
+    assert min_gap(every) >= 1 / plan.slot_decay_per_second - 0.001
+    assert early.slots_returned > 0
+    # After the early worker's last request the late one runs at nearly the whole limit.
+    after = [s for s in starts["late"] if s > max(starts["early"]) + 0.5]
+    assert len(after) / (after[-1] - after[0]) >= 0.85 * plan.slot_decay_per_second
+    assert len(gcl.refusals) <= len(gcl.grants)
+
+
+# -- the real Prefect API ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_prefect_grants_the_whole_bucket_refuses_more_and_takes_slots_back(
+    prefect_server: str,
+) -> None:
+    name = "meter-recon:test-batches"
+    plan = plan_for(40.0)
+    ensure_limit(plan, name)
+    slots = PrefectSlots()
+    bucket = slots.read(name)
+    assert (bucket.limit, bucket.decay) == (plan.limit, pytest.approx(plan.slot_decay_per_second))
+    while slots.read(name).active:
+        time.sleep(0.05)
+    granted = slots.take(name, bucket.limit)
+    assert granted.granted and granted.sent <= granted.answered
+    refused = slots.take(name, bucket.limit)
+    assert not refused.granted
+    before = slots.read(name).active
+    assert 0 < before <= plan.limit
+    slots.give_back(name, plan.limit, held_seconds=0.1)
+    assert slots.read(name).active == 0
+    with pytest.raises(MissingRateLimit, match="does not exist"):
+        slots.read("meter-recon:no-such-limit")
+    assert math.isfinite(granted.answered)
