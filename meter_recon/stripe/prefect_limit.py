@@ -16,28 +16,33 @@ at a time. One acquisition per Stripe request capped a run far below Stripe's li
 - the GCL's `limit` is one batch of `k` slots (`RateLimitPlan.block`), sized from the rate and
   the number of worker processes; a process always takes a whole batch, so the bucket is empty
   at every grant and grants are at least `k / decay` apart, whoever gets them;
-- a process spends its batch locally: its requests start at least `1 / decay` apart, none
-  before the grant's answer arrived and none after `sent + (k - 1) / decay` (`sent`: when the
-  granting attempt left, never after the grant). The next grant comes at or after
-  `grant + k / decay`, so every start of the run, whichever process makes it, is at least
-  `1 / decay` after the one before;
+- a process spends its batch locally, one request per slot: slot `i` opens at
+  `sent + i / decay` (`sent`: when the granting attempt left, never after the grant) and a
+  request may start in it until `tolerance / decay` later (a thread woken later takes the
+  next slot). Slots that open before the grant's answer arrived are not used, and the last
+  one opens before the next grant can come (`grant + k / decay`), so the slots of the whole
+  run, whichever process uses them, open at least `1 / decay` apart;
 - a process asks only when the bucket has drained: it reads the limit (a read writes nothing
-  and restarts no clock), sleeps for what is left, then asks. It is refused only when another
-  process was granted the batch just before it, which wastes almost no slot-time;
+  and restarts no clock; the holder reads just before its batch ends), sleeps for what is
+  left, then asks. It is refused only when another process was granted the batch just
+  before it, which wastes almost no slot-time;
 - a process with no request waiting for `idle_return` seconds gives the rest of its batch back
   (`POST /v2/concurrency_limits/decrement`), so a worker that finishes does not hold up the
   others until its batch would have run out.
 
-Why no second sees more than the budget. Starts at least `1 / decay` apart put at most
-`floor(decay x T) + 1` in any `T` seconds; a request reaches Stripe some milliseconds after it
-starts, not every one by the same delay, so the requests arriving in any one second started
-within `1 + jitter` seconds:
+Why no second sees more than the budget. Starts in slots that open at least `1 / decay`
+apart, each within `tolerance / decay` of its opening, put at most
+`ceil(decay x T + tolerance)` in any `T` seconds; a request reaches Stripe some milliseconds
+after it starts, not every one by the same delay, so the requests arriving in any one second
+started within `1 + jitter` seconds:
 
-    requests arriving in any second <= floor(decay x (1 + jitter)) + 1
+    requests arriving in any second <= ceil(decay x (1 + jitter) + tolerance)
                                     <= budget = floor(rate x (1 - margin))
 
-A release keeps this: it gives back only slots whose time has not come, counted so that the
-next grant is at least `1 / decay` after the releasing process's last start.
+A release keeps this: it gives back only slots that have not opened, less one, so the next
+grant comes after every slot the releasing process may have used has closed. Throughput is
+then at most `decay` (95.6 requests/s for a limit of 100/s), less the slots of one round trip
+to Prefect per batch.
 """
 
 from __future__ import annotations
@@ -52,21 +57,24 @@ from typing import Any, Protocol
 DEFAULT_LIMIT_NAME = "meter-recon:stripe-requests"
 DEFAULT_MARGIN = 0.02
 DEFAULT_JITTER = 0.02  # seconds: how unevenly requests that start in order reach Stripe
+DEFAULT_TOLERANCE = 0.5  # of a slot: how late in its slot a request may still start
 DEFAULT_WORKERS = 2  # worker processes sharing the limit (a Dask `LocalCluster`)
-BATCH_SECONDS_PER_WORKER = 0.5  # a batch is this many seconds of the limit per worker ...
-MAX_BATCH_SECONDS = 1.0  # ... at most this many
+BATCH_SECONDS_PER_WORKER = 1.0  # a batch is this many seconds of the limit per worker ...
+MAX_BATCH_SECONDS = 2.0  # ... at most this many
 DEFAULT_IDLE_RETURN = 0.15  # seconds without a request asking before a batch is given back
-MAX_POLL_SECONDS = 0.1  # a waiting process reads the limit at least this often
+MAX_POLL_SECONDS = 0.2  # a waiting process reads the limit at least this often
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimitPlan:
-    """How `rate` requests/s maps onto a Prefect GCL (`limit` slots, `slot_decay_per_second`)."""
+    """How `rate` requests/s maps onto a Prefect GCL (`limit` slots, `slot_decay_per_second`),
+    and how late in its slot a request may start (`tolerance`, a fraction of a slot)."""
 
     rate: float
     limit: int
     slot_decay_per_second: float
     jitter: float = DEFAULT_JITTER
+    tolerance: float = DEFAULT_TOLERANCE
 
     @property
     def block(self) -> int:
@@ -75,7 +83,8 @@ class RateLimitPlan:
 
     def worst_second(self) -> int:
         """The most requests that can reach Stripe in any one second under this plan."""
-        return math.floor(self.slot_decay_per_second * (1 + self.jitter) + 1e-9) + 1
+        window = self.slot_decay_per_second * (1 + self.jitter) + self.tolerance
+        return math.ceil(window - 1e-9)
 
 
 def plan_for(
@@ -84,21 +93,26 @@ def plan_for(
     workers: int = DEFAULT_WORKERS,
     margin: float = DEFAULT_MARGIN,
     jitter: float = DEFAULT_JITTER,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> RateLimitPlan:
     """The GCL for `rate` requests/s shared by `workers` processes: the largest decay whose
     worst second stays in budget, and batches of `BATCH_SECONDS_PER_WORKER` per worker."""
     if not rate > 0 or math.isinf(rate):
         raise ValueError(f"rate must be a positive number, got {rate!r}")
-    if not 0 <= margin < 1 or jitter < 0 or workers < 1:
-        raise ValueError("margin must be in [0, 1), jitter non-negative, workers at least 1")
+    if not 0 <= margin < 1 or jitter < 0 or workers < 1 or not 0 < tolerance <= 1:
+        raise ValueError(
+            "margin must be in [0, 1), jitter non-negative, workers at least 1, tolerance in (0, 1]"
+        )
     budget = math.floor(rate * (1 - margin) + 1e-9)
     if budget < 2:
         raise ValueError(f"a rate limit shared across processes needs 2 requests/s, got {rate!r}")
-    # floor(decay x (1 + jitter)) + 1 <= budget  <=>  decay x (1 + jitter) < budget
-    decay = budget / (1 + jitter) * (1 - 1e-6)
+    # ceil(decay x (1 + jitter) + tolerance) <= budget
+    decay = (budget - tolerance) / (1 + jitter) * (1 - 1e-6)
     seconds = min(MAX_BATCH_SECONDS, BATCH_SECONDS_PER_WORKER * workers)
     limit = max(1, round(decay * seconds))
-    return RateLimitPlan(rate=rate, limit=limit, slot_decay_per_second=decay, jitter=jitter)
+    return RateLimitPlan(
+        rate=rate, limit=limit, slot_decay_per_second=decay, jitter=jitter, tolerance=tolerance
+    )
 
 
 def ensure_limit(plan: RateLimitPlan, name: str = DEFAULT_LIMIT_NAME) -> None:
@@ -214,22 +228,32 @@ class PrefectSlots:
 
 @dataclass(slots=True)
 class _Batch:
-    """Slots granted to this process: starts allowed from `answered` to `last_start`."""
+    """Slots granted to this process: slot `i` may start from `sent + i x spacing`, within
+    `tolerance` of it; only slots that begin after the grant's answer are usable."""
 
     slots: int
     spacing: float
+    tolerance: float
     sent: float
     answered: float
+    next_slot: int = 0
 
-    @property
-    def last_start(self) -> float:
-        return self.sent + (self.slots - 1) * self.spacing
+    def __post_init__(self) -> None:
+        self.next_slot = max(0, math.ceil((self.answered - self.sent) / self.spacing - 1e-9))
+
+    def slot_for(self, now: float) -> int:
+        """The first unused slot still open at `now` (`slots` when none is)."""
+        late = math.floor((now - self.sent - self.tolerance) / self.spacing) + 1
+        return min(self.slots, max(self.next_slot, late))
+
+    def opens(self, slot: int) -> float:
+        return self.sent + slot * self.spacing
 
     def unspent_after(self, now: float) -> int:
-        """Slots this batch may give back at `now`: those whose time has not come, less one,
-        so that the next grant is at least one spacing after this process's last start."""
+        """Slots this batch may give back at `now`: those that open later, less one, so that
+        the next grant comes after every slot this process may have used has closed."""
         due = math.ceil((now - self.sent) / self.spacing - 1e-9) + 1
-        return max(0, self.slots - due)
+        return max(0, self.slots - max(due, self.next_slot))
 
 
 class PrefectRateLimiter:
@@ -263,7 +287,8 @@ class PrefectRateLimiter:
         self._count_lock = threading.Lock()
         self._waiting = 0
         self._batch: _Batch | None = None
-        self._next_start = -math.inf
+        self._ahead: tuple[Bucket, float] | None = None  # the bucket read near a batch's end
+        self._read_seconds = 0.02  # how long a read takes (a moving average)
         self._last_activity = -math.inf
         self._watching = False
         self.acquisitions = 0
@@ -285,35 +310,58 @@ class PrefectRateLimiter:
                 self._last_activity = self._clock()
 
     def _start_in_batch(self) -> bool:
-        """Start one request within the current batch, at its pace, if it has time left."""
+        """Start one request in the next open slot of the current batch, if it has one.
+
+        Near the batch's end, the thread waiting for one of its last slots reads the bucket
+        first, so that the next batch is asked for as soon as the bucket drains.
+        """
         batch = self._batch
-        if batch is None:
-            return False
-        at = max(self._clock(), self._next_start, batch.answered)
-        if at > batch.last_start + 1e-9:
-            self._batch = None
-            return False
-        now = self._clock()
-        if at > now:
-            self._sleep(at - now)
+        while batch is not None:
+            slot = batch.slot_for(self._clock())
+            if slot >= batch.slots:
+                self._batch = None
+                return False
+            opens = batch.opens(slot)
+            if self._ahead is None and batch.opens(batch.slots - 1) - opens <= self._read_seconds:
+                self._ahead = self._read()
             now = self._clock()
-        if now > batch.last_start + 1e-9:  # slept past the batch (a busy CPU)
-            self._batch = None
-            return False
-        self._next_start = now + batch.spacing
-        self.slots_started += 1
-        return True
+            if opens > now:
+                self._sleep(opens - now)
+                now = self._clock()
+            if now < opens + batch.tolerance:
+                batch.next_slot = slot + 1
+                self.slots_started += 1
+                return True
+            # Woke up too late for this slot (a busy CPU, a slow read): the next one.
+        return False
+
+    def _read(self) -> tuple[Bucket, float]:
+        """The bucket as read now, and when the answer came; keeps the read's duration."""
+        sent = self._clock()
+        bucket = self._server.read(self.name)
+        answered = self._clock()
+        self._read_seconds = 0.8 * self._read_seconds + 0.2 * (answered - sent)
+        return bucket, answered
 
     def _take_batch(self) -> None:
         """Wait until the bucket has drained, then take all of it; again if another process
-        took it first."""
+        took it first.
+
+        A read that finds `a` slots active was answered at or after the server counted them,
+        so the bucket is empty `a / decay` seconds after the answer (the server decays
+        `floor(decay x seconds)`), unless another process takes it first.
+        """
+        ahead, self._ahead = self._ahead, None
         while True:
-            bucket = self._server.read(self.name)
+            bucket, read_at = ahead or self._read()
+            ahead = None
             if bucket.active > 0:
-                wait = bucket.active / bucket.decay
-                self._sleep(min(wait, MAX_POLL_SECONDS))
+                wait = read_at + bucket.active / bucket.decay - self._clock()
                 if wait > MAX_POLL_SECONDS:
+                    self._sleep(MAX_POLL_SECONDS)
                     continue  # read again: another process may have given slots back
+                if wait > 0:
+                    self._sleep(wait)
             attempt = self._server.take(self.name, bucket.limit)
             if not attempt.granted:
                 self.refusals += 1
@@ -323,6 +371,7 @@ class PrefectRateLimiter:
             self._batch = _Batch(
                 slots=bucket.limit,
                 spacing=1.0 / bucket.decay,
+                tolerance=self.plan.tolerance / bucket.decay,
                 sent=attempt.sent,
                 answered=attempt.answered,
             )
@@ -345,6 +394,7 @@ class PrefectRateLimiter:
             if unspent == 0:
                 return 0
             self._batch = None
+            self._ahead = None
             self._server.give_back(self.name, unspent, now - batch.sent)
             self.slots_returned += unspent
             return unspent
@@ -365,7 +415,7 @@ class PrefectRateLimiter:
             time.sleep(self._idle_return / 3)
             with self._count_lock:
                 batch = self._batch
-                if batch is None or self._clock() > batch.last_start:
+                if batch is None or batch.slot_for(self._clock()) >= batch.slots:
                     self._watching = False
                     return
             self.give_back_if_idle()
