@@ -18,7 +18,9 @@ import pytest
 from meter_recon.simulator import max_in_window
 from meter_recon.stripe.prefect_limit import (
     BATCH_SECONDS_PER_WORKER,
+    DEFAULT_IDLE_RETURN,
     MAX_BATCH_SECONDS,
+    MAX_POLL_SECONDS,
     MissingRateLimit,
     PrefectRateLimiter,
     PrefectSlots,
@@ -185,31 +187,38 @@ def test_when_one_worker_finishes_the_other_takes_the_whole_limit_at_once() -> N
     early, late = PrefectRateLimiter(plan, server=gcl), PrefectRateLimiter(plan, server=gcl)
     starts: dict[str, list[float]] = {"early": [], "late": []}
     lock = threading.Lock()
+    holding = threading.Event()
     t0 = time.monotonic()
-    ends = {"early": t0 + 1.2, "late": t0 + 3.2}
+    ends = {"early": t0 + 1.0, "late": t0 + 3.5}  # the early one stops in its first batch
 
     def worker(limiter: PrefectRateLimiter, who: str) -> None:
         while time.monotonic() < ends[who]:
             limiter.acquire()
             with lock:
                 starts[who].append(time.monotonic())
+            holding.set()
             time.sleep(latency)  # the request
 
-    threads = [
-        threading.Thread(target=worker, args=(limiter, who))
-        for limiter, who in ((early, "early"), (late, "late"))
-        for _ in range(4)
-    ]
-    for thread in threads:
+    def threads(limiter: PrefectRateLimiter, who: str) -> list[threading.Thread]:
+        return [threading.Thread(target=worker, args=(limiter, who)) for _ in range(4)]
+
+    first, second = threads(early, "early"), threads(late, "late")
+    for thread in first:
         thread.start()
-    for thread in threads:
+    assert holding.wait(5)  # the early worker holds the first batch
+    for thread in second:
+        thread.start()
+    for thread in first + second:
         thread.join()
+    assert early.slots_returned > 0
     every = starts["early"] + starts["late"]
     assert max_in_window(every, 1.0) <= plan.worst_second()
-    assert min_gap(every) >= (1 - plan.tolerance) / plan.slot_decay_per_second - 0.001
-    assert early.slots_returned > 0
-    # After the early worker's last request the late one runs at nearly the whole limit.
-    after = [s for s in starts["late"] if s > max(starts["early"]) + 0.5]
+    # The late worker starts soon after the early one's last request, long before the early
+    # worker's batch would have run out, and then runs at nearly the whole limit.
+    last_early = max(starts["early"])
+    assert min(starts["late"]) - last_early < DEFAULT_IDLE_RETURN + MAX_POLL_SECONDS + 0.1
+    assert min(starts["late"]) < gcl.grants[0] + plan.limit / plan.slot_decay_per_second - 0.5
+    after = [s for s in starts["late"] if s > last_early + 0.5]
     assert len(after) / (after[-1] - after[0]) >= 0.85 * plan.slot_decay_per_second
     assert len(gcl.refusals) <= len(gcl.grants)
 
