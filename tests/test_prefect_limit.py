@@ -216,7 +216,10 @@ def test_when_one_worker_finishes_the_other_takes_the_whole_limit_at_once() -> N
     # The late worker starts soon after the early one's last request, long before the early
     # worker's batch would have run out, and then runs at nearly the whole limit.
     last_early = max(starts["early"])
-    assert min(starts["late"]) - last_early < DEFAULT_IDLE_RETURN + MAX_POLL_SECONDS + 0.1
+    # Noticed idle (within a third of the idle time), given back, noticed by the late worker's
+    # next read, read and taken: a few round trips, and some slack for a busy machine.
+    handover = DEFAULT_IDLE_RETURN * 4 / 3 + MAX_POLL_SECONDS + 4 * RTT
+    assert min(starts["late"]) - last_early < handover + 0.15
     assert min(starts["late"]) < gcl.grants[0] + plan.limit / plan.slot_decay_per_second - 0.5
     after = [s for s in starts["late"] if s > last_early + 0.5]
     assert len(after) / (after[-1] - after[0]) >= 0.85 * plan.slot_decay_per_second
