@@ -41,7 +41,7 @@ started within `1 + jitter` seconds:
 
 A release keeps this: it gives back only slots that have not opened, less one, so the next
 grant comes after every slot the releasing process may have used has closed. Throughput is
-then at most `decay` (95.6 requests/s for a limit of 100/s), less the slots of one round trip
+then at most `decay` (92.9 requests/s for a limit of 100/s), less the slots of one round trip
 to Prefect per batch.
 """
 
@@ -56,7 +56,7 @@ from typing import Any, Protocol
 
 DEFAULT_LIMIT_NAME = "meter-recon:stripe-requests"
 DEFAULT_MARGIN = 0.02
-DEFAULT_JITTER = 0.02  # seconds: how unevenly requests that start in order reach Stripe
+DEFAULT_JITTER = 0.05  # seconds: how unevenly requests that start in order reach Stripe
 DEFAULT_TOLERANCE = 0.5  # of a slot: how late in its slot a request may still start
 DEFAULT_WORKERS = 2  # worker processes sharing the limit (a Dask `LocalCluster`)
 BATCH_SECONDS_PER_WORKER = 1.0  # a batch is this many seconds of the limit per worker ...
