@@ -352,6 +352,8 @@ class PrefectRateLimiter:
         `floor(decay x seconds)`), unless another process takes it first.
         """
         ahead, self._ahead = self._ahead, None
+        if ahead is not None and self._clock() - ahead[1] > MAX_POLL_SECONDS:
+            ahead = None  # read before a batch nobody finished: too old to go by
         while True:
             bucket, read_at = ahead or self._read()
             ahead = None
