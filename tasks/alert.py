@@ -82,7 +82,13 @@ def pending_alert(*, session: Session, run_id: int) -> Alert | None:
         session.exec(
             select(Discrepancy)
             .where(
-                Discrepancy.status == DiscrepancyStatus.OPEN, col(Discrepancy.alerted_at).is_(None)
+                Discrepancy.status == DiscrepancyStatus.OPEN,
+                col(Discrepancy.alerted_at).is_(None),
+                # Settling: not alerted before `settles_at`; the first run after it alerts it.
+                sa.or_(
+                    col(Discrepancy.settles_at).is_(None),
+                    col(Discrepancy.settles_at) <= run.started_at,
+                ),
             )
             .order_by(col(Discrepancy.id))
         ).all()
