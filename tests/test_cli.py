@@ -33,6 +33,12 @@ JSON_KEYS = [
     "status",
     "first_seen_run",
     "last_seen_run",
+    "amount_at_stake",
+    "currency",
+    "valuation",
+    "likely_cause",
+    "cause_detail",
+    "settles_at",
 ]
 
 
@@ -122,6 +128,8 @@ def test_pairs_add_then_list(database_url: str, capsys: pytest.CaptureFixture[st
         ("pairs", "add", "cus_Z"),
         ("discrepancies", "--status", "closed"),
         ("discrepancies", "--kind", "everything"),
+        ("discrepancies", "--cause", "gremlins"),
+        ("discrepancies", "--sort", "size"),
         ("nonsense",),
     ],
 )
