@@ -13,6 +13,7 @@ from decimal import Decimal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from sqlalchemy import Engine
 
 from meter_recon.settings import get_settings
 from models.discrepancies import set_causes, uncaused_in_run
@@ -55,15 +56,24 @@ def wrong_meter_causes(
     }
 
 
-@task(name="diagnose-wrong-meter", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def diagnose_wrong_meter(context: RunContext) -> int:
+def diagnose_run(*, engine: Engine, run_id: int, tolerance: Tolerance) -> int:
     """Give rule 6's cause to the run's rows it fits, in one transaction; returns how many."""
-    tolerance = Tolerance(abs_tol=Decimal(context.abs_tol), rel_tol=Decimal(context.rel_tol))
-    with session_scope(get_engine(get_settings().database_url)) as session:
+    with session_scope(engine) as session:
         causes = wrong_meter_causes(
-            uncaused_in_run(session=session, run_id=context.run_id), tolerance=tolerance
+            uncaused_in_run(session=session, run_id=run_id), tolerance=tolerance
         )
         set_causes(session=session, causes=causes)
-    if causes:
-        get_run_logger().info("%d discrepancies likely on the wrong meter", len(causes))
     return len(causes)
+
+
+@task(name="diagnose-wrong-meter", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+def diagnose_wrong_meter(context: RunContext) -> int:
+    """Rule 6 for this run, after its pairs are recorded; returns how many rows it named."""
+    found = diagnose_run(
+        engine=get_engine(get_settings().database_url),
+        run_id=context.run_id,
+        tolerance=Tolerance(abs_tol=Decimal(context.abs_tol), rel_tol=Decimal(context.rel_tol)),
+    )
+    if found:
+        get_run_logger().info("%d discrepancies likely on the wrong meter", found)
+    return found
