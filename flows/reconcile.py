@@ -36,7 +36,7 @@ from models.runs import (
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
 from tasks.alert import alert_finance
 from tasks.discover import Discovery, discover_pairs
-from tasks.fetch import fetch_meters, stripe_client
+from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
 from tasks.pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
@@ -306,18 +306,18 @@ def _discover(tasks: TaskRuns, run_id: int) -> None:
     request meanwhile (the meters are refreshed, the fan-out has not started).
     """
     settings = get_settings()
-    client = stripe_client(settings)
-    before = client.requests_made
+    before = _requests_made(settings)
     state = tasks.call(discover_pairs)
-    requests = client.requests_made - before
+    requests = _requests_made(settings) - before
     found: Discovery | None = None
     error: str | None = None
     if state.is_completed():
         found = state.result()
     else:
         failure = state.result(raise_on_failure=False)
-        error = describe_error(failure) if isinstance(failure, BaseException) else state.message
-        error = error or "discovery failed"
+        if not isinstance(failure, BaseException):
+            failure = RuntimeError(f"discover-pairs ended {state.type.value}")
+        error = describe_error(failure)
         get_run_logger().warning(
             "discovery failed; going on with the cached pairs and prices: %s", error
         )
@@ -336,6 +336,14 @@ def _discover(tasks: TaskRuns, run_id: int) -> None:
             },
             error=error,
         )
+
+
+def _requests_made(settings: Settings) -> int:
+    """HTTP attempts of the process's Stripe client so far (0 without a key: none made)."""
+    try:
+        return stripe_client(settings).requests_made
+    except MissingApiKey:
+        return 0
 
 
 def _plan(
