@@ -365,25 +365,95 @@ def _choices(enum: type[E], value: str | None, option: str, *, allow_all: bool =
 
 
 @app.command
-def ack(discrepancy_id: int, /, *, note: str, database_url_: DatabaseUrl = None) -> int:
-    """Acknowledge a discrepancy: finance has seen it; it re-opens if its numbers change.
+def ack(
+    *ids: int,
+    note: str,
+    customer: list[str] | None = None,
+    meter: list[str] | None = None,
+    kind: list[str] | None = None,
+    cause: list[str] | None = None,
+    database_url_: DatabaseUrl = None,
+) -> int:
+    """Acknowledge discrepancies: finance has seen them; each re-opens if its numbers change.
+
+    Give ids, or filters (every open discrepancy matching all of them), not both.
 
     Parameters
     ----------
-    discrepancy_id
-        The discrepancy's id, as `meter-recon discrepancies` shows it.
+    ids
+        Discrepancy ids, as `meter-recon discrepancies` shows them.
     note
-        Why it is acknowledged (kept with the discrepancy).
+        Why they are acknowledged (kept with each discrepancy).
+    customer
+        Every open one of this Stripe customer (repeatable).
+    meter
+        Every open one on this Stripe meter (repeatable).
+    kind
+        Every open one of this kind (repeatable).
+    cause
+        Every open one with this likely cause (repeatable).
     """
-    from models.discrepancies import acknowledge
+    from models.discrepancies import acknowledge_many, acknowledge_matching
     from models.engine import get_engine, session_scope
+    from models.tables import DiscrepancyKind
+
+    filters = bool(customer or meter or kind or cause)
+    if bool(ids) == filters:
+        raise BadInput(
+            "Give discrepancy ids, or filters (--customer, --meter, --kind, --cause), not both."
+        )
+    kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
+    with session_scope(get_engine(database_url(database_url_))) as session:
+        if ids:
+            rows = acknowledge_many(session=session, ids=list(ids), note=note)
+        else:
+            rows = acknowledge_matching(
+                session=session,
+                note=note,
+                kinds=kinds,
+                customers=customer or [],
+                meters=meter or [],
+                causes=cause or [],
+            )
+        for row in rows:
+            console.print(
+                f"discrepancy {row.id} ({row.kind.value}, {row.stripe_customer_id} / "
+                f"{row.meter_id}, {row.period_start}..{row.period_end}) acknowledged"
+            )
+    console.print(f"{len(rows)} discrepancy(ies) acknowledged")
+    return EXIT_OK
+
+
+class ReportFormat(StrEnum):
+    MARKDOWN = "markdown"
+    JSON = "json"
+
+
+@app.command
+def report(
+    *,
+    run: int | None = None,
+    format: ReportFormat = ReportFormat.MARKDOWN,
+    database_url_: DatabaseUrl = None,
+) -> int:
+    """Print a run's summary, the same as its Prefect artifact (the latest run by default).
+
+    Parameters
+    ----------
+    run
+        The run's id, as `meter-recon run` prints it.
+    format
+        markdown (for people, as Prefect's UI shows it) or json (for tools).
+    """
+    from models.engine import get_engine, session_scope
+    from tasks.report import build_summary, summary_json, summary_markdown
 
     with session_scope(get_engine(database_url(database_url_))) as session:
-        row = acknowledge(session=session, discrepancy_id=discrepancy_id, note=note)
-        console.print(
-            f"discrepancy {row.id} ({row.kind.value}, {row.stripe_customer_id} / "
-            f"{row.meter_id}, {row.period_start}..{row.period_end}) acknowledged"
-        )
+        summary = build_summary(session=session, run_id=run)
+    if format is ReportFormat.JSON:
+        print(json.dumps(summary_json(summary), indent=2))
+    else:
+        print(summary_markdown(summary), end="")
     return EXIT_OK
 
 

@@ -17,6 +17,16 @@ from models.keys import DiscrepancyKey
 from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus
 from models.types import canonical_decimal, utcnow
 
+# What finance adds: the money and the likely cause (the open-discrepancies artifact shows them).
+MONEY_COLUMNS = (
+    "amount_at_stake",
+    "currency",
+    "valuation",
+    "likely_cause",
+    "cause_detail",
+    "settles_at",
+)
+# The listing's columns, in JSON and CSV alike: today's, then the money and the cause.
 COLUMNS = (
     "id",
     "customer",
@@ -32,12 +42,7 @@ COLUMNS = (
     "status",
     "first_seen_run",
     "last_seen_run",
-    "amount_at_stake",
-    "currency",
-    "valuation",
-    "likely_cause",
-    "cause_detail",
-    "settles_at",
+    *MONEY_COLUMNS,
 )
 
 #: The kinds a likely cause is looked for (overlapping line items never get one).
@@ -76,7 +81,7 @@ def list_discrepancies(
     kinds: Iterable[DiscrepancyKind] = (),
     customers: Iterable[str] = (),
     meters: Iterable[str] = (),
-    causes: Iterable[LikelyCause] = (),
+    causes: Iterable[LikelyCause | str] = (),
     sort: SortBy | None = None,
 ) -> Sequence[Discrepancy]:
     """Discrepancies matching every filter given, in a stable order (pair, period, kind),
@@ -162,20 +167,77 @@ def set_causes(*, session: Session, causes: Mapping[int, tuple[LikelyCause, str]
 
 def acknowledge(*, session: Session, discrepancy_id: int, note: str) -> Discrepancy:
     """Mark a discrepancy as seen by a person; it stays so until its numbers change."""
-    row = session.get(Discrepancy, discrepancy_id)
-    if row is None:
-        raise UnknownDiscrepancy(f"There is no discrepancy with id {discrepancy_id}.")
-    if row.status is DiscrepancyStatus.RESOLVED:
-        raise AlreadyResolved(
-            f"Discrepancy {discrepancy_id} was resolved by run {row.resolved_run}; "
-            "there is nothing to acknowledge."
-        )
-    row.status = DiscrepancyStatus.ACKNOWLEDGED
-    row.note = note
-    row.updated_at = utcnow()
-    session.add(row)
-    session.flush()
+    [row] = acknowledge_many(session=session, ids=[discrepancy_id], note=note)
     return row
+
+
+def _triageable(*, session: Session, ids: Sequence[int], verb: str) -> list[Discrepancy]:
+    """Every row of `ids`, or an error before anything changes (unknown or resolved id)."""
+    rows = {
+        row.id: row
+        for row in session.exec(select(Discrepancy).where(col(Discrepancy.id).in_(list(ids))))
+    }
+    unknown = [i for i in dict.fromkeys(ids) if i not in rows]
+    if unknown:
+        listed = ", ".join(map(str, unknown))
+        plural = "ies" if len(unknown) > 1 else "y"
+        raise UnknownDiscrepancy(f"There is no discrepanc{plural} with id {listed}.")
+    for discrepancy_id in dict.fromkeys(ids):
+        row = rows[discrepancy_id]
+        if row.status is DiscrepancyStatus.RESOLVED:
+            raise AlreadyResolved(
+                f"Discrepancy {discrepancy_id} was resolved by run {row.resolved_run}; "
+                f"there is nothing to {verb}."
+            )
+    return [rows[i] for i in dict.fromkeys(ids)]
+
+
+def _set_status(
+    *, session: Session, rows: Iterable[Discrepancy], status: DiscrepancyStatus, note: str
+) -> list[Discrepancy]:
+    now = utcnow()
+    changed = []
+    for row in rows:
+        row.status = status
+        row.note = note
+        row.updated_at = now
+        session.add(row)
+        changed.append(row)
+    session.flush()
+    return changed
+
+
+def acknowledge_many(*, session: Session, ids: Sequence[int], note: str) -> list[Discrepancy]:
+    """Acknowledge every id given, or none: an unknown or resolved id changes nothing."""
+    rows = _triageable(session=session, ids=ids, verb="acknowledge")
+    return _set_status(session=session, rows=rows, status=DiscrepancyStatus.ACKNOWLEDGED, note=note)
+
+
+def reopen_many(*, session: Session, ids: Sequence[int], note: str) -> list[Discrepancy]:
+    """Take an acknowledgement back (it shows as open again; it was alerted already)."""
+    rows = _triageable(session=session, ids=ids, verb="re-open")
+    return _set_status(session=session, rows=rows, status=DiscrepancyStatus.OPEN, note=note)
+
+
+def acknowledge_matching(
+    *,
+    session: Session,
+    note: str,
+    kinds: Iterable[DiscrepancyKind] = (),
+    customers: Iterable[str] = (),
+    meters: Iterable[str] = (),
+    causes: Iterable[str] = (),
+) -> list[Discrepancy]:
+    """Acknowledge every open discrepancy matching all the filters given."""
+    rows = list_discrepancies(
+        session=session,
+        statuses=[DiscrepancyStatus.OPEN],
+        kinds=kinds,
+        customers=customers,
+        meters=meters,
+        causes=causes,
+    )
+    return _set_status(session=session, rows=rows, status=DiscrepancyStatus.ACKNOWLEDGED, note=note)
 
 
 def _quantity(value: Decimal | None) -> str | None:
@@ -203,6 +265,13 @@ def as_record(row: Discrepancy) -> dict[str, Any]:
         "status": row.status.value,
         "first_seen_run": row.first_seen_run,
         "last_seen_run": row.last_seen_run,
+        **money_record(row),
+    }
+
+
+def money_record(row: Discrepancy) -> dict[str, Any]:
+    """`MONEY_COLUMNS` of a row: amount as a decimal string, `settles_at` ISO UTC, null if unset."""
+    return {
         "amount_at_stake": _quantity(row.amount_at_stake),
         "currency": row.currency,
         "valuation": None if row.valuation is None else row.valuation.value,

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_UI_URL
 from sqlmodel import Session, col, select
 
 from meter_recon.settings import get_settings
@@ -17,6 +18,7 @@ from models.engine import get_engine, session_scope
 from models.runs import failed_pairs, get_run
 from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun
 from models.types import canonical_decimal, utcnow
+from tasks.report import compact_period, largest_first, money, summarize_money
 
 MAX_LINES = 50
 
@@ -32,38 +34,100 @@ class AlertNotDelivered(RuntimeError):
     pass
 
 
-def _line(row: Discrepancy, reopened: bool) -> str:
-    label = "RE-OPENED" if reopened else "NEW"
+def _numbers(row: Discrepancy) -> str:
     numbers = f"Stripe {canonical_decimal(row.stripe_quantity)}"
     if row.internal_quantity is not None:
         numbers += f", ledger {canonical_decimal(row.internal_quantity)}"
     if row.difference is not None:
         numbers += f", difference {canonical_decimal(row.difference)}"
+    return numbers
+
+
+def _amount(row: Discrepancy) -> str:
+    if row.amount_at_stake is None or row.currency is None:
+        return "not valued"
+    amount = f"{row.currency} {money(row.amount_at_stake, row.currency)}"
+    if row.amount_at_stake > 0:
+        return f"{amount} not billed"
+    return f"{amount} over-billed" if row.amount_at_stake < 0 else amount
+
+
+def _line(row: Discrepancy) -> str:
+    label = "RE-OPENED" if row.reopened_at is not None else "NEW"
     items = ", ".join(i for i in (row.line_item_id, row.other_line_item_id) if i)
+    cause = f"likely {row.likely_cause}" if row.likely_cause else "cause unknown"
+    if row.cause_detail:
+        cause += f" ({row.cause_detail})"
     return (
         f"- {label} {row.kind.value} #{row.id}: {row.stripe_customer_id} / {row.meter_id}, "
-        f"{row.period_start}..{row.period_end} (end exclusive){f' [{items}]' if items else ''}: "
-        f"{numbers}"
+        f"{compact_period(row.period_start, row.period_end)} (end exclusive)"
+        f"{f' [{items}]' if items else ''}: {_numbers(row)}; {_amount(row)}; {cause}"
     )
 
 
+def _per_currency(rows: list[Discrepancy]) -> str:
+    totals = {t.currency: t for t in summarize_money(rows)}
+    parts = []
+    for currency, total in totals.items():
+        amounts = []
+        if total.not_billed:
+            amounts.append(f"{money(total.not_billed, currency)} not billed")
+        if total.over_billed:
+            amounts.append(f"{money(total.over_billed, currency)} over-billed")
+        if amounts:
+            parts.append(f"{currency} " + " / ".join(amounts))
+    return "; ".join(parts)
+
+
+def _by_customer(rows: list[Discrepancy]) -> list[tuple[str, list[Discrepancy]]]:
+    """Customers in the order of their largest row (largest amount first), rows likewise."""
+    groups: dict[str, list[Discrepancy]] = {}
+    for row in largest_first(rows):
+        groups.setdefault(row.stripe_customer_id, []).append(row)
+    return list(groups.items())
+
+
+def _body_lines(pending: list[Discrepancy]) -> list[str]:
+    lines: list[str] = []
+    shown = 0
+    for customer, rows in _by_customer(pending):
+        if shown >= MAX_LINES:
+            break
+        amounts = _per_currency(rows)
+        lines.append(f"{customer}{f' ({amounts})' if amounts else ''}:")
+        for row in rows[: MAX_LINES - shown]:
+            lines.append(_line(row))
+            shown += 1
+    if len(pending) > shown:
+        lines.append(
+            f"... and {len(pending) - shown} more: meter-recon discrepancies --status open"
+        )
+    return lines
+
+
 def build_alert(
-    *, run: ReconciliationRun, pending: list[Discrepancy], failed: list[PairResult]
+    *,
+    run: ReconciliationRun,
+    pending: list[Discrepancy],
+    failed: list[PairResult],
+    ui_url: str | None = None,
 ) -> Alert | None:
-    """The run's message, or None when there is nothing new to say."""
+    """The run's message, or None when there is nothing new to say.
+
+    RE-OPENED comes from `reopened_at`, so a row whose first alert was not delivered is
+    still NEW the next time.
+    """
     if not pending and not failed:
         return None
-    reopened = {row.id for row in pending if row.first_seen_run != row.last_seen_run}
-    new_count = len(pending) - len(reopened)
-    parts = [f"{new_count} new", f"{len(reopened)} re-opened discrepancies"]
+    reopened = sum(1 for row in pending if row.reopened_at is not None)
+    parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
     if failed:
         parts.append(f"{len(failed)} pair(s) failed")
     title = f"meter-recon run {run.id} ({run.window_start}..{run.window_end}): " + ", ".join(parts)
-    lines = [_line(row, row.id in reopened) for row in pending[:MAX_LINES]]
-    if len(pending) > MAX_LINES:
-        lines.append(
-            f"... and {len(pending) - MAX_LINES} more: meter-recon discrepancies --status open"
-        )
+    amounts = _per_currency(pending)
+    if amounts:
+        title += f"; {amounts}"
+    lines = _body_lines(pending)
     if failed:
         lines.append("")
         lines.append("Pairs not reconciled (their discrepancies were left as they were):")
@@ -71,12 +135,15 @@ def build_alert(
             f"- {p.stripe_customer_id} / {p.meter_id}: {p.error or 'unknown error'}"
             for p in failed[:MAX_LINES]
         ]
+    if ui_url and run.flow_run_id:
+        lines += ["", f"Flow run: {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}"]
     body = redact("\n".join(lines))
     ids = tuple(row.id for row in pending if row.id is not None)
     return Alert(title=redact(title), body=body, discrepancy_ids=ids)
 
 
-def pending_alert(*, session: Session, run_id: int) -> Alert | None:
+def pending_alert(*, session: Session, run_id: int, ui_url: str | None = None) -> Alert | None:
+    """What is open, not alerted yet and not settling any more, for run `run_id`'s message."""
     run = get_run(session=session, run_id=run_id)
     pending = list(
         session.exec(
@@ -84,7 +151,6 @@ def pending_alert(*, session: Session, run_id: int) -> Alert | None:
             .where(
                 Discrepancy.status == DiscrepancyStatus.OPEN,
                 col(Discrepancy.alerted_at).is_(None),
-                # Settling: not alerted before `settles_at`; the first run after it alerts it.
                 sa.or_(
                     col(Discrepancy.settles_at).is_(None),
                     col(Discrepancy.settles_at) <= run.started_at,
@@ -94,7 +160,7 @@ def pending_alert(*, session: Session, run_id: int) -> Alert | None:
         ).all()
     )
     failed = failed_pairs(session=session, run_id=run_id)
-    return build_alert(run=run, pending=pending, failed=failed)
+    return build_alert(run=run, pending=pending, failed=failed, ui_url=ui_url)
 
 
 def deliver(alert: Alert, urls: list[str]) -> None:
@@ -127,7 +193,7 @@ def alert_finance(run_id: int) -> int:
     settings = get_settings()
     engine = get_engine(settings.database_url)
     with Session(engine) as session:
-        alert = pending_alert(session=session, run_id=run_id)
+        alert = pending_alert(session=session, run_id=run_id, ui_url=PREFECT_UI_URL.value())
     if alert is None:
         logger.info("nothing new to alert")
         return 0

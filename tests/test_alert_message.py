@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
 
 from models.tables import (
     Discrepancy,
@@ -13,7 +16,10 @@ from models.tables import (
     RunStatus,
     Trigger,
 )
-from tasks.alert import MAX_LINES, build_alert
+from tasks.alert import MAX_LINES, build_alert, pending_alert
+from tests.builders import new_run
+from tests.finance import add
+from tests.finance import discrepancy as finance_row
 
 RUN = ReconciliationRun(
     id=7,
@@ -24,10 +30,19 @@ RUN = ReconciliationRun(
 )
 
 
-def discrepancy(id: int, *, first_seen: int = 7) -> Discrepancy:
+def discrepancy(
+    id: int,
+    *,
+    first_seen: int = 7,
+    reopened: bool = False,
+    customer: str | None = None,
+    amount: str | None = None,
+    currency: str | None = None,
+    cause: str | None = None,
+) -> Discrepancy:
     return Discrepancy(
         id=id,
-        stripe_customer_id=f"cus_{id}",
+        stripe_customer_id=customer or f"cus_{id}",
         meter_id="mtr_api",
         kind=DiscrepancyKind.QUANTITY_MISMATCH,
         period_start=date(2026, 10, 1),
@@ -39,6 +54,10 @@ def discrepancy(id: int, *, first_seen: int = 7) -> Discrepancy:
         status=DiscrepancyStatus.OPEN,
         first_seen_run=first_seen,
         last_seen_run=7,
+        reopened_at=datetime(2026, 11, 4, 2, 30, tzinfo=UTC) if reopened else None,
+        amount_at_stake=None if amount is None else Decimal(amount),
+        currency=currency,
+        likely_cause=cause,
     )
 
 
@@ -58,7 +77,9 @@ def test_nothing_new_and_nothing_failed_sends_nothing() -> None:
 
 def test_the_title_counts_new_reopened_and_failed() -> None:
     alert = build_alert(
-        run=RUN, pending=[discrepancy(1), discrepancy(2, first_seen=3)], failed=[failed_pair("503")]
+        run=RUN,
+        pending=[discrepancy(1), discrepancy(2, first_seen=3, reopened=True)],
+        failed=[failed_pair("503")],
     )
     assert alert is not None
     assert alert.title == (
@@ -72,8 +93,9 @@ def test_each_line_names_customer_meter_period_and_exact_numbers() -> None:
     alert = build_alert(run=RUN, pending=[discrepancy(1)], failed=[])
     assert alert is not None
     assert alert.body == (
-        "- NEW quantity_mismatch #1: cus_1 / mtr_api, 2026-10-01..2026-11-01 (end exclusive) "
-        "[li_1]: Stripe 120.5, ledger 100, difference 20.5"
+        "cus_1:\n"
+        "- NEW quantity_mismatch #1: cus_1 / mtr_api, 2026-10-01 → 11-01 (end exclusive) "
+        "[li_1]: Stripe 120.5, ledger 100, difference 20.5; not valued; cause unknown"
     )
 
 
@@ -82,7 +104,7 @@ def test_a_long_list_is_cut_but_every_discrepancy_is_marked_alerted() -> None:
     alert = build_alert(run=RUN, pending=pending, failed=[])
     assert alert is not None
     lines = alert.body.splitlines()
-    assert len(lines) == MAX_LINES + 1
+    assert len([line for line in lines if line.startswith("- ")]) == MAX_LINES
     assert lines[-1].startswith("... and 10 more")
     assert len(alert.discrepancy_ids) == MAX_LINES + 10
 
@@ -95,3 +117,92 @@ def test_a_key_in_an_error_text_is_redacted() -> None:
     )
     assert alert is not None
     assert "rk_test_abcdef0123456789" not in alert.body
+
+
+def test_a_row_seen_again_after_a_failed_delivery_is_still_new() -> None:
+    alert = build_alert(run=RUN, pending=[discrepancy(1, first_seen=3)], failed=[])
+    assert alert is not None
+    assert "1 new, 0 re-opened" in alert.title
+    assert "- NEW quantity_mismatch #1" in alert.body
+
+
+def test_a_row_that_opened_again_is_re_opened() -> None:
+    alert = build_alert(run=RUN, pending=[discrepancy(1, reopened=True)], failed=[])
+    assert alert is not None
+    assert "0 new, 1 re-opened" in alert.title
+    assert "- RE-OPENED quantity_mismatch #1" in alert.body
+
+
+def test_the_title_gives_per_currency_amounts_never_added_across_currencies() -> None:
+    pending = [
+        discrepancy(1, amount="20.5", currency="usd"),
+        discrepancy(2, amount="-3.254", currency="usd"),
+        discrepancy(3, amount="1500", currency="jpy"),
+        discrepancy(4),
+    ]
+    alert = build_alert(run=RUN, pending=pending, failed=[])
+    assert alert is not None
+    assert alert.title.endswith(
+        "4 new, 0 re-opened discrepancies; jpy 1,500 not billed; "
+        "usd 20.50 not billed / -3.25 over-billed"
+    )
+
+
+def test_the_body_groups_by_customer_largest_amount_first() -> None:
+    pending = [
+        discrepancy(1, customer="cus_small", amount="5", currency="usd"),
+        discrepancy(2, customer="cus_big", amount="-90", currency="usd", cause="unit_scale"),
+        discrepancy(3, customer="cus_big", amount="10", currency="usd"),
+        discrepancy(4, customer="cus_unvalued"),
+    ]
+    alert = build_alert(run=RUN, pending=pending, failed=[])
+    assert alert is not None
+    assert alert.body.splitlines() == [
+        "cus_big (usd 10.00 not billed / -90.00 over-billed):",
+        "- NEW quantity_mismatch #2: cus_big / mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_2]: "
+        "Stripe 120.5, ledger 100, difference 20.5; usd -90.00 over-billed; likely unit_scale",
+        "- NEW quantity_mismatch #3: cus_big / mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_3]: "
+        "Stripe 120.5, ledger 100, difference 20.5; usd 10.00 not billed; cause unknown",
+        "cus_small (usd 5.00 not billed):",
+        "- NEW quantity_mismatch #1: cus_small / mtr_api, 2026-10-01 → 11-01 (end exclusive) "
+        "[li_1]: Stripe 120.5, ledger 100, difference 20.5; usd 5.00 not billed; cause unknown",
+        "cus_unvalued:",
+        "- NEW quantity_mismatch #4: cus_unvalued / mtr_api, 2026-10-01 → 11-01 (end exclusive) "
+        "[li_4]: Stripe 120.5, ledger 100, difference 20.5; not valued; cause unknown",
+    ]
+
+
+def test_the_body_links_to_the_flow_run_when_the_ui_url_is_known() -> None:
+    run = RUN.model_copy(update={"flow_run_id": "5f0c1e2a-0000-4000-8000-000000000001"})
+    alert = build_alert(
+        run=run, pending=[discrepancy(1)], failed=[], ui_url="http://prefect.example:4200/"
+    )
+    assert alert is not None
+    assert alert.body.splitlines()[-1] == (
+        "Flow run: http://prefect.example:4200/runs/flow-run/5f0c1e2a-0000-4000-8000-000000000001"
+    )
+    no_link = build_alert(run=run, pending=[discrepancy(1)], failed=[], ui_url=None)
+    assert no_link is not None
+    assert "Flow run:" not in no_link.body
+
+
+def test_a_settling_discrepancy_waits_until_it_settles(engine: Engine) -> None:
+    run_id = new_run(engine)
+    with Session(engine) as session:
+        run = session.get(ReconciliationRun, run_id)
+        assert run is not None
+        started = run.started_at
+    add(
+        engine,
+        finance_row(run_id=run_id, line_item="settled"),
+        finance_row(run_id=run_id, line_item="late"),
+    )
+    with Session(engine) as session:
+        rows = {r.line_item_id: r for r in session.exec(select(Discrepancy)).all()}
+        rows["settled"].settles_at = started - timedelta(hours=1)
+        rows["late"].settles_at = started + timedelta(hours=1)
+        session.add_all(rows.values())
+        session.commit()
+        alert = pending_alert(session=session, run_id=run_id)
+    assert alert is not None
+    assert alert.discrepancy_ids == (rows["settled"].id,)
