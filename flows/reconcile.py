@@ -34,6 +34,7 @@ from models.runs import (
     start_run,
 )
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
+from models.types import utcnow
 from tasks.alert import alert_finance
 from tasks.discover import Discovery, discover_pairs
 from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
@@ -259,6 +260,7 @@ def _run(
         today=today,
         abs_tol=str(settings.abs_tol),
         rel_tol=str(settings.rel_tol),
+        now=utcnow(),
     )
     plan = _plan(settings, customers=customers, meters=meters, formulas=formulas)
     pairs_total = _fan_out(

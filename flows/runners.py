@@ -3,8 +3,9 @@
 - `threads` (default): Prefect's `ThreadPoolTaskRunner`, `max_workers` threads; Stripe's rate
   limit is a per-process limiter.
 - `dask`: `prefect-dask`'s `DaskTaskRunner`, on the scheduler at `dask_address`, or on a
-  `distributed.LocalCluster` of two worker processes; the rate limit is then a Prefect global
-  concurrency limit every worker process shares (`meter_recon.stripe.prefect_limit`).
+  `distributed.LocalCluster` of two worker processes of `max_workers` threads each; the rate
+  limit is then a Prefect global concurrency limit every worker process shares
+  (`meter_recon.stripe.prefect_limit`).
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def task_runner_for(settings: Settings) -> TaskRunner[Any]:
         return runner(  # type: ignore[no-any-return]
             cluster_kwargs={
                 "n_workers": LOCAL_CLUSTER_WORKERS,
-                "threads_per_worker": max(1, settings.max_workers // LOCAL_CLUSTER_WORKERS),
+                # Each worker gets every thread: the shared limit hands the whole rate to one
+                # worker at a time, in batches (`meter_recon.stripe.prefect_limit`).
+                "threads_per_worker": settings.max_workers,
                 "processes": True,
                 "dashboard_address": None,
             }

@@ -11,8 +11,15 @@ Prefect's embedded server, and prints the report. Everything lives in one direct
 - `ledger.csv`: the ledger, imported with the real importer;
 - `meter_recon.db`: the SQLite database.
 
-A second run reuses the directory (the ledger is not imported again), runs the flow over the
-same window and shows that nothing is new.
+The first run seeds, runs the flow, then posts late meter events to the simulator (as an
+application reports usage, `POST /v1/billing/meter_events`) into a closed period that
+matched, and runs the flow again: that discrepancy's likely cause is late usage. The report
+shows each discrepancy's amount at stake and likely cause next to what was planted, checks
+that they agree (a `DemoError` when they do not), and ends with the money at stake per
+currency, the causes, and how to see the same report in Prefect's UI.
+
+A second run reuses the directory (the ledger is not imported again; Stripe still has the
+late events), runs the flow over the same window and shows that nothing is new.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +46,15 @@ from rich.text import Text
 
 from meter_recon.errors import UserError
 from meter_recon.prefect_server import started_first
-from meter_recon.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, DemoData, generate
+from meter_recon.seed import (
+    DEFAULT_CUSTOMERS,
+    DEFAULT_SEED,
+    DemoData,
+    DemoEvent,
+    ExpectedDiscrepancy,
+    generate,
+)
+from models.canonical import canonical_decimal
 from models.tables import DiscrepancyKey, DiscrepancyKind
 
 if TYPE_CHECKING:
@@ -118,11 +135,19 @@ class DemoOutcome:
     state: DemoState
     data: DemoData
     seeded: bool
-    summary: RunSummary
+    #: The flow runs, in order: with `seeded`, before and after the late events.
+    summaries: tuple[RunSummary, ...]
     database_url: str
     alerts: list[dict[str, Any]] = field(default_factory=list)
     open_records: list[dict[str, Any]] = field(default_factory=list)
     found: frozenset[DiscrepancyKey] = frozenset()
+    #: How what was found differs from what was planted, one line each (empty: it agrees).
+    disagreements: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> RunSummary:
+        """The last run's summary."""
+        return self.summaries[-1]
 
     @property
     def planted_found(self) -> bool:
@@ -319,8 +344,13 @@ def run_demo(
     seed: int = DEFAULT_SEED,
     fresh: bool = False,
     console: Console,
+    prefect_api_url: str | None = None,
 ) -> DemoOutcome:
-    """Seed (once), serve the simulator and an alert inbox, run the flow, print the report."""
+    """Seed (once), serve the simulator and an alert inbox, run the flow, print the report.
+
+    `prefect_api_url` is the Prefect server the user chose (`PREFECT_API_URL` as the command
+    started, before any embedded server set it): the report's closing lines point to it.
+    """
     from models.engine import get_engine
 
     database_url = sqlite_url(directory / DATABASE_FILE)
@@ -336,20 +366,33 @@ def run_demo(
     stripe_file, ledger = _write_files(data, state=state, directory=directory)
     seeded = _seed_database(data, ledger=ledger, database_url=database_url)
     _print_setup(console, data, directory=directory, database_url=database_url, seeded=seeded)
-    summary, alerts = _serve_and_run(
-        console, stripe_file=stripe_file, window=state.window, database_url=database_url
-    )
-    outcome = _report(
-        console,
-        data=data,
-        state=state,
-        seeded=seeded,
-        summary=summary,
-        alerts=alerts,
-        database_url=database_url,
-        directory=directory,
-    )
-    get_engine(database_url).dispose()
+    try:
+        summaries, alerts = _serve_and_run(
+            console,
+            data=data,
+            stripe_file=stripe_file,
+            window=state.window,
+            database_url=database_url,
+            late_between_runs=seeded,
+        )
+        outcome = _report(
+            console,
+            data=data,
+            state=state,
+            seeded=seeded,
+            summaries=summaries,
+            alerts=alerts,
+            database_url=database_url,
+            directory=directory,
+            prefect_api_url=prefect_api_url,
+        )
+    finally:
+        get_engine(database_url).dispose()
+    if outcome.disagreements:
+        raise DemoError(
+            f"The run's discrepancies disagree with what the demo planted "
+            f"({len(outcome.disagreements)} difference(s); first: {outcome.disagreements[0]})."
+        )
     return outcome
 
 
@@ -407,16 +450,58 @@ def _demo_settings(*, stripe_url: str, alert_url: str) -> dict[str, str]:
         # The demo's own numbers, whatever a local .env says.
         "METER_RECON_ABS_TOL": "0.000001",
         "METER_RECON_REL_TOL": "0",
+        # What the planted causes and the customer only Stripe knows need.
+        "METER_RECON_DISCOVER_PAIRS": "true",
+        "METER_RECON_DIAGNOSE": "true",
+        "METER_RECON_SETTLE_HOURS": "0",
         "METER_RECON_TASK_RUNNER": "threads",
         # The simulator on 127.0.0.1 has no rate limit to respect.
         "METER_RECON_MAX_REQUESTS_PER_SECOND": "200",
     }
 
 
+def post_meter_events(*, stripe_url: str, api_key: str, events: Sequence[DemoEvent]) -> None:
+    """Report meter events to Stripe the way an application does (form-encoded POSTs)."""
+    import httpx
+
+    with httpx.Client(base_url=stripe_url, timeout=10.0) as client:
+        for event in events:
+            response = client.post(
+                "/v1/billing/meter_events",
+                headers={"Authorization": f"Bearer {api_key}"},
+                data={
+                    "event_name": event.event_name,
+                    "payload[stripe_customer_id]": event.customer,
+                    "payload[value]": canonical_decimal(event.value),
+                    "timestamp": str(event.timestamp),
+                    "identifier": event.identifier,
+                },
+            )
+            if response.status_code != 200:
+                raise DemoError(
+                    f"The Stripe simulator refused the late meter event {event.identifier} "
+                    f"(HTTP {response.status_code})."
+                )
+
+
+def _late_item(data: DemoData) -> ExpectedDiscrepancy | None:
+    return next((e for e in data.expected if e.after_late_events), None)
+
+
 def _serve_and_run(
-    console: Console, *, stripe_file: Path, window: tuple[date, date], database_url: str
-) -> tuple[RunSummary, list[dict[str, Any]]]:
-    """Serve the simulator and the inbox, run the flow over the window; what it alerted."""
+    console: Console,
+    *,
+    data: DemoData,
+    stripe_file: Path,
+    window: tuple[date, date],
+    database_url: str,
+    late_between_runs: bool,
+) -> tuple[list[RunSummary], list[dict[str, Any]]]:
+    """Serve the simulator and the inbox, run the flow over the window; what it alerted.
+
+    With `late_between_runs` (a demo just seeded) the flow runs twice, the late meter events
+    posted in between; otherwise Stripe got them long ago: they are posted first, one run.
+    """
     from meter_recon.runner import settings_for
     from meter_recon.simulator import SimulatorData, StripeSimulator
     from meter_recon.terminal import execute_or_fail
@@ -436,19 +521,59 @@ def _serve_and_run(
                 "on Prefect's embedded server unless PREFECT_API_URL is set ...",
             )
             settings = settings_for(database_url)
-            with quiet_task_runs():
-                summary = execute_or_fail(
-                    console=console,
-                    settings=settings,
-                    start=start,
-                    end=end,
-                    customers=[],
-                    meters=[],
-                    manual=True,
+
+            def run() -> RunSummary:
+                with quiet_task_runs():
+                    return execute_or_fail(
+                        console=console,
+                        settings=settings,
+                        start=start,
+                        end=end,
+                        customers=[],
+                        meters=[],
+                        manual=True,
+                    )
+
+            def post_late() -> None:
+                post_meter_events(
+                    stripe_url=stripe.url, api_key=DEMO_API_KEY, events=data.late_events
                 )
-            return summary, list(inbox.messages)
+
+            summaries = []
+            if late_between_runs:
+                summaries.append(run())
+                post_late()
+                _say(console, _late_sentence(data, again=True))
+                summaries.append(run())
+            else:
+                post_late()
+                _say(console, _late_sentence(data, again=False))
+                summaries.append(run())
+            return summaries, list(inbox.messages)
     finally:
         close_clients()
+
+
+def _late_sentence(data: DemoData, *, again: bool) -> str:
+    late = _late_item(data)
+    where = (
+        ""
+        if late is None
+        else (
+            f" of {late.customer} / {late.meter} into {late.period_start}..{late.period_end} "
+            f"(line item {late.line_item_id}, which matched)"
+        )
+    )
+    count = len(data.late_events)
+    if again:
+        return (
+            f"posted {count} late meter event(s){where} with POST /v1/billing/meter_events; "
+            "running the flow again ..."
+        )
+    return (
+        f"posted again the {count} late meter event(s){where} that the first demo run posted "
+        "(the simulator starts from its data file; Stripe would keep them)"
+    )
 
 
 def _print_setup(
@@ -478,63 +603,81 @@ def _report(
     data: DemoData,
     state: DemoState,
     seeded: bool,
-    summary: RunSummary,
+    summaries: list[RunSummary],
     alerts: list[dict[str, Any]],
     database_url: str,
     directory: Path,
+    prefect_api_url: str | None,
 ) -> DemoOutcome:
     from meter_recon.terminal import print_run_summary
     from models.discrepancies import as_record, list_discrepancies
     from models.engine import get_engine, session_scope
 
-    _say(console, "")
-    exit_code = print_run_summary(console, summary)
+    exit_code = 0
+    for summary in summaries:
+        _say(console, "")
+        exit_code = max(exit_code, print_run_summary(console, summary))
 
     if alerts:
         for alert in alerts:
             _say(console, f"alert received: {alert.get('title', alert)}")
     else:
         _say(console, "no alert sent: nothing new or re-opened since the last run")
-    if summary.new == 0 and summary.reopened == 0:
+    if all(s.new == 0 and s.reopened == 0 for s in summaries):
         _say(console, "nothing new: every open discrepancy below was found by an earlier run")
 
     with session_scope(get_engine(database_url)) as session:
         records = [as_record(row) for row in list_discrepancies(session=session)]
     found = frozenset(_identity(record) for record in records)
-    _print_discrepancies(console, records, planted={e.identity: e.why for e in data.expected})
+    planted = {e.identity: e for e in data.expected}
+    _print_discrepancies(console, records, planted=planted)
+    disagreements = tuple(_disagreements(records, planted))
 
     outcome = DemoOutcome(
         exit_code=exit_code,
         state=state,
         data=data,
         seeded=seeded,
-        summary=summary,
+        summaries=tuple(summaries),
         database_url=database_url,
         alerts=alerts,
         open_records=records,
         found=found,
+        disagreements=disagreements,
     )
     expected = data.expected_identities()
-    if outcome.planted_found:
-        _say(console, f"\nall {len(expected)} planted discrepancies were found, and nothing else")
+    if not disagreements:
+        _say(
+            console,
+            f"\nall {len(expected)} planted discrepancies were found, each with its planted "
+            "amount at stake and likely cause, and nothing else",
+        )
     else:
         _say(
             console,
             f"\nthe open discrepancies differ from the {len(expected)} planted ones: "
-            f"{len(expected - found)} planted not found, {len(found - expected)} not planted",
+            f"{len(expected - found)} planted not found, {len(found - expected)} not planted, "
+            f"{len(disagreements)} difference(s) in all:",
         )
-        outcome.exit_code = max(exit_code, 1)
+        for line in disagreements:
+            _say(console, f"  {line}")
 
     url = database_url
     _say(
         console,
         "\nexplore:\n"
         f"  meter-recon discrepancies --database-url {url} --format csv\n"
+        f"  meter-recon discrepancies --database-url {url} --sort amount --cause late_usage\n"
         f"  meter-recon ack ID --note 'seen' --database-url {url}\n"
         f"  meter-recon simulate-stripe --data {directory / STRIPE_FILE}   (in another terminal)\n"
         f"  STRIPE_API_KEY=sk_test_x STRIPE_API_BASE=http://127.0.0.1:12111 "
         f"meter-recon nightly --database-url {url}",
     )
+    _say(console, "")
+    for line in money_lines(records):
+        _say(console, line)
+    _say(console, cause_line(records))
+    _say(console, prefect_ui_lines(prefect_api_url))
     return outcome
 
 
@@ -550,15 +693,121 @@ def _identity(record: dict[str, Any]) -> DiscrepancyKey:
     )
 
 
+def _amount(record: dict[str, Any]) -> Decimal | None:
+    value = record.get("amount_at_stake")
+    return None if value is None else Decimal(str(value))
+
+
+def _currency(record: dict[str, Any]) -> str | None:
+    value = record.get("currency")
+    return None if value is None else str(value).lower()
+
+
+def _cause(record: dict[str, Any]) -> str | None:
+    value = record.get("likely_cause")
+    return None if value is None else str(value)
+
+
+def _planted_text(expected: ExpectedDiscrepancy) -> str:
+    amount = (
+        "not valued"
+        if expected.amount_at_stake is None
+        else f"{canonical_decimal(expected.amount_at_stake)} {expected.currency}"
+    )
+    return f"cause {expected.cause or 'none'}, {amount}"
+
+
+def _disagreements(
+    records: list[dict[str, Any]], planted: dict[DiscrepancyKey, ExpectedDiscrepancy]
+) -> Iterator[str]:
+    """Each way the open discrepancies differ from the planted ones: missing, not planted,
+    or with another amount at stake, currency or likely cause."""
+    found = {_identity(record): record for record in records}
+    for identity, expected in planted.items():
+        record = found.get(identity)
+        label = f"{identity.kind} of {identity.stripe_customer_id} / {identity.meter_id} " + (
+            f"{identity.period_start}..{identity.period_end}"
+        )
+        if record is None:
+            yield f"{label} was planted ({expected.why}) but not found"
+            continue
+        amount, currency, cause = _amount(record), _currency(record), _cause(record)
+        if (amount, currency) != (expected.amount_at_stake, expected.currency) or (
+            cause != (expected.cause.value if expected.cause else None)
+        ):
+            shown = "not valued" if amount is None else f"{canonical_decimal(amount)} {currency}"
+            yield (
+                f"{label} was planted with {_planted_text(expected)} "
+                f"but found with cause {cause or 'none'}, {shown}"
+            )
+    for identity in found.keys() - planted.keys():
+        yield (
+            f"{identity.kind} of {identity.stripe_customer_id} / {identity.meter_id} "
+            f"{identity.period_start}..{identity.period_end} was found but not planted"
+        )
+
+
+def money_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The money at stake per currency: not billed (positive) and over-billed (negative)
+    totals, never added across currencies, and how many are not valued."""
+    totals: dict[str, list[Decimal]] = {}
+    not_valued = 0
+    for record in records:
+        amount, currency = _amount(record), _currency(record)
+        if amount is None or currency is None:
+            not_valued += 1
+            continue
+        sums = totals.setdefault(currency, [Decimal(0), Decimal(0)])
+        sums[0 if amount > 0 else 1] += amount
+    lines = [f"money at stake in the {len(records)} open discrepancies, per currency:"]
+    for currency in sorted(totals):
+        under, over = totals[currency]
+        lines.append(
+            f"  {currency.upper()}: {canonical_decimal(under)} not billed, "
+            f"{canonical_decimal(over)} over-billed"
+        )
+    lines.append(f"  not valued: {not_valued}")
+    return lines
+
+
+def cause_line(records: list[dict[str, Any]]) -> str:
+    """How many open discrepancies have each likely cause (rule order), and how many none."""
+    from models.enums import LikelyCause
+
+    counts = Counter(_cause(record) for record in records)
+    parts = [f"{cause.value} {counts[cause.value]}" for cause in LikelyCause if counts[cause.value]]
+    parts.append(f"no cause {counts[None]}")
+    return "likely causes: " + ", ".join(parts)
+
+
+def prefect_ui_lines(api_url: str | None) -> str:
+    """Where to see the same report in Prefect's UI: the user's server, or how to start one."""
+    if api_url:
+        ui = api_url.rstrip("/").removesuffix("/api")
+        return (
+            f"\nthe same report is in Prefect's UI at {ui}: the flow runs of "
+            "`meter-recon`, each with its run summary artifact"
+        )
+    return (
+        "\nto see the same report in Prefect's UI (the flow runs, each with its run summary "
+        "artifact):\n"
+        "  prefect server start      (in another terminal; its UI is on http://127.0.0.1:4200)\n"
+        "  PREFECT_API_URL=http://127.0.0.1:4200/api make demo"
+    )
+
+
 #: Wide enough for a discrepancy table on one line per row when the output is not a terminal
 #: (a log, a pipe); a terminal gets its own width.
 REPORT_WIDTH = 200
 COLUMNS = ("id", "customer", "meter", "period [start, end)")
-NUMBERS = ("Stripe", "ledger", "difference")
+NUMBERS = ("Stripe", "ledger", "difference", "at stake")
 
 
 def _print_discrepancies(
-    console: Console, records: list[dict[str, Any]], *, planted: dict[DiscrepancyKey, str]
+    console: Console,
+    records: list[dict[str, Any]],
+    *,
+    planted: dict[DiscrepancyKey, ExpectedDiscrepancy],
 ) -> None:
     if not records:
         _say(console, "\nno open discrepancies")
@@ -583,10 +832,15 @@ def _print_discrepancies(
         console.print()
 
 
-def _note(record: dict[str, Any], planted: dict[DiscrepancyKey, str]) -> str:
-    """The line item(s) of a discrepancy and why the demo planted it."""
+def _note(record: dict[str, Any], planted: dict[DiscrepancyKey, ExpectedDiscrepancy]) -> str:
+    """The line item(s) of a discrepancy, why the demo planted it, and the planted cause."""
     items = " / ".join(i for i in (record["line_item_id"], record["other_line_item_id"]) if i)
-    why = planted.get(_identity(record), "not planted by the demo")
+    expected = planted.get(_identity(record))
+    why = (
+        "not planted by the demo"
+        if expected is None
+        else f"{expected.why} (planted: {_planted_text(expected)})"
+    )
     return f"{items}: {why}" if items else why
 
 
@@ -602,9 +856,11 @@ def _table(
         table.add_column(name, no_wrap=True)
     for name in NUMBERS:
         table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("likely cause", no_wrap=True)
     if notes is not None:
         table.add_column("line item(s): planted as", no_wrap=True)
     for row in rows:
+        amount, currency = _amount(row), _currency(row)
         cells = [
             row["id"],
             row["customer"],
@@ -613,6 +869,8 @@ def _table(
             row["stripe_quantity"],
             row["internal_quantity"],
             row["difference"],
+            "-" if amount is None else f"{canonical_decimal(amount)} {(currency or '').upper()}",
+            _cause(row) or "-",
         ]
         if notes is not None:
             cells.append(notes[row["id"]])
@@ -637,7 +895,7 @@ def demo(
     directory
         Where the demo keeps its ledger database, CSV and simulator data (created if missing).
     customers
-        How many customers to generate (at least 5); used when the directory is seeded.
+        How many customers to generate (at least 6); used when the directory is seeded.
     seed
         Seed of the data generator: the same seed and day give the same data.
     fresh
@@ -646,8 +904,14 @@ def demo(
     from meter_recon.settings import get_settings
     from meter_recon.terminal import console
 
+    chosen = os.environ.get("PREFECT_API_URL")  # before an embedded server sets it
     with started_first(enabled=get_settings().early_prefect_server):
         outcome = run_demo(
-            directory=directory, customers=customers, seed=seed, fresh=fresh, console=console
+            directory=directory,
+            customers=customers,
+            seed=seed,
+            fresh=fresh,
+            console=console,
+            prefect_api_url=chosen,
         )
     return outcome.exit_code

@@ -15,6 +15,9 @@ this process imports Prefect and the flow, and Prefect never imports its server 
   The server also dies with this process when it is killed (Linux: `PR_SET_PDEATHSIG`).
 - `wait_until_ready()` waits for the server's `/api/health`; the flow calls it right before it
   starts (`meter_recon.runner.execute`), as does anything that calls Prefect's API earlier.
+  The first start on a new Prefect home creates and migrates Prefect's database, which takes
+  longer than Prefect's own 20 s on a busy machine: then it says so in one line and waits up
+  to `FIRST_START_TIMEOUT`.
 - `flow_run_settings()`: the flow runs without Prefect's flow-run heartbeats on that server.
 
 The server gets this process's environment without Stripe's or meter-recon's variables, nor
@@ -57,6 +60,9 @@ PORT_RANGE = range(8000, 9000)
 STOP_TIMEOUT = 5.0
 #: Prefect's `PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS` default.
 DEFAULT_STARTUP_TIMEOUT = 20.0
+#: Seconds a server creating its database may take: Prefect's migrations took 15-25 s on 2
+#: idle cores, and a busy machine (load 3 on 2 cores) took longer than Prefect's 20 s.
+FIRST_START_TIMEOUT = 180.0
 #: A line of the server's output that says what failed, and a log line's prefix.
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b|\[Errno \d+\]")
 _LOG_PREFIX = re.compile(r"^(ERROR:\s+|[\d:.]+ \| \w+\s+\| [\w.]+ - )")
@@ -92,11 +98,14 @@ class PrefectServer:
         port: int,
         reservation: socket.socket | None,
         output: IO[bytes],
+        *,
+        new_database: Path | None = None,
     ) -> None:
         self.process = process
         self.port = port
         self._reservation = reservation
         self._output = output  # the server's stdout and stderr
+        self.new_database = new_database  # the SQLite file this start creates, if it does
         self.healthy = False
 
     @property
@@ -261,6 +270,7 @@ def spawn(environ: Mapping[str, str] | None = None) -> PrefectServer:
         "on",
     ]
     env = server_environment(os.environ if environ is None else environ)
+    new_database = database_to_create(env)
     if not sys.platform.startswith("linux"):
         reservation.close()  # elsewhere SO_REUSEADDR would not let the server bind it too
         reservation = None
@@ -282,7 +292,24 @@ def spawn(environ: Mapping[str, str] | None = None) -> PrefectServer:
         raise PrefectServerError(
             f"Prefect's embedded server could not be started: {exc}."
         ) from None
-    return PrefectServer(process, port, reservation, output)
+    return PrefectServer(process, port, reservation, output, new_database=new_database)
+
+
+def database_to_create(environ: Mapping[str, str]) -> Path | None:
+    """The SQLite file a server with this environment will create on its first start (Prefect's
+    default, `PREFECT_HOME/prefect.db`, or a `sqlite` connection URL in the environment or
+    the active profile), or None when it exists already, cannot be created, or is not SQLite."""
+    names = ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+    profile = _active_profile(environ)
+    url = next((str(s[n]) for s in (environ, profile) for n in names if s.get(n)), None)
+    if url is None:
+        home = Path(environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+        return None if (home / "prefect.db").exists() else home / "prefect.db"
+    scheme, _, rest = url.partition(":///")
+    if not scheme.startswith("sqlite") or not rest or rest.startswith(":memory:"):
+        return None
+    path = Path(rest.split("?", 1)[0]).expanduser()
+    return None if path.exists() or not path.parent.is_dir() else path
 
 
 # -- whether Prefect would start its embedded server -------------------------------------------
@@ -423,7 +450,8 @@ def wait_until_ready() -> None:
     """Wait until the server `started_first` started answers; nothing to do without one.
 
     The timeout is Prefect's (`PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`), counted
-    from now: the server has been booting since the command started.
+    from now: the server has been booting since the command started; at least
+    `FIRST_START_TIMEOUT` when the server is creating its database, which the user is told.
     """
     server = _current
     if server is None or server.healthy:
@@ -433,7 +461,24 @@ def wait_until_ready() -> None:
         from prefect.settings import get_current_settings
 
         timeout = float(get_current_settings().server.ephemeral.startup_timeout_seconds)
+    timeout = startup_timeout(server, timeout)
+    if server.new_database is not None:
+        sys.stderr.write(first_start_notice(server.new_database, timeout) + "\n")
+        sys.stderr.flush()
     server.wait_until_healthy(timeout)
+
+
+def startup_timeout(server: PrefectServer, configured: float) -> float:
+    """How long to wait for `server`: Prefect's timeout, or longer on its first start."""
+    return configured if server.new_database is None else max(configured, FIRST_START_TIMEOUT)
+
+
+def first_start_notice(database: Path, timeout: float) -> str:
+    """The line said while a first start creates Prefect's database."""
+    return (
+        f"Prefect's first start on this machine: its server is creating its database "
+        f"({database}); waiting for it, up to {timeout:.0f} s."
+    )
 
 
 def flow_run_settings() -> contextlib.AbstractContextManager[object]:

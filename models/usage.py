@@ -17,21 +17,42 @@ from models.tables import PairResult, PairStatus, UsageChange, UsageSnapshot
 
 _ZERO = Decimal(0)
 
+# Built once: run for every pair a run records, cached Core statements cost least CPU.
+_results = PairResult.__table__  # type: ignore[attr-defined]
+_snapshot_table = UsageSnapshot.__table__  # type: ignore[attr-defined]
+_COVERED = sa.select(_results.c.fetched_start, _results.c.fetched_end).where(
+    _results.c.stripe_customer_id == sa.bindparam("customer"),
+    _results.c.meter_id == sa.bindparam("meter"),
+    _results.c.status == PairStatus.OK,
+    _results.c.fetched_start.is_not(None),
+    _results.c.fetched_start < sa.bindparam("end"),
+    _results.c.fetched_end > sa.bindparam("start"),
+)
+_SNAPSHOTS = sa.select(_snapshot_table.c.day, _snapshot_table.c.aggregated_value).where(
+    _snapshot_table.c.stripe_customer_id == sa.bindparam("customer"),
+    _snapshot_table.c.meter_id == sa.bindparam("meter"),
+    _snapshot_table.c.day >= sa.bindparam("start"),
+    _snapshot_table.c.day < sa.bindparam("end"),
+)
+_change_table = UsageChange.__table__  # type: ignore[attr-defined]
+_FIRST_CHANGES = (
+    sa.select(_change_table.c.day, _change_table.c.previous_value, _change_table.c.id)
+    .where(
+        _change_table.c.stripe_customer_id == sa.bindparam("customer"),
+        _change_table.c.meter_id == sa.bindparam("meter"),
+        _change_table.c.day >= sa.bindparam("start"),
+        _change_table.c.day < sa.bindparam("end"),
+    )
+    .order_by(_change_table.c.day, _change_table.c.id)
+)
+
 
 def _covered_days(
     *, session: Session, customer: str, meter: str, start: date, end: date
 ) -> list[tuple[date, date]]:
     """Ranges of [start, end) that earlier successful fetches of the pair asked Stripe for."""
-    results = PairResult.__table__  # type: ignore[attr-defined]
     rows = session.execute(
-        sa.select(results.c.fetched_start, results.c.fetched_end).where(
-            results.c.stripe_customer_id == customer,
-            results.c.meter_id == meter,
-            results.c.status == PairStatus.OK,
-            results.c.fetched_start.is_not(None),
-            results.c.fetched_start < end,
-            results.c.fetched_end > start,
-        )
+        _COVERED, {"customer": customer, "meter": meter, "start": start, "end": end}
     )
     return [(max(a, start), min(b, end)) for a, b in rows]
 
@@ -43,16 +64,10 @@ def _was_covered(day: date, ranges: list[tuple[date, date]]) -> bool:
 def _snapshots(
     *, session: Session, customer: str, meter: str, start: date, end: date
 ) -> dict[date, Decimal]:
-    table = UsageSnapshot.__table__  # type: ignore[attr-defined]
     rows = session.execute(
-        sa.select(table.c.day, table.c.aggregated_value).where(
-            table.c.stripe_customer_id == customer,
-            table.c.meter_id == meter,
-            table.c.day >= start,
-            table.c.day < end,
-        )
+        _SNAPSHOTS, {"customer": customer, "meter": meter, "start": start, "end": end}
     )
-    return {row.day: row.aggregated_value for row in rows}
+    return {day: value for day, value in rows}  # noqa: C416 (rows are Row objects)
 
 
 def usage_changes(
@@ -70,7 +85,16 @@ def usage_changes(
     """
     start, end = fetched
     before = _snapshots(session=session, customer=customer, meter=meter, start=start, end=end)
-    covered = _covered_days(session=session, customer=customer, meter=meter, start=start, end=end)
+    # Earlier fetches matter only for a day with usage now and no snapshot (a change from 0):
+    # a pair seen before has a snapshot of every day with usage, and skips the query.
+    appeared = any(
+        value and start <= day < end and day not in before for day, value in daily.items()
+    )
+    covered = (
+        _covered_days(session=session, customer=customer, meter=meter, start=start, end=end)
+        if appeared
+        else []
+    )
     changes: list[tuple[date, Decimal, Decimal]] = []
     day_count = (end - start).days
     for offset in range(day_count):
@@ -125,17 +149,9 @@ def first_known_values(
     A day's first change holds what it was before; else its snapshot. A day an earlier fetch
     covered without a bucket maps to None (no value then); a day never fetched is absent.
     """
-    changes = UsageChange.__table__  # type: ignore[attr-defined]
     first: dict[date, Decimal | None] = {}
     rows = session.execute(
-        sa.select(changes.c.day, changes.c.previous_value, changes.c.id)
-        .where(
-            changes.c.stripe_customer_id == customer,
-            changes.c.meter_id == meter,
-            changes.c.day >= start,
-            changes.c.day < end,
-        )
-        .order_by(changes.c.day, changes.c.id)
+        _FIRST_CHANGES, {"customer": customer, "meter": meter, "start": start, "end": end}
     )
     snapshots = _snapshots(session=session, customer=customer, meter=meter, start=start, end=end)
     covered = _covered_days(session=session, customer=customer, meter=meter, start=start, end=end)

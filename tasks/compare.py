@@ -199,15 +199,17 @@ def fetch_range(
 ) -> tuple[date, date] | None:
     """The days ``[start, end)`` to ask Stripe for, or ``None`` when there is none.
 
-    The union of the window and the periods of the line items that overlap it, never
-    past today 00:00 UTC (the last complete day is yesterday).
+    The union of the window and the periods of the line items that overlap it, each
+    period widened by one day on both sides (the diagnosis reads the neighbouring days),
+    never past today 00:00 UTC (the last complete day is yesterday). The comparison reads
+    only the days it judges, so the extra days change no finding.
     """
     _require_day(today, "today")
     start, end = window.start, window.end
     for item in line_items:
         if _overlaps(item, window):
-            start = min(start, item.period_start)
-            end = max(end, item.period_end)
+            start = min(start, item.period_start - _DAY)
+            end = max(end, item.period_end + _DAY)
     end = min(end, today)
     return (start, end) if start < end else None
 

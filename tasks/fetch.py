@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
 from meter_recon.errors import UserError
 from meter_recon.settings import Settings, TaskRunnerKind
-from meter_recon.stripe import DailyUsage, Meter, RateLimiter, StripeClient
+from meter_recon.stripe import DailyUsage, HourlyUsage, Meter, RateLimiter, StripeClient
 
 _clients: dict[tuple[str, float, str, str], StripeClient] = {}
 _lock = threading.Lock()
@@ -106,5 +106,14 @@ def fetch_daily_usage(
     settings: Settings, *, meter: str, customer: str, start: date, end: date
 ) -> DailyUsage:
     return stripe_client(settings).daily_usage(
+        meter_id=meter, customer=customer, start=start, end=end
+    )
+
+
+def fetch_hourly_usage(
+    settings: Settings, *, meter: str, customer: str, start: datetime, end: datetime
+) -> HourlyUsage:
+    """Hourly buckets over whole UTC hours `[start, end)`, for the time-zone diagnosis."""
+    return stripe_client(settings).hourly_usage(
         meter_id=meter, customer=customer, start=start, end=end
     )

@@ -1,10 +1,11 @@
-"""The fan-out unit: fetch, compare and record one pair (or a small batch of pairs)."""
+"""The fan-out unit: fetch, compare, value, diagnose and record one pair (or a small batch)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,19 +15,40 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 from sqlmodel import Session
 
-from meter_recon.settings import get_settings
+from meter_recon.settings import Settings, get_settings
+from meter_recon.stripe import StripeError
 from meter_recon.stripe.redaction import redact
+from models.billing import price_for_pair
 from models.engine import get_engine, read_only
 from models.runs import ok_pairs
-from tasks.compare import Formula, Tolerance, Window, compare_pair, fetch_range
-from tasks.fetch import fetch_daily_usage
-from tasks.load import load_line_items
-from tasks.record import PairStats, record_pair
+from models.types import utcnow
+from models.usage import first_known_values
+from tasks.assess import Pricing, assess_findings, needs_history
+from tasks.compare import (
+    Finding,
+    Formula,
+    Kind,
+    PairComparison,
+    Tolerance,
+    Window,
+    compare_pair,
+    fetch_range,
+)
+from tasks.diagnose import HourlyFailed
+from tasks.fetch import fetch_daily_usage, fetch_hourly_usage
+from tasks.load import PairLedger, load_ledger, load_unbilled_price
+from tasks.record import Assessment, PairStats, record_pair
+from tasks.value import UnsupportedPrice, price_from_stripe
 
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
-    """What every pair of a run shares; cheap to serialise."""
+    """What every pair of a run shares; cheap to serialise.
+
+    `now` is when the run started (timezone-aware UTC): the diagnosis's current hour and
+    the start settling is measured from, so every pair of a run sees the same instant.
+    Without it, each pair takes the time it is reconciled.
+    """
 
     run_id: int
     window_start: date
@@ -34,6 +56,11 @@ class RunContext:
     today: date
     abs_tol: str
     rel_tol: str
+    now: datetime | None = None
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return Tolerance(Decimal(self.abs_tol), Decimal(self.rel_tol))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +93,24 @@ def describe_error(error: BaseException) -> str:
 
 
 def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
-    """Load, fetch, compare, record; raises on any failure, leaving the pair untouched."""
+    """Load, fetch, compare, assess, record; raises on any failure, leaving the pair untouched.
+
+    What the run's log should say about the pair (a price that cannot be valued, hourly
+    usage that could not be fetched) comes back under `notes`.
+    """
     settings = get_settings()
     engine = get_engine(settings.database_url)
     window = Window(context.window_start, context.window_end)
     started = time.perf_counter()
     with Session(read_only(engine)) as session:
-        items = load_line_items(
+        ledger = load_ledger(
             session=session,
             customer=pair.customer,
             meter=pair.meter,
             start=window.start,
             end=window.end,
         )
+    items = ledger.items
     fetched = fetch_range(window=window, line_items=items, today=context.today)
     daily: dict[date, Decimal] = {}
     requests = 0
@@ -93,10 +125,25 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
         window=window,
         today=context.today,
         formula=Formula(pair.formula),
-        tolerance=Tolerance(Decimal(context.abs_tol), Decimal(context.rel_tol)),
+        tolerance=context.tolerance,
         active_from=pair.active_from,
         active_to=pair.active_to,
     )
+    notes: list[str] = []
+    assessments: list[Assessment] = []
+    if result.findings:
+        hourly = _HourlyFetcher(settings=settings, pair=pair, notes=notes)
+        assessments = _assess(
+            context,
+            pair,
+            result,
+            ledger=ledger,
+            daily=daily,
+            fetched=fetched,
+            hourly=hourly,
+            notes=notes,
+        )
+        requests += hourly.requests
     outcome = record_pair(
         engine=engine,
         run_id=context.run_id,
@@ -106,13 +153,118 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
         daily=daily,
         fetched=fetched,
         stats=PairStats(requests=requests, duration_ms=int((time.perf_counter() - started) * 1000)),
+        assessments=assessments,
     )
     return {
         "findings": len(result.findings),
         "new": outcome.new,
         "reopened": outcome.reopened,
         "resolved": outcome.resolved,
+        "notes": notes,
     }
+
+
+def _assess(
+    context: RunContext,
+    pair: PairRef,
+    result: PairComparison,
+    *,
+    ledger: PairLedger,
+    daily: dict[date, Decimal],
+    fetched: tuple[date, date] | None,
+    hourly: _HourlyFetcher,
+    notes: list[str],
+) -> list[Assessment]:
+    """Value and diagnose the pair's findings; reads history before this run records any."""
+    settings = get_settings()
+    with Session(read_only(get_engine(settings.database_url))) as session:
+        pricing = _pricing(session, pair, result.findings, ledger=ledger, notes=notes)
+        first_known = (
+            first_known_values(
+                session=session,
+                customer=pair.customer,
+                meter=pair.meter,
+                start=fetched[0],
+                end=fetched[1],
+            )
+            if fetched is not None and needs_history(result.findings)
+            else {}
+        )
+    return assess_findings(
+        findings=result.findings,
+        pricing=pricing,
+        formula=Formula(pair.formula),
+        daily=daily,
+        first_known=first_known,
+        tolerance=context.tolerance,
+        today=context.today,
+        now=context.now or utcnow(),
+        diagnose_hourly=settings.diagnose,
+        fetch_hourly=hourly,
+        settle_hours=settings.settle_hours,
+    )
+
+
+def _pricing(
+    session: Session,
+    pair: PairRef,
+    findings: Sequence[Finding],
+    *,
+    ledger: PairLedger,
+    notes: list[str],
+) -> Pricing:
+    """The pair's Stripe price if it has one; else its ledger prices, read only if needed."""
+    price = price_for_pair(session=session, customer=pair.customer, meter=pair.meter)
+    if price is not None:
+        try:
+            return Pricing(stripe=price_from_stripe(price))
+        except UnsupportedPrice as error:
+            notes.append(
+                f"pair {pair.label}: its discrepancies are not valued, Stripe price "
+                f"{price.get('id')} is not understood: {error}"
+            )
+            return Pricing(unsupported=True)
+    wanted = {f.line_item_id for f in findings if f.kind is not Kind.UNBILLED_USAGE}
+    unbilled = None
+    if any(f.kind is Kind.UNBILLED_USAGE for f in findings):
+        unbilled = load_unbilled_price(session=session, customer=pair.customer, meter=pair.meter)
+    return Pricing(
+        by_line_item={item.id: ledger.price_of(item) for item in ledger.items if item.id in wanted},
+        unbilled=unbilled,
+    )
+
+
+@dataclass
+class _HourlyFetcher:
+    """Fetches hourly usage for the diagnosis through the pair's client, counting requests."""
+
+    settings: Settings
+    pair: PairRef
+    notes: list[str]
+    requests: int = 0
+
+    def __call__(
+        self, spans: Sequence[tuple[datetime, datetime]]
+    ) -> dict[datetime, Decimal] | HourlyFailed:
+        values: dict[datetime, Decimal] = {}
+        for start, end in spans:
+            try:
+                usage = fetch_hourly_usage(
+                    self.settings,
+                    meter=self.pair.meter,
+                    customer=self.pair.customer,
+                    start=start,
+                    end=end,
+                )
+            except StripeError as error:
+                self.notes.append(
+                    f"pair {self.pair.label}: hourly usage from {start:%Y-%m-%d %H}:00 UTC could "
+                    f"not be fetched, a time-zone shift is not checked: {describe_error(error)}"
+                )
+                return HourlyFailed()
+            values.update(usage.values)
+            self.requests += usage.requests
+        return values
 
 
 def _already_recorded(context: RunContext, pairs: list[PairRef]) -> set[tuple[str, str]]:
@@ -159,6 +311,8 @@ def reconcile_pairs(context: RunContext, pairs: list[PairRef]) -> dict[str, int]
             logger.warning("pair %s failed: %s", pair.label, failures[pair])
             continue
         totals["pairs"] += 1
+        for note in counts["notes"]:
+            logger.warning("%s", note)
         for name in ("findings", "new", "reopened", "resolved"):
             totals[name] += counts[name]
         if counts["findings"]:

@@ -1,4 +1,5 @@
-"""Record one pair's comparison: snapshots, discrepancy upserts with their lifecycle, resolutions.
+"""Record one pair's comparison: usage history, discrepancy upserts with their lifecycle,
+money, cause and settling, and resolutions.
 
 Everything for one pair happens in one transaction, so a crash leaves the pair either
 recorded or untouched. Concurrent recorders of the same pair are serialised (SQLite's
@@ -11,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from models.engine import session_scope
+from models.enums import LikelyCause, Valuation
 from models.keys import DISCREPANCY_IDENTITY, DiscrepancyKey
 from models.tables import (
     Discrepancy,
@@ -32,10 +34,13 @@ from models.tables import (
 )
 from models.types import utcnow
 from models.upsert import insert_for_dialect
+from models.usage import record_usage_changes, usage_changes
 from tasks.compare import Finding, PairComparison, Scope
 
 _LINE_ITEM_KINDS = (DiscrepancyKind.QUANTITY_MISMATCH, DiscrepancyKind.MISSING_IN_STRIPE)
 _OPEN_STATES = (DiscrepancyStatus.OPEN, DiscrepancyStatus.ACKNOWLEDGED)
+# Re-evaluated each time a discrepancy is recorded, whatever its status.
+_ASSESSED = ("amount_at_stake", "currency", "valuation", "likely_cause", "cause_detail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,35 @@ class PairStats:
     duration_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """What a finding is worth, why it likely happened, and until when it settles.
+
+    Stored on its discrepancy each time it is recorded; `settles_at` only when the row is
+    new or opens again (a row found again keeps the one it has).
+    """
+
+    amount_at_stake: Decimal | None = None
+    currency: str | None = None
+    valuation: Valuation | None = None
+    likely_cause: LikelyCause | None = None
+    cause_detail: str | None = None
+    settles_at: datetime | None = None
+
+
+#: Not valued, no cause, not settling.
+NOT_ASSESSED = Assessment()
+
+
+def settles_at(period_end: date, *, run_started: datetime, settle_hours: int) -> datetime | None:
+    """When a discrepancy of a period ending `period_end` (00:00 UTC) may be alerted: that
+    instant plus `settle_hours`, if the run started before it; else None (settled)."""
+    if settle_hours <= 0:
+        return None
+    settled = datetime.combine(period_end, time(), UTC) + timedelta(hours=settle_hours)
+    return settled if run_started < settled else None
+
+
 def record_pair(
     *,
     engine: Engine,
@@ -65,11 +99,30 @@ def record_pair(
     daily: Mapping[date, Decimal],
     fetched: tuple[date, date] | None,
     stats: PairStats,
+    assessments: Sequence[Assessment] = (),
 ) -> RecordOutcome:
-    """Record a successfully fetched pair in one transaction."""
+    """Record a successfully fetched pair in one transaction.
+
+    `assessments` go with `comparison.findings`, one each in the same order (none: nothing
+    valued, diagnosed or settling). A day whose value moved since the pair's last fetch
+    leaves a `usage_change`, written before its snapshot is.
+    """
+    if assessments and len(assessments) != len(comparison.findings):
+        raise ValueError(
+            f"{len(assessments)} assessments for {len(comparison.findings)} findings: "
+            "one each, in the findings' order."
+        )
     with session_scope(engine) as session:
         lock_pair(session=session, customer=customer, meter=meter)
         if fetched is not None:
+            record_history(
+                session=session,
+                run_id=run_id,
+                customer=customer,
+                meter=meter,
+                daily=daily,
+                fetched=fetched,
+            )
             record_snapshots(
                 session=session,
                 run_id=run_id,
@@ -85,6 +138,7 @@ def record_pair(
             meter=meter,
             findings=comparison.findings,
             scope=comparison.scope,
+            assessments=assessments,
         )
         record_pair_result(
             session=session,
@@ -95,6 +149,7 @@ def record_pair(
             stats=stats,
             comparison=comparison,
             outcome=outcome,
+            fetched=fetched,
         )
     return outcome
 
@@ -121,6 +176,30 @@ def lock_pair(*, session: Session, customer: str, meter: str) -> None:
         return
     key = zlib.crc32(f"{customer}\x1f{meter}".encode()) - 2**31
     session.execute(_ADVISORY_LOCK, {"key": key})
+
+
+def record_history(
+    *,
+    session: Session,
+    run_id: int,
+    customer: str,
+    meter: str,
+    daily: Mapping[date, Decimal],
+    fetched: tuple[date, date],
+) -> None:
+    """Each fetched day whose value moved since the pair's last fetch, as a `usage_change`;
+    called before `record_snapshots` overwrites what the day was."""
+    changes = usage_changes(
+        session=session, customer=customer, meter=meter, daily=daily, fetched=fetched
+    )
+    record_usage_changes(
+        session=session,
+        run_id=run_id,
+        customer=customer,
+        meter=meter,
+        changes=changes,
+        fetched_at=utcnow(),
+    )
 
 
 def record_snapshots(
@@ -173,14 +252,17 @@ def record_findings(
     meter: str,
     findings: Sequence[Finding],
     scope: Scope,
+    assessments: Sequence[Assessment] = (),
 ) -> RecordOutcome:
     """Upsert what holds now; resolve what was re-evaluated and no longer holds."""
     statements = _statements(_dialect(session))
     existing = _existing(session=session, customer=customer, meter=meter)
     now = utcnow()
     rows = [
-        _row(finding, run_id=run_id, customer=customer, meter=meter, now=now)
-        for finding in findings
+        _row(finding, assessment, run_id=run_id, customer=customer, meter=meter, now=now)
+        for finding, assessment in zip(
+            findings, assessments or [NOT_ASSESSED] * len(findings), strict=True
+        )
     ]
     counts = _classify(rows, existing)
     if rows:
@@ -215,8 +297,13 @@ def record_pair_result(
     comparison: PairComparison | None = None,
     outcome: RecordOutcome | None = None,
     error: str | None = None,
+    fetched: tuple[date, date] | None = None,
 ) -> None:
-    """One row per (run, pair); recording the pair again in the same run replaces it."""
+    """One row per (run, pair); recording the pair again in the same run replaces it.
+
+    `fetched` is the days asked of Stripe: a later fetch knows a day covered then without a
+    bucket had no usage.
+    """
     values: dict[str, Any] = {
         "run_id": run_id,
         "stripe_customer_id": customer,
@@ -233,12 +320,20 @@ def record_pair_result(
         "discrepancies_reopened": outcome.reopened if outcome else 0,
         "discrepancies_resolved": outcome.resolved if outcome else 0,
         "recorded_at": utcnow(),
+        "fetched_start": fetched[0] if fetched else None,
+        "fetched_end": fetched[1] if fetched else None,
     }
     session.execute(_statements(_dialect(session)).upsert_pair_result, values)
 
 
 def _row(
-    finding: Finding, *, run_id: int, customer: str, meter: str, now: datetime
+    finding: Finding,
+    assessment: Assessment,
+    *,
+    run_id: int,
+    customer: str,
+    meter: str,
+    now: datetime,
 ) -> dict[str, Any]:
     return {
         **finding.key(customer=customer, meter=meter)._asdict(),
@@ -251,6 +346,12 @@ def _row(
         "last_seen_run": run_id,
         "created_at": now,
         "updated_at": now,
+        "amount_at_stake": assessment.amount_at_stake,
+        "currency": assessment.currency,
+        "valuation": assessment.valuation,
+        "likely_cause": assessment.likely_cause,
+        "cause_detail": assessment.cause_detail,
+        "settles_at": assessment.settles_at,
     }
 
 
@@ -362,6 +463,7 @@ def _upsert_discrepancies(dialect: str) -> Any:
         numbers_changed,
         table.c.detail.is_distinct_from(new.detail),
         table.c.last_seen_run.is_distinct_from(new.last_seen_run),
+        *(table.c[name].is_distinct_from(new[name]) for name in _ASSESSED),
     )
     return insert.on_conflict_do_update(
         index_elements=list(DISCREPANCY_IDENTITY),
@@ -371,9 +473,13 @@ def _upsert_discrepancies(dialect: str) -> Any:
             "difference": new.difference,
             "detail": new.detail,
             "last_seen_run": new.last_seen_run,
+            # Money and cause follow the latest evaluation; a new price alone re-opens nothing.
+            **{name: new[name] for name in _ASSESSED},
             "status": sa.case((reopen, DiscrepancyStatus.OPEN.value), else_=table.c.status),
             "resolved_run": sa.case((reopen, sa.null()), else_=table.c.resolved_run),
             "alerted_at": sa.case((reopen, sa.null()), else_=table.c.alerted_at),
+            "reopened_at": sa.case((reopen, new.updated_at), else_=table.c.reopened_at),
+            "settles_at": sa.case((reopen, new.settles_at), else_=table.c.settles_at),
             "updated_at": sa.case((changed, new.updated_at), else_=table.c.updated_at),
         },
     )
@@ -431,11 +537,15 @@ def _in_scope(key: DiscrepancyKey, scope: Scope) -> bool:
 
 
 __all__ = [
+    "NOT_ASSESSED",
+    "Assessment",
     "PairStats",
     "RecordOutcome",
     "record_findings",
+    "record_history",
     "record_pair",
     "record_pair_failure",
     "record_pair_result",
     "record_snapshots",
+    "settles_at",
 ]

@@ -747,14 +747,17 @@ def test_hundred_thousand_daily_items_in_one_call() -> None:
     ("periods", "today", "expected"),
     [
         ([], "2026-12-02", NOVEMBER),
-        ([("2026-10-15", "2026-11-10")], "2026-12-02", ("2026-10-15", "2026-12-01")),
-        ([("2026-11-20", "2026-12-01")], "2026-12-02", NOVEMBER),
+        ([("2026-10-15", "2026-11-10")], "2026-12-02", ("2026-10-14", "2026-12-01")),
+        ([("2026-11-20", "2026-11-30")], "2026-12-02", NOVEMBER),
+        ([("2026-11-20", "2026-12-01")], "2026-12-02", ("2026-11-01", "2026-12-02")),
+        ([("2026-11-01", "2026-11-10")], "2026-12-02", ("2026-10-31", "2026-12-01")),
         (
             [("2026-10-15", "2026-11-10"), ("2026-11-25", "2026-12-31")],
             "2027-02-01",
-            ("2026-10-15", "2026-12-31"),
+            ("2026-10-14", "2027-01-01"),
         ),
         ([("2026-11-25", "2026-12-31")], "2026-12-10", ("2026-11-01", "2026-12-10")),
+        ([("2026-11-20", "2026-12-01")], "2026-12-01", NOVEMBER),
         ([("2026-09-01", "2026-11-01"), ("2026-12-01", "2027-01-01")], "2027-02-01", NOVEMBER),
         ([], "2026-11-15", ("2026-11-01", "2026-11-15")),
         ([], "2026-11-01", None),
@@ -762,10 +765,13 @@ def test_hundred_thousand_daily_items_in_one_call() -> None:
     ],
     ids=[
         "window-only",
-        "item-starts-earlier",
-        "item-inside",
-        "union-of-both-sides",
+        "item-starts-earlier-widened-by-a-day",
+        "item-inside-its-widened-days-too",
+        "item-ending-with-the-window-adds-the-day-after",
+        "item-starting-with-the-window-adds-the-day-before",
+        "union-of-both-sides-widened",
         "capped-at-today",
+        "the-day-after-is-never-past-today",
         "adjacent-items-ignored",
         "window-past-today",
         "window-starts-today",
@@ -778,3 +784,22 @@ def test_fetch_range(
     items = [item(f"li_{n}", *period, "1") for n, period in enumerate(periods)]
     got = fetch_range(window=window(*NOVEMBER), line_items=items, today=d(today))
     assert got == (None if expected is None else (d(expected[0]), d(expected[1])))
+
+
+def test_the_widened_days_change_no_finding() -> None:
+    """Usage on the days just outside a period and the window is fetched, never judged."""
+    li = item("li_1", "2026-11-01", "2026-11-04", "6")
+    inside = days({"2026-11-01": "1", "2026-11-02": "2", "2026-11-03": "3"})
+    neighbours = days({"2026-10-31": "50", "2026-11-04": "70"})
+    assert fetch_range(
+        window=window("2026-11-01", "2026-11-04"), line_items=[li], today=d("2026-11-06")
+    ) == (
+        d("2026-10-31"),
+        d("2026-11-05"),
+    )
+
+    alone = comparison(inside, li, today="2026-11-06")
+    widened = comparison({**inside, **neighbours}, li, today="2026-11-06")
+
+    assert widened == alone
+    assert widened.findings == ()

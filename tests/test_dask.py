@@ -9,7 +9,6 @@ request and never sees more than the limit start in any sliding second.
 from __future__ import annotations
 
 import math
-import random
 import shutil
 import threading
 import time
@@ -35,6 +34,7 @@ from models.migrate import upgrade
 from models.pairs import track_from_ledger
 from models.tables import InvoiceLineItem, ReconciliationRun, Trigger
 from tasks.fetch import close_clients, configure_clients
+from tests.fixtures.gcl import FakeGcl
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found, noon
 
@@ -181,46 +181,6 @@ def test_the_limit_is_created_on_the_prefect_server_with_its_decay(
 # -- the limiter against a stand-in for Prefect's GCL ------------------------------------------
 
 
-class FakeGcl:
-    """Prefect's `rate_limit` bucket as its server computes it (Prefect 3.9): active slots decay
-    by `floor(decay x seconds since the row was last updated)`, a grant adds slots and updates
-    the row, and a refusal updates the row too (so it restarts the decay clock) and answers
-    423 with `Retry-After` = (slots + denied) / decay, give or take 30 %."""
-
-    def __init__(self, limit: int, decay: float, rtt: float = 0.004) -> None:
-        self.limit, self.decay, self.rtt = limit, decay, rtt
-        self.active = 0
-        self.denied = 0
-        self.updated = time.monotonic()
-        self.lock = threading.Lock()
-        self.grants: list[float] = []
-        self.rng = random.Random(7)
-
-    def _try(self, slots: int) -> float | None:
-        with self.lock:
-            now = time.monotonic()
-            decayed = math.floor(self.decay * (now - self.updated))
-            active = max(0, self.active - decayed)
-            denied = max(0, self.denied - decayed)
-            self.updated = now
-            if active + slots <= self.limit:
-                self.active, self.denied = active + slots, denied
-                self.grants.append(now)
-                return None
-            self.denied = denied + slots
-            return (slots + self.denied) / self.decay * self.rng.uniform(0.7, 1.3)
-
-    def __call__(self, name: str, slots: int) -> tuple[float, float]:
-        while True:
-            sent = time.monotonic()
-            time.sleep(self.rtt / 2)
-            retry_after = self._try(slots)
-            time.sleep(self.rtt / 2)
-            if retry_after is None:
-                return sent, time.monotonic()
-            time.sleep(retry_after)
-
-
 @pytest.mark.parametrize("rate", [5.0, 40.0, 100.0, 250.0])
 def test_every_plan_keeps_its_worst_second_within_the_budget(rate: float) -> None:
     plan = plan_for(rate)
@@ -232,7 +192,7 @@ def test_processes_sharing_the_gcl_never_start_more_than_the_limit_in_a_second()
     rate = 200.0
     plan = plan_for(rate)
     gcl = FakeGcl(plan.limit, plan.slot_decay_per_second)
-    limiters = [PrefectRateLimiter(plan, acquire_slots=gcl) for _ in range(3)]  # 3 "processes"
+    limiters = [PrefectRateLimiter(plan, server=gcl) for _ in range(3)]  # 3 "processes"
     starts: list[float] = []
     lock = threading.Lock()
     stop = time.monotonic() + 2.5

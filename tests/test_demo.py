@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -23,17 +25,21 @@ from meter_recon.demo import (
     STRIPE_FILE,
     DemoOutcome,
     DemoState,
+    _disagreements,
     _remove_demo_files,
     _state_for,
+    cause_line,
+    money_lines,
+    post_meter_events,
     run_demo,
 )
 from meter_recon.importer import import_line_items
-from meter_recon.seed import default_window, generate
+from meter_recon.seed import MIN_CUSTOMERS, DemoData, default_window, generate
 from meter_recon.simulator import SimulatorData
 from meter_recon.windows import utc_today
 from models.engine import dispose_engines, get_engine
 from models.migrate import upgrade
-from models.tables import DiscrepancyKind
+from models.tables import DiscrepancyKind, LikelyCause
 
 CUSTOMERS = 8
 SEED = 3
@@ -77,14 +83,20 @@ def test_first_run_finds_every_planted_discrepancy_and_nothing_else(
     first = demo_runs[0].outcome
     assert first.seeded
     assert first.exit_code == 0
-    assert first.summary.status == "completed"
-    assert first.summary.pairs_failed == 0
+    assert first.disagreements == ()
+    before, after = first.summaries
+    for summary in (before, after):
+        assert summary.status == "completed"
+        assert summary.pairs_failed == 0
     by_kind = first.data.expected_by_kind()
     for kind in DiscrepancyKind:
         found = {identity for identity in first.found if identity[2] is kind}
         assert by_kind[kind], f"nothing of kind {kind} was planted"
         assert found == by_kind[kind], kind
-    assert first.summary.new == len(first.data.expected)
+    late = [e for e in first.data.expected if e.after_late_events]
+    assert before.new == len(first.data.expected) - len(late)
+    assert (after.new, after.reopened, after.resolved) == (len(late), 0, 0)
+    assert after.run_id == before.run_id + 1
     assert first.summary.pending > 0 and first.summary.matched > 0
 
 
@@ -109,29 +121,66 @@ def test_first_run_reports_the_planted_numbers(demo_runs: tuple[DemoRun, DemoRun
             assert record["internal_quantity"] is None
         else:
             assert Decimal(record["internal_quantity"]) == expected.internal_quantity
+        if expected.amount_at_stake is None:
+            assert record["amount_at_stake"] is None and record["currency"] is None
+        else:
+            assert Decimal(record["amount_at_stake"]) == expected.amount_at_stake
+            assert record["currency"].lower() == expected.currency
+        assert record["likely_cause"] == (expected.cause and expected.cause.value)
+
+
+@pytest.mark.slow
+def test_first_run_gives_one_discrepancy_of_each_likely_cause(
+    demo_runs: tuple[DemoRun, DemoRun],
+) -> None:
+    causes = Counter(r["likely_cause"] for r in demo_runs[0].outcome.open_records)
+    assert {cause.value for cause in LikelyCause} <= set(causes)
+    assert causes[LikelyCause.LATE_USAGE.value] == 1
+    assert causes[LikelyCause.WRONG_METER.value] == 2
 
 
 @pytest.mark.slow
 def test_first_run_alerts_finance_through_apprise(demo_runs: tuple[DemoRun, DemoRun]) -> None:
     run = demo_runs[0]
-    (alert,) = run.outcome.alerts
+    before, after = run.outcome.alerts
     count = len(run.outcome.data.expected)
-    assert f"{count} new, 0 re-opened" in alert["title"]
+    late = len([e for e in run.outcome.data.expected if e.after_late_events])
+    assert f"{count - late} new, 0 re-opened" in before["title"]
+    assert f"{late} new, 0 re-opened" in after["title"]
     for kind in DiscrepancyKind:
-        assert kind.value in alert["message"]
-    assert run.outcome.summary.alerted == count
-    assert f"alert received: {alert['title']}" in run.output
+        assert kind.value in before["message"]
+    assert sum(s.alerted for s in run.outcome.summaries) == count
+    assert f"alert received: {before['title']}" in run.output
+    assert f"alert received: {after['title']}" in run.output
 
 
 @pytest.mark.slow
 def test_first_run_prints_the_report(demo_runs: tuple[DemoRun, DemoRun]) -> None:
     output = demo_runs[0].output
-    assert f"{len(demo_runs[0].outcome.data.expected)} new, 0 re-opened" in output
+    late = [e for e in demo_runs[0].outcome.data.expected if e.after_late_events]
+    assert f"{len(demo_runs[0].outcome.data.expected) - len(late)} new, 0 re-opened" in output
     for kind in DiscrepancyKind:
         assert kind.value in output
-    assert "all 13 planted discrepancies were found" in output
+    for cause in LikelyCause:
+        assert cause.value in output
+    assert "all 23 planted discrepancies were found, each with its planted amount" in output
     assert "the invoice was cut before the last day's usage arrived" in output
+    assert "posted 2 late meter event(s)" in output and "running the flow again" in output
     assert "--format csv" in output and "meter-recon ack" in output
+
+
+@pytest.mark.slow
+def test_first_run_ends_with_the_money_the_causes_and_prefects_ui(
+    demo_runs: tuple[DemoRun, DemoRun],
+) -> None:
+    outcome = demo_runs[0].outcome
+    tail = demo_runs[0].output.rsplit("money at stake in the", 1)[1]
+    for line in money_lines(outcome.open_records)[1:]:
+        assert line in tail
+    for currency in ("EUR", "JPY", "USD"):
+        assert f"  {currency}: " in tail
+    assert cause_line(outcome.open_records) in tail
+    assert "prefect server start" in tail and "PREFECT_API_URL=" in tail
 
 
 @pytest.mark.slow
@@ -142,12 +191,15 @@ def test_second_run_shows_nothing_new_and_sends_no_alert(
     assert not second.seeded
     assert second.exit_code == 0
     assert second.state == first.state
-    assert (second.summary.new, second.summary.reopened, second.summary.resolved) == (0, 0, 0)
-    assert second.summary.run_id == first.summary.run_id + 1
+    (summary,) = second.summaries
+    assert (summary.new, summary.reopened, summary.resolved) == (0, 0, 0)
+    assert summary.run_id == first.summary.run_id + 1
     assert second.alerts == []
     assert second.found == first.found == first.data.expected_identities()
+    assert second.disagreements == ()
     assert "0 new, 0 re-opened" in demo_runs[1].output
     assert "no alert sent" in demo_runs[1].output
+    assert "posted again the 2 late meter event(s)" in demo_runs[1].output
 
 
 @pytest.mark.slow
@@ -159,7 +211,12 @@ def test_the_directory_holds_what_a_user_can_reuse(
     assert state["anchor"] == first.state.anchor.isoformat()
     assert (state["seed"], state["customers"]) == (SEED, CUSTOMERS)
     loaded = SimulatorData.load(demo_directory / STRIPE_FILE)
-    assert loaded.event_count == len(first.data.events) - loaded.duplicates_ignored
+    assert loaded.event_count == (
+        len(first.data.events) - loaded.duplicates_ignored - loaded.events_canceled
+    )
+    assert not {e.identifier for e in first.data.late_events} & set(
+        (demo_directory / STRIPE_FILE).read_text().split('"')
+    )  # the late events are posted, not in the data file
     data = generate(anchor=first.state.anchor, customers=CUSTOMERS, seed=SEED)
     assert (demo_directory / LEDGER_FILE).read_text() == data.ledger_csv()
     assert first.database_url == f"sqlite:///{demo_directory / DATABASE_FILE}"
@@ -178,7 +235,7 @@ def test_a_ledger_without_its_state_file_asks_for_fresh(
     directory.mkdir()
     url = f"sqlite:///{directory / DATABASE_FILE}"
     upgrade(url)
-    data = generate(anchor=utc_today(), customers=5)
+    data = generate(anchor=utc_today(), customers=MIN_CUSTOMERS)
     import_line_items(engine=get_engine(url), path=data.write_ledger_csv(tmp_path / "l.csv"))
     assert main(["demo", "--directory", str(directory)]) == 2
     assert "--fresh" in capsys.readouterr().err
@@ -248,3 +305,95 @@ def test_an_inbox_told_to_fail_answers_with_that_status_and_keeps_nothing() -> N
         url = inbox.apprise_url.replace("json://", "http://")
         assert httpx.post(url, content=b'{"title": "x"}').status_code == 503
     assert inbox.messages == [] and inbox.raw == []
+
+
+# -- the self-check, the money and the late events, without a flow run ----------------------
+
+
+def records_as_planted(data: DemoData) -> list[dict[str, Any]]:
+    """The discrepancies listing a run that found exactly what was planted would give."""
+    return [
+        {
+            "id": number,
+            "customer": e.customer,
+            "meter": e.meter,
+            "period_start": e.period_start.isoformat(),
+            "period_end": e.period_end.isoformat(),
+            "kind": e.kind.value,
+            "line_item_id": e.line_item_id or None,
+            "other_line_item_id": e.other_line_item_id or None,
+            "amount_at_stake": None if e.amount_at_stake is None else str(e.amount_at_stake),
+            "currency": e.currency,
+            "likely_cause": None if e.cause is None else e.cause.value,
+        }
+        for number, e in enumerate(data.expected, start=1)
+    ]
+
+
+def planted_by_identity(data: DemoData) -> dict[Any, Any]:
+    return {e.identity: e for e in data.expected}
+
+
+def test_what_was_planted_agrees_with_itself() -> None:
+    data = generate(anchor=utc_today(), customers=CUSTOMERS, seed=SEED)
+    assert list(_disagreements(records_as_planted(data), planted_by_identity(data))) == []
+
+
+def test_another_cause_another_amount_a_miss_and_an_extra_each_disagree() -> None:
+    data = generate(anchor=utc_today(), customers=CUSTOMERS, seed=SEED)
+    records = records_as_planted(data)
+    caused = next(r for r in records if r["likely_cause"] == "timezone_shift")
+    caused["likely_cause"] = None
+    valued = next(r for r in records if r["amount_at_stake"] is not None and r is not caused)
+    valued["amount_at_stake"] = str(Decimal(valued["amount_at_stake"]) + Decimal("0.000001"))
+    missed = records.pop()
+    extra = dict(missed, kind="unbilled_usage", line_item_id=None, period_start="2020-01-01")
+    records.append(extra)
+    lines = list(_disagreements(records, planted_by_identity(data)))
+    assert len(lines) == 4
+    assert any(
+        "planted with cause timezone_shift" in line and "found with cause none" in line
+        for line in lines
+    )
+    assert any("but not found" in line for line in lines)
+    assert any("was found but not planted" in line for line in lines)
+
+
+def test_money_is_totalled_per_currency_never_across() -> None:
+    records: list[dict[str, Any]] = [
+        {"amount_at_stake": "1.5", "currency": "usd", "likely_cause": None},
+        {"amount_at_stake": "-0.25", "currency": "usd", "likely_cause": "late_usage"},
+        {"amount_at_stake": "-3600", "currency": "jpy", "likely_cause": None},
+        {"amount_at_stake": None, "currency": None, "likely_cause": "wrong_meter"},
+    ]
+    assert money_lines(records) == [
+        "money at stake in the 4 open discrepancies, per currency:",
+        "  JPY: 0 not billed, -3600 over-billed",
+        "  USD: 1.5 not billed, -0.25 over-billed",
+        "  not valued: 1",
+    ]
+    assert cause_line(records) == "likely causes: late_usage 1, wrong_meter 1, no cause 2"
+
+
+def test_late_events_are_posted_the_way_an_application_reports_usage() -> None:
+    from meter_recon.simulator import StripeSimulator
+
+    data = generate(anchor=utc_today(), customers=CUSTOMERS, seed=SEED)
+    with StripeSimulator(
+        data=SimulatorData.from_json(data.simulator_json()), api_key="sk_test_x"
+    ) as stripe:
+        before = stripe.data.event_count
+        post_meter_events(stripe_url=stripe.url, api_key="sk_test_x", events=data.late_events)
+        assert stripe.data.event_count == before + len(data.late_events)
+        post_meter_events(stripe_url=stripe.url, api_key="sk_test_x", events=data.late_events)
+        assert stripe.data.event_count == before + len(data.late_events)  # same identifiers
+        assert stripe.data.duplicates_ignored == 2 + len(data.late_events)
+
+
+def test_the_closing_lines_point_to_the_users_prefect_server_or_say_how_to_start_one() -> None:
+    from meter_recon.demo import prefect_ui_lines
+
+    started = prefect_ui_lines(None)
+    assert "prefect server start" in started
+    assert "PREFECT_API_URL=http://127.0.0.1:4200/api make demo" in started
+    assert "http://10.0.0.5:4200:" in prefect_ui_lines("http://10.0.0.5:4200/api")

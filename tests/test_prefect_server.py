@@ -23,11 +23,16 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL, Settings
 
 from meter_recon.prefect_server import (
+    FIRST_START_TIMEOUT,
     SERVER_ENV,
     can_start_first,
+    database_to_create,
+    first_start_notice,
     read_before_import,
     server_environment,
+    spawn,
     started_first,
+    startup_timeout,
 )
 from meter_recon.simulator import StripeSimulator
 from models.engine import dispose_engines, get_engine
@@ -105,6 +110,42 @@ CASES = {
     "URL in pyproject.toml": ({}, {"pyproject.toml": f'[tool.prefect.api]\nurl = "{URL}"\n'}),
     "unrelated pyproject.toml": ({}, {"pyproject.toml": '[project]\nname = "x"\n'}),
 }
+
+
+# -- the first start on a new Prefect home -----------------------------------------------------
+
+
+def test_a_new_prefect_home_means_the_server_creates_its_database(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert database_to_create({"PREFECT_HOME": str(home)}) == home / "prefect.db"
+    home.mkdir()
+    (home / "prefect.db").touch()
+    assert database_to_create({"PREFECT_HOME": str(home)}) is None
+
+
+def test_a_sqlite_url_names_the_database_a_first_start_creates(tmp_path: Path) -> None:
+    home = {"PREFECT_HOME": str(tmp_path)}
+    url = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+    assert database_to_create(home | {url: f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}) == (
+        tmp_path / "p.db"
+    )
+    # One that cannot be created fails fast, as any server that cannot start.
+    missing = f"sqlite+aiosqlite:///{tmp_path / 'no-such-directory' / 'p.db'}"
+    assert database_to_create(home | {url: missing}) is None
+    assert database_to_create(home | {url: "postgresql+asyncpg://u@db/prefect"}) is None
+
+
+def test_a_first_start_is_waited_for_longer_than_prefects_own_timeout(tmp_path: Path) -> None:
+    new = spawn({**os.environ, "PREFECT_HOME": str(tmp_path / "new-home")})
+    new.stop()
+    assert new.new_database == tmp_path / "new-home" / "prefect.db"
+    assert startup_timeout(new, 20.0) == FIRST_START_TIMEOUT
+    assert startup_timeout(new, 600.0) == 600.0  # a longer setting still wins
+    new.new_database = None
+    assert startup_timeout(new, 20.0) == 20.0
+    notice = first_start_notice(tmp_path / "prefect.db", FIRST_START_TIMEOUT)
+    assert "first start" in notice and "creating its database" in notice
+    assert f"up to {FIRST_START_TIMEOUT:.0f} s" in notice
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -397,3 +438,50 @@ def test_with_prefect_api_url_set_no_server_is_started(
     assert cli.servers == {}
     with get_client(sync_client=True) as client:
         assert client.count_flow_runs() == before + 1
+
+
+# -- a new user's first run on a busy machine --------------------------------------------------
+
+BUSY_SECONDS = 60  # the CPU burners stop by themselves after this
+
+
+@pytest.fixture
+def busy_cores() -> Iterator[None]:
+    """Every core kept busy by a process that stops by itself after BUSY_SECONDS; killed when
+    the test ends."""
+    code = (
+        f"import time\nend = time.monotonic() + {BUSY_SECONDS}\nwhile time.monotonic() < end: pass"
+    )
+    burners = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+@pytest.mark.slow
+def test_the_demo_starts_on_a_new_prefect_home_while_the_machine_is_busy(
+    busy_cores: None, tmp_path: Path
+) -> None:
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "METER_RECON_", "STRIPE_"))
+    }
+    env |= {
+        "HOME": str(user_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Prefect's own wait, set below what any first start takes: keeping to it would fail.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "3",
+    }
+    cli = Cli(["demo", "--directory", str(tmp_path / "demo")], env, tmp_path / "cli.log")
+    assert cli.wait(timeout=FIRST_START_TIMEOUT + 60) == 0, cli.output
+    said = [line for line in cli.output.splitlines() if "first start" in line]
+    assert said == [first_start_notice(user_home / ".prefect" / "prefect.db", FIRST_START_TIMEOUT)]
+    assert (user_home / ".prefect" / "prefect.db").is_file()
+    assert len(cli.servers) == 1
+    assert cli.left_running() == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import Session, col, select
 
+from models.enums import LikelyCause, Valuation
 from models.keys import DiscrepancyKey
 from models.tables import (
     Discrepancy,
@@ -18,12 +19,21 @@ from models.tables import (
     DiscrepancyStatus,
     PairResult,
     PairStatus,
+    UsageChange,
     UsageSnapshot,
 )
 from models.types import utcnow
 from tasks import record as record_module
 from tasks.compare import LineItem, PairComparison
-from tasks.record import PairStats, RecordOutcome, record_pair, record_pair_failure
+from tasks.record import (
+    NOT_ASSESSED,
+    Assessment,
+    PairStats,
+    RecordOutcome,
+    record_pair,
+    record_pair_failure,
+    settles_at,
+)
 from tests.builders import comparison, days, item, new_run
 
 CUSTOMER, METER = "cus_A", "mtr_api"
@@ -343,3 +353,231 @@ def test_a_pair_recorded_again_in_the_same_run_has_its_result_replaced(engine: E
     assert result.status is PairStatus.OK
     assert result.error is None
     assert (result.compared, result.findings, result.discrepancies_new) == (1, 1, 1)
+
+
+# -------------------------------------------------------------- usage history and fetch range
+
+
+def record_fetch(engine: Engine, run_id: int, daily: dict[date, Decimal]) -> None:
+    record_pair(
+        engine=engine,
+        run_id=run_id,
+        customer=CUSTOMER,
+        meter=METER,
+        comparison=MATCHED,
+        daily=daily,
+        fetched=FETCHED,
+        stats=STATS,
+    )
+
+
+def changes(engine: Engine) -> list[tuple[int, Decimal, Decimal, int]]:
+    with Session(engine) as session:
+        found = session.exec(select(UsageChange).order_by(col(UsageChange.id))).all()
+    return [(c.day.day, c.previous_value, c.value, c.run_id) for c in found]
+
+
+FETCHED = (date(2026, 10, 31), date(2026, 11, 3))
+
+
+def test_a_first_fetch_leaves_no_usage_change(engine: Engine) -> None:
+    record_fetch(engine, new_run(engine), days({"2026-11-01": "5"}))
+    assert changes(engine) == []
+
+
+def test_a_day_that_moved_between_two_fetches_leaves_one_usage_change(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record_fetch(engine, first, days({"2026-11-01": "5", "2026-11-02": "1"}))
+    record_fetch(engine, second, days({"2026-11-01": "5", "2026-11-02": "3"}))
+    assert changes(engine) == [(2, Decimal(1), Decimal(3), second)]
+
+
+def test_usage_on_a_day_fetched_empty_before_is_a_change_from_zero(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record_fetch(engine, first, days({"2026-11-01": "5"}))
+    record_fetch(engine, second, days({"2026-11-01": "5", "2026-10-31": "2"}))
+    assert changes(engine) == [(31, Decimal(0), Decimal(2), second)]
+
+
+def test_the_pair_result_keeps_the_days_asked_of_stripe(engine: Engine) -> None:
+    run = new_run(engine)
+    record_fetch(engine, run, days({"2026-11-01": "5"}))
+    with Session(engine) as session:
+        result = session.exec(select(PairResult)).one()
+    assert (result.fetched_start, result.fetched_end) == FETCHED
+
+
+# ------------------------------------------------------------------ money, cause, re-opening
+
+PRICED = Assessment(
+    amount_at_stake=Decimal("0.2"),
+    currency="usd",
+    valuation=Valuation.STRIPE_PRICE,
+    likely_cause=LikelyCause.DUPLICATED_USAGE,
+    cause_detail="Stripe's 10 is twice the 5 billed.",
+)
+REPRICED = Assessment(
+    amount_at_stake=Decimal("0.4"), currency="usd", valuation=Valuation.STRIPE_PRICE
+)
+
+
+def assessed(
+    engine: Engine, run_id: int, result: PairComparison, assessment: Assessment
+) -> RecordOutcome:
+    return record_pair(
+        engine=engine,
+        run_id=run_id,
+        customer=CUSTOMER,
+        meter=METER,
+        comparison=result,
+        daily={},
+        fetched=None,
+        stats=STATS,
+        assessments=[assessment] * len(result.findings),
+    )
+
+
+def money_and_cause(row: Discrepancy) -> tuple[Any, ...]:
+    return (row.amount_at_stake, row.currency, row.valuation, row.likely_cause, row.cause_detail)
+
+
+def test_money_and_cause_are_stored_with_the_discrepancy(engine: Engine) -> None:
+    assessed(engine, new_run(engine), MISMATCH, PRICED)
+    assert money_and_cause(only(engine)) == (
+        Decimal("0.2"),
+        "usd",
+        Valuation.STRIPE_PRICE,
+        LikelyCause.DUPLICATED_USAGE,
+        "Stripe's 10 is twice the 5 billed.",
+    )
+
+
+def test_a_new_price_revalues_an_acknowledged_row_without_reopening_it(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    assessed(engine, first, MISMATCH, PRICED)
+    set_status(engine, DiscrepancyStatus.ACKNOWLEDGED, alerted=True)
+    before = only(engine)
+
+    outcome = assessed(engine, second, MISMATCH, REPRICED)
+
+    after = only(engine)
+    assert outcome == RecordOutcome(unchanged=1)
+    assert after.status is DiscrepancyStatus.ACKNOWLEDGED
+    assert after.alerted_at == before.alerted_at
+    assert after.reopened_at is None
+    assert money_and_cause(after) == (Decimal("0.4"), "usd", Valuation.STRIPE_PRICE, None, None)
+    assert after.updated_at > before.updated_at
+
+
+def test_an_open_row_found_again_is_revalued(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    assessed(engine, first, MISMATCH, PRICED)
+    assessed(engine, second, MISMATCH, NOT_ASSESSED)
+    assert money_and_cause(only(engine)) == (None, None, None, None, None)
+
+
+def test_a_resolved_row_holding_again_is_stamped_reopened_and_keeps_the_stamp(
+    engine: Engine,
+) -> None:
+    runs = [new_run(engine) for _ in range(4)]
+    record(engine, runs[0], MISMATCH)
+    record(engine, runs[1], MATCHED)
+    started = utcnow()
+    record(engine, runs[2], MISMATCH)
+    reopened = only(engine).reopened_at
+    record(engine, runs[3], MISMATCH)
+
+    assert reopened is not None and reopened >= started
+    assert only(engine).reopened_at == reopened
+
+
+def test_acknowledged_with_changed_numbers_is_stamped_reopened(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record(engine, first, MISMATCH)
+    set_status(engine, DiscrepancyStatus.ACKNOWLEDGED, alerted=True)
+    record(engine, second, MISMATCH_CHANGED)
+    row = only(engine)
+    assert row.status is DiscrepancyStatus.OPEN
+    assert row.reopened_at is not None
+
+
+def test_a_new_row_whose_alert_failed_stays_new(engine: Engine) -> None:
+    first, second = new_run(engine), new_run(engine)
+    record(engine, first, MISMATCH)  # never alerted: the delivery failed
+    record(engine, second, MISMATCH_CHANGED)
+    row = only(engine)
+    assert (row.status, row.alerted_at, row.reopened_at) == (DiscrepancyStatus.OPEN, None, None)
+
+
+def test_assessments_must_go_one_to_a_finding(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="one each"):
+        record_pair(
+            engine=engine,
+            run_id=new_run(engine),
+            customer=CUSTOMER,
+            meter=METER,
+            comparison=MISMATCH,
+            daily={},
+            fetched=None,
+            stats=STATS,
+            assessments=[PRICED, PRICED],
+        )
+
+
+# ---------------------------------------------------------------------------------- settling
+
+RUN_STARTED = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("period_end", "hours", "expected"),
+    [
+        ("2026-11-02", 0, None),
+        ("2026-11-02", 72, datetime(2026, 11, 5, tzinfo=UTC)),
+        ("2026-11-02", 6, None),  # ended exactly 6 hours before the run: settled
+        ("2026-11-02", 7, datetime(2026, 11, 2, 7, tzinfo=UTC)),
+        ("2026-10-20", 72, None),
+    ],
+    ids=["off", "within-the-grace", "exactly-settled", "an-hour-to-go", "long-ago"],
+)
+def test_a_discrepancy_settles_its_hours_after_its_period_ends(
+    period_end: str, hours: int, expected: datetime | None
+) -> None:
+    assert (
+        settles_at(date.fromisoformat(period_end), run_started=RUN_STARTED, settle_hours=hours)
+        == expected
+    )
+
+
+def test_a_row_found_again_keeps_its_settles_at_until_it_opens_again(engine: Engine) -> None:
+    runs = [new_run(engine) for _ in range(4)]
+    first_settle = datetime(2026, 11, 5, tzinfo=UTC)
+    later_settle = datetime(2026, 11, 6, tzinfo=UTC)
+    assessed(engine, runs[0], MISMATCH, Assessment(settles_at=first_settle))
+    assessed(engine, runs[1], MISMATCH, Assessment(settles_at=later_settle))
+    kept = only(engine).settles_at
+    record(engine, runs[2], MATCHED)
+    assessed(engine, runs[3], MISMATCH, Assessment(settles_at=later_settle))
+
+    assert kept == first_settle
+    assert only(engine).settles_at == later_settle
+
+
+def test_a_pair_fetched_again_reads_no_earlier_fetch_ranges(engine: Engine) -> None:
+    """Its days with usage all have snapshots: only a day that appears needs the ranges."""
+    first, second = new_run(engine), new_run(engine)
+    daily = days({"2026-11-01": "5", "2026-11-02": "1"})
+    record_fetch(engine, first, daily)
+    selects: list[str] = []
+
+    def keep(*args: Any) -> None:
+        if args[2].lstrip().upper().startswith("SELECT"):
+            selects.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        record_fetch(engine, second, daily)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert not [s for s in selects if "pair_result" in s], selects
+    assert changes(engine) == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,30 +14,85 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from meter_recon.importer import import_line_items
-from meter_recon.seed import MIN_CUSTOMERS, PLANTED, DemoData, default_window, generate
-from meter_recon.simulator import SimulatorData
+from meter_recon.seed import (
+    MIN_CUSTOMERS,
+    PLANTED,
+    DemoData,
+    ExpectedDiscrepancy,
+    default_window,
+    generate,
+)
+from meter_recon.simulator import SimulatorData, wire
 from models.canonical import utc_midnight
 from models.keys import DiscrepancyKey
-from models.tables import DiscrepancyKind, InvoiceLineItem, PairSource, TrackedPair
-from tasks.compare import Formula, LineItem, Window, compare_pair
+from models.tables import DiscrepancyKind, InvoiceLineItem, LikelyCause, PairSource, TrackedPair
+from tasks.compare import (
+    Finding,
+    Formula,
+    LineItem,
+    PairComparison,
+    Tolerance,
+    Window,
+    compare_pair,
+)
+from tasks.diagnose import WrongMeterCandidate, diagnose, hourly_spans, needs_hourly, wrong_meter
+from tasks.value import (
+    Valued,
+    ledger_price_for_unbilled,
+    ledger_price_of,
+    price_from_stripe,
+    value_discrepancy,
+)
 
 ANCHOR = date(2026, 11, 25)
 Kind = DiscrepancyKind
 
 
-def found_by_comparison(
-    data: DemoData, *, today: date
-) -> dict[DiscrepancyKey, tuple[Decimal, ...]]:
-    """What the pure comparison finds, pair by pair, over the simulator's daily buckets.
-
-    Reads the data file through the simulator's own loader and aggregation, fetches the
-    way the flow does (window and line item periods, never past `today`), and keys each
-    finding by identity with its Stripe and ledger quantities.
-    """
+def simulator_of(data: DemoData, *, late_events: bool = False) -> SimulatorData:
+    """The data file through the simulator's own loader; with the late events posted."""
     simulator = SimulatorData.from_json(data.simulator_json())
+    if late_events:
+        for event in data.late_events:
+            assert simulator.add_event(
+                event_name=event.event_name,
+                customer=event.customer,
+                timestamp=event.timestamp,
+                value=event.value,
+                identifier=event.identifier,
+            )
+    return simulator
+
+
+@dataclass(frozen=True)
+class PairUsage:
+    """One pair as the flow sees it: its line items, and Stripe's daily usage as fetched."""
+
+    customer: str
+    meter: str
+    formula: Formula
+    items: list[LineItem]
+    daily: dict[date, Decimal]
+    fetched: tuple[date, date] | None
+
+
+def daily_usage(
+    simulator: SimulatorData, customer: str, meter_id: str, start: date, end: date
+) -> dict[date, Decimal]:
+    meter = simulator.meter(meter_id)
+    assert meter is not None
+    buckets = simulator.buckets(meter, customer, utc_midnight(start), utc_midnight(end), "day")
+    return {
+        start + timedelta(days=(b.start_time - utc_midnight(start)) // 86_400): b.value
+        for b in buckets
+    }
+
+
+def pairs_as_fetched(
+    data: DemoData, simulator: SimulatorData, *, today: date
+) -> Iterator[PairUsage]:
+    """Every tracked pair, fetched the way the flow does: the window and the periods of the
+    line items that overlap it, widened by a day on both sides, never past `today`."""
     window = Window(*data.window)
-    bounds = {(p.customer, p.meter): (p.active_from, p.active_to) for p in data.hand_tracked}
-    found: dict[DiscrepancyKey, tuple[Decimal, ...]] = {}
     for customer, meter_id in sorted(data.pairs()):
         meter = simulator.meter(meter_id)
         assert meter is not None
@@ -47,25 +104,46 @@ def found_by_comparison(
         considered = [
             i for i in items if i.period_start < window.end and i.period_end > window.start
         ]
-        start = min([window.start, *(i.period_start for i in considered)])
-        end = min(max([window.end, *(i.period_end for i in considered)]), today)
-        buckets = simulator.buckets(meter, customer, utc_midnight(start), utc_midnight(end), "day")
-        daily = {
-            start + timedelta(days=(b.start_time - utc_midnight(start)) // 86_400): b.value
-            for b in buckets
-        }
-        active_from, active_to = bounds.get((customer, meter_id), (None, None))
-        result = compare_pair(
-            daily=daily,
-            line_items=items,
-            window=window,
-            today=today,
+        start = min([window.start, *(i.period_start for i in considered)]) - timedelta(days=1)
+        end = min(max([window.end, *(i.period_end for i in considered)]) + timedelta(days=1), today)
+        yield PairUsage(
+            customer=customer,
+            meter=meter_id,
             formula=Formula(meter.formula),
-            active_from=active_from,
-            active_to=active_to,
+            items=items,
+            daily=daily_usage(simulator, customer, meter_id, start, end),
+            fetched=(start, end),
         )
-        for f in result.findings:
-            identity = f.key(customer=customer, meter=meter_id)
+
+
+def comparison_of(data: DemoData, pair: PairUsage, *, today: date) -> PairComparison:
+    bounds = {(p.customer, p.meter): (p.active_from, p.active_to) for p in data.hand_tracked}
+    active_from, active_to = bounds.get((pair.customer, pair.meter), (None, None))
+    return compare_pair(
+        daily=pair.daily,
+        line_items=pair.items,
+        window=Window(*data.window),
+        today=today,
+        formula=pair.formula,
+        active_from=active_from,
+        active_to=active_to,
+    )
+
+
+def found_by_comparison(
+    data: DemoData, *, today: date, late_events: bool = False
+) -> dict[DiscrepancyKey, tuple[Decimal, ...]]:
+    """What the pure comparison finds, pair by pair, over the simulator's daily buckets.
+
+    Reads the data file through the simulator's own loader and aggregation (with the late
+    events posted, if asked), fetches the way the flow does, and keys each finding by
+    identity with its Stripe and ledger quantities.
+    """
+    simulator = simulator_of(data, late_events=late_events)
+    found: dict[DiscrepancyKey, tuple[Decimal, ...]] = {}
+    for pair in pairs_as_fetched(data, simulator, today=today):
+        for f in comparison_of(data, pair, today=today).findings:
+            identity = f.key(customer=pair.customer, meter=pair.meter)
             quantities: tuple[Decimal, ...] = (f.stripe_quantity,)
             if f.internal_quantity is not None:
                 quantities += (f.internal_quantity,)
@@ -73,14 +151,95 @@ def found_by_comparison(
     return found
 
 
-def planted(data: DemoData) -> dict[DiscrepancyKey, tuple[Decimal, ...]]:
+def planted(
+    data: DemoData, *, late_events: bool = True
+) -> dict[DiscrepancyKey, tuple[Decimal, ...]]:
     result: dict[DiscrepancyKey, tuple[Decimal, ...]] = {}
-    for e in data.expected:
+    for e in data.expected_before(late_events=late_events):
         quantities: tuple[Decimal, ...] = (e.stripe_quantity,)
         if e.internal_quantity is not None:
             quantities += (e.internal_quantity,)
         result[e.identity] = quantities
     return result
+
+
+def diagnosed(data: DemoData, *, today: date) -> dict[DiscrepancyKey, LikelyCause | None]:
+    """Each finding's likely cause, as a run after the late events were posted gives it.
+
+    The pure diagnosis on the planted evidence: the day's values as first fetched (by a run
+    before the late events), the hourly buckets around the boundaries when it asks for them,
+    then wrong_meter across the rows still without a cause.
+    """
+    now = datetime.combine(today, time(9, 30), tzinfo=UTC)
+    tolerance = Tolerance()
+    before = simulator_of(data)
+    after = simulator_of(data, late_events=True)
+    causes: dict[DiscrepancyKey, LikelyCause | None] = {}
+    candidates: list[WrongMeterCandidate[DiscrepancyKey]] = []
+    for pair in pairs_as_fetched(data, after, today=today):
+        assert pair.fetched is not None
+        first = daily_usage(before, pair.customer, pair.meter, *pair.fetched)
+        first_known = {day: first.get(day) for day in _days(*pair.fetched)}
+        for finding in comparison_of(data, pair, today=today).findings:
+            key = finding.key(customer=pair.customer, meter=pair.meter)
+            hourly: dict[datetime, Decimal] | None = None
+            if needs_hourly(
+                finding=finding,
+                formula=pair.formula,
+                daily=pair.daily,
+                first_known=first_known,
+                tolerance=tolerance,
+                today=today,
+                diagnose_hourly=True,
+            ):
+                hourly = hourly_usage(after, pair, finding, now=now)
+            diagnosis = diagnose(
+                finding=finding,
+                formula=pair.formula,
+                daily=pair.daily,
+                first_known=first_known,
+                hourly=hourly,
+                tolerance=tolerance,
+                today=today,
+                now=now,
+                diagnose_hourly=True,
+            )
+            causes[key] = diagnosis.cause
+            if diagnosis.cause is None and finding.difference is not None:
+                candidates.append(
+                    WrongMeterCandidate(
+                        key=key,
+                        customer=pair.customer,
+                        meter=pair.meter,
+                        period_start=finding.period_start,
+                        period_end=finding.period_end,
+                        difference=finding.difference,
+                    )
+                )
+    for key, diagnosis in wrong_meter(candidates=candidates, tolerance=tolerance).items():
+        causes[key] = diagnosis.cause
+    return causes
+
+
+def hourly_usage(
+    simulator: SimulatorData, pair: PairUsage, finding: Finding, *, now: datetime
+) -> dict[datetime, Decimal]:
+    """Stripe's hourly buckets over the spans the diagnosis asks for."""
+    meter = simulator.meter(pair.meter)
+    assert meter is not None
+    hourly: dict[datetime, Decimal] = {}
+    for start, end in hourly_spans(finding.period_start, finding.period_end, now=now):
+        span = (int(start.timestamp()), int(end.timestamp()))
+        for bucket in simulator.buckets(meter, pair.customer, *span, "hour"):
+            hourly[datetime.fromtimestamp(bucket.start_time, UTC)] = bucket.value
+    return hourly
+
+
+def _days(start: date, end: date) -> Iterator[date]:
+    day = start
+    while day < end:
+        yield day
+        day += timedelta(days=1)
 
 
 def test_the_same_anchor_customers_and_seed_give_the_same_bytes() -> None:
@@ -117,10 +276,10 @@ def test_every_kind_is_planted_on_pairs_of_its_own() -> None:
     by_kind = data.expected_by_kind()
     assert all(by_kind[kind] for kind in Kind)
     counts = Counter(e.kind for e in data.expected)
-    assert counts[Kind.QUANTITY_MISMATCH] == 4
+    assert counts[Kind.QUANTITY_MISMATCH] == 11
     assert counts[Kind.MISSING_IN_STRIPE] == 2
     assert counts[Kind.OVERLAPPING_LINE_ITEMS] == 1
-    assert counts[Kind.UNBILLED_USAGE] >= 2
+    assert counts[Kind.UNBILLED_USAGE] == 9
     formulas = {m.id: m.formula for m in data.meters}
     mismatches = [e for e in data.expected if e.kind is Kind.QUANTITY_MISMATCH]
     assert {formulas[e.meter] for e in mismatches} == {"sum", "count", "last"}
@@ -133,8 +292,13 @@ def test_each_planted_scenario_plants_on_a_pair_of_its_own() -> None:
     scenarios = [scenario for group in PLANTED for scenario in group]
     assert len(set(scenarios)) == len(scenarios)
     assert len(PLANTED) == MIN_CUSTOMERS
-    planted_pairs = {(e.customer, e.meter) for e in data.expected}
-    assert len(planted_pairs) == len(scenarios)
+    by_scenario: dict[str, set[tuple[str, str]]] = {}
+    for e in data.expected:
+        by_scenario.setdefault(e.scenario, set()).add((e.customer, e.meter))
+    # Every scenario but one that matches (an adjustment) plants; wrong_meter plants two pairs.
+    assert set(by_scenario) == {s.__name__ for s in scenarios} - {"data_transfer_event_cancelled"}
+    planted_pairs = [pair for pairs in by_scenario.values() for pair in pairs]
+    assert len(planted_pairs) == len(set(planted_pairs)) == len(by_scenario) + 1
     assert len({customer for customer, _ in planted_pairs}) == len(PLANTED)
 
 
@@ -150,7 +314,7 @@ def test_the_hand_tracked_customer_was_never_billed() -> None:
 
 
 def test_too_few_customers_is_refused() -> None:
-    with pytest.raises(ValueError, match="at least 5 customers"):
+    with pytest.raises(ValueError, match=f"at least {MIN_CUSTOMERS} customers"):
         generate(anchor=ANCHOR, customers=MIN_CUSTOMERS - 1)
 
 
@@ -161,7 +325,8 @@ def test_the_data_file_passes_the_simulators_loader(tmp_path: Path) -> None:
         (m.id, m.formula, "active") for m in data.meters
     ]
     assert loaded.duplicates_ignored == 2  # the retried events Stripe de-duplicates
-    assert loaded.event_count == len(data.events) - 2
+    assert loaded.events_canceled == len(data.adjustments) == 1
+    assert loaded.event_count == len(data.events) - 2 - 1
 
 
 def test_the_ledger_passes_the_importer(engine: Engine, tmp_path: Path) -> None:
@@ -195,7 +360,8 @@ def test_the_comparison_finds_exactly_what_was_planted(anchor: date) -> None:
     for customers, seed in ((MIN_CUSTOMERS, 0), (9, 11)):
         data = generate(anchor=anchor, customers=customers, seed=seed)
         assert data.window == default_window(anchor)
-        assert found_by_comparison(data, today=anchor) == planted(data)
+        assert found_by_comparison(data, today=anchor) == planted(data, late_events=False)
+        assert found_by_comparison(data, today=anchor, late_events=True) == planted(data)
 
 
 @pytest.mark.parametrize("days_later", [1, 6, 31, 45])
@@ -203,4 +369,118 @@ def test_a_later_run_over_the_stored_window_finds_the_same(days_later: int) -> N
     # Pending line items have closed by then: their usage was generated in full, so they match.
     data = generate(anchor=ANCHOR, customers=9, seed=5)
     later = ANCHOR + timedelta(days=days_later)
-    assert found_by_comparison(data, today=later) == planted(data)
+    assert found_by_comparison(data, today=later, late_events=True) == planted(data)
+
+
+# -- prices, subscriptions, money at stake and likely causes ------------------------------------
+
+ANCHORS = [
+    date(2026, 11, 25),
+    date(2026, 11, 30),  # a Monday, the month's last day
+    date(2026, 12, 1),  # the first of a month: the closed month ends today
+    date(2027, 1, 3),  # a Sunday
+    date(2028, 3, 1),  # after a leap day
+]
+
+
+def test_every_price_subscription_and_adjustment_loads_into_the_simulator() -> None:
+    data = generate(anchor=ANCHOR, customers=12, seed=4)
+    loaded = simulator_of(data)
+    assert {p.id for p in loaded.prices()} == {p.id for p in data.prices}
+    assert {s.id for s in loaded.subscriptions()} == {s.id for s in data.subscriptions}
+    billed = {(s.customer, item.price.meter) for s in loaded.subscriptions() for item in s.items}
+    assert billed == data.stripe_pairs()
+    assert all(s.status == "active" for s in loaded.subscriptions())
+    assert loaded.events_canceled == len(data.adjustments) == 1
+    schemes = {
+        (p.billing_scheme, p.tiers_mode, p.transform_quantity is not None) for p in loaded.prices()
+    }
+    assert ("per_unit", None, True) in schemes  # a transform
+    assert ("tiered", "graduated", False) in schemes
+    assert {p.currency for p in loaded.prices()} == {"usd", "eur", "jpy"}
+
+
+def test_a_customer_only_stripe_knows_has_usage_and_a_subscription_but_no_line_item() -> None:
+    data = generate(anchor=ANCHOR, customers=8, seed=3)
+    ledger = {(i.customer, i.meter) for i in data.line_items}
+    hand = {(p.customer, p.meter) for p in data.hand_tracked}
+    (only_stripe,) = data.stripe_pairs() - ledger - hand
+    unbilled = [e for e in data.expected if (e.customer, e.meter) == only_stripe]
+    assert unbilled and all(e.kind is Kind.UNBILLED_USAGE for e in unbilled)
+    assert all(e.amount_at_stake is not None and e.amount_at_stake > 0 for e in unbilled)
+    price = data.price_of(*only_stripe)
+    assert price is not None and price.tiers  # valued at the graduated price
+
+
+def test_a_yen_customer_is_valued_in_whole_yen() -> None:
+    data = generate(anchor=ANCHOR, customers=8, seed=3)
+    yen = [e for e in data.expected if e.currency == "jpy"]
+    assert yen
+    seats = next(e for e in yen if e.scenario == "removed_seats_still_billed")
+    assert seats.amount_at_stake == Decimal(-2 * 1800)  # 2 seats at 1800 yen each
+    assert "JPY" in {i.currency for i in data.line_items}
+
+
+def test_one_planted_discrepancy_of_each_cause_and_money_in_three_currencies() -> None:
+    data = generate(anchor=ANCHOR, customers=MIN_CUSTOMERS, seed=1)
+    causes = Counter(e.cause for e in data.expected)
+    assert set(causes) == {*LikelyCause, None}
+    assert causes[LikelyCause.WRONG_METER] == 2  # one pair of pairs
+    assert {e.currency for e in data.expected} == {"usd", "eur", "jpy", None}
+    assert all((e.amount_at_stake is None) == (e.currency is None) for e in data.expected)
+    assert any(e.amount_at_stake is None for e in data.expected)  # not valued, too
+
+
+def test_the_late_events_land_in_a_closed_period_that_matched_before_them() -> None:
+    data = generate(anchor=ANCHOR, customers=8, seed=3)
+    (late,) = [e for e in data.expected if e.after_late_events]
+    assert late.cause is LikelyCause.LATE_USAGE and late.period_end <= ANCHOR
+    assert late.identity not in found_by_comparison(data, today=ANCHOR)
+    assert data.late_events
+    for event in data.late_events:
+        day = datetime.fromtimestamp(event.timestamp, UTC).date()
+        assert late.period_start <= day < late.period_end
+        assert event.identifier not in {e.identifier for e in data.events}
+    assert late.internal_quantity is not None
+    assert late.stripe_quantity - late.internal_quantity == sum(e.value for e in data.late_events)
+
+
+@pytest.mark.parametrize("anchor", ANCHORS)
+def test_the_planted_evidence_gives_each_planted_cause_and_no_other(anchor: date) -> None:
+    for customers, seed in ((MIN_CUSTOMERS, 0), (9, 11), (36, 7)):
+        data = generate(anchor=anchor, customers=customers, seed=seed)
+        assert diagnosed(data, today=anchor) == {e.identity: e.cause for e in data.expected}
+
+
+def _valued(data: DemoData, e: ExpectedDiscrepancy) -> Valued:
+    """The pure valuation of a planted discrepancy, at the price Stripe serves for the pair."""
+    simulator = simulator_of(data)
+    price = data.price_of(e.customer, e.meter)
+    stripe_price = None
+    if price is not None:
+        record = simulator.price(price.id)
+        assert record is not None
+        stripe_price = price_from_stripe(wire.price_object(record, tiers=True))
+    items = [i for i in data.line_items if (i.customer, i.meter) == (e.customer, e.meter)]
+    if e.kind is Kind.UNBILLED_USAGE:
+        ledger = ledger_price_for_unbilled(items)
+    else:
+        ledger = ledger_price_of(next(i for i in items if i.id == e.line_item_id))
+    return value_discrepancy(
+        kind=e.kind,
+        stripe_quantity=e.stripe_quantity,
+        internal_quantity=e.internal_quantity,
+        price=stripe_price,
+        ledger_price=ledger,
+    )
+
+
+@pytest.mark.parametrize("anchor", ANCHORS)
+def test_each_planted_amount_at_stake_is_what_the_valuation_gives(anchor: date) -> None:
+    for customers, seed in ((MIN_CUSTOMERS, 0), (9, 11)):
+        data = generate(anchor=anchor, customers=customers, seed=seed)
+        for e in data.expected:
+            valued = _valued(data, e)
+            assert (valued.amount_at_stake, valued.currency) == (e.amount_at_stake, e.currency), e
+            if e.amount_at_stake is not None:
+                assert e.amount_at_stake.as_tuple().exponent == -6  # 6 places, exact
