@@ -10,6 +10,7 @@ e.g. the README's image).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -83,11 +84,9 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 90
         while True:
             assert server.poll() is None, (home / "server.log").read_text()
-            try:
+            with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
-                pass
             assert time.monotonic() < deadline, "Prefect's server did not start in 90 s"
             time.sleep(0.3)
         yield url
