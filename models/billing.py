@@ -80,20 +80,26 @@ def upsert_prices(*, session: Session, rows: Sequence[Mapping[str, Any]]) -> Non
     session.execute(statement, list(rows))
 
 
-def replace_subscription_items(*, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """The cache becomes exactly what Stripe bills now: rows Stripe no longer lists go."""
-    table = SubscriptionItem.__table__  # type: ignore[attr-defined]
-    keep = [row["id"] for row in rows]
-    session.execute(sa.delete(table).where(table.c.id.not_in(keep)) if keep else sa.delete(table))
+def upsert_subscription_items(*, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert or refresh cached items (a discovery writes them a page at a time)."""
     if not rows:
         return
+    table = SubscriptionItem.__table__  # type: ignore[attr-defined]
     statement = insert_for(session, table)
     statement = statement.on_conflict_do_update(
         index_elements=["id"],
         set_={c.name: statement.excluded[c.name] for c in table.columns if c.name != "id"},
     )
-    for start in range(0, len(rows), 5000):
-        session.execute(statement, list(rows[start : start + 5000]))
+    session.execute(statement, list(rows))
+
+
+def forget_subscription_items(*, session: Session, seen_before: datetime) -> int:
+    """Drop the items no discovery listed since `seen_before`: Stripe no longer bills them."""
+    table = SubscriptionItem.__table__  # type: ignore[attr-defined]
+    stale = table.c.refreshed_at < seen_before
+    count = session.execute(sa.select(sa.func.count()).select_from(table).where(stale)).scalar()
+    session.execute(sa.delete(table).where(stale))
+    return int(count or 0)
 
 
 def _billing_items() -> Any:
@@ -139,11 +145,12 @@ def price_for_pair(*, session: Session, customer: str, meter: str) -> dict[str, 
 
 __all__ = [
     "IGNORED_STATUS",
+    "forget_subscription_items",
     "json_safe",
     "price_for_pair",
     "price_ids_by_pair",
     "price_object",
     "price_row",
-    "replace_subscription_items",
     "upsert_prices",
+    "upsert_subscription_items",
 ]

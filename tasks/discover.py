@@ -18,7 +18,13 @@ from prefect.logging import get_run_logger
 
 from meter_recon.settings import get_settings
 from meter_recon.stripe.models import Subscription
-from models.billing import IGNORED_STATUS, price_row, replace_subscription_items, upsert_prices
+from models.billing import (
+    IGNORED_STATUS,
+    forget_subscription_items,
+    price_row,
+    upsert_prices,
+    upsert_subscription_items,
+)
 from models.engine import get_engine, session_scope
 from models.pairs import track_from_stripe
 from models.types import utcnow
@@ -89,9 +95,9 @@ def metered_items(subscriptions: Iterable[Subscription]) -> list[MeteredItem]:
     return found
 
 
-def tiered_price_ids(items: Iterable[MeteredItem]) -> list[str]:
+def tiered_price_ids(prices: Iterable[Mapping[str, Any]]) -> list[str]:
     """Tiered prices met, once each: their tiers come only when asked for."""
-    return sorted({str(i.price["id"]) for i in items if i.price.get("billing_scheme") == "tiered"})
+    return sorted({str(p["id"]) for p in prices if p.get("billing_scheme") == "tiered"})
 
 
 def _when(seconds: int | None) -> datetime | None:
@@ -113,29 +119,55 @@ def _item_row(item: MeteredItem, now: datetime) -> dict[str, Any]:
     }
 
 
+#: Items written per transaction while Stripe is paged: memory holds one batch, not the account.
+ITEM_BATCH = 1000
+
+
 def discover() -> Discovery:
-    """Page Stripe's subscriptions, fetch tiered prices, and cache items, prices and pairs."""
+    """Page Stripe's subscriptions, fetch tiered prices, and cache items, prices and pairs.
+
+    Items are written a batch at a time as the pages come, so an account of 100,000s of
+    items is never in memory at once; those no longer listed are dropped at the end.
+    """
     settings = get_settings()
+    engine = get_engine(settings.database_url)
     client = stripe_client(settings)
     before = client.requests_made
-    items = metered_items(client.subscriptions())
-    prices: dict[str, Mapping[str, Any]] = {str(i.price["id"]): i.price for i in items}
-    for price_id in tiered_price_ids(items):
+    now = utcnow()
+    prices: dict[str, Mapping[str, Any]] = {}
+    pairs: set[tuple[str, str]] = set()
+    items = 0
+    batch: list[dict[str, Any]] = []
+    for subscription in client.iter_subscriptions():
+        for item in metered_items([subscription]):
+            prices.setdefault(str(item.price["id"]), item.price)
+            pairs.add(item.pair)
+            batch.append(_item_row(item, now))
+        if len(batch) >= ITEM_BATCH:
+            items += _write_items(engine, batch)
+            batch = []
+    items += _write_items(engine, batch)
+    for price_id in tiered_price_ids(prices.values()):
         prices[price_id] = client.get_price(price_id, expand_tiers=True)
     requests = client.requests_made - before
-    now = utcnow()
-    pairs = sorted({item.pair for item in items})
-    with session_scope(get_engine(settings.database_url)) as session:
+    with session_scope(engine) as session:
         upsert_prices(session=session, rows=[price_row(p, now=now) for p in prices.values()])
-        replace_subscription_items(session=session, rows=[_item_row(i, now) for i in items])
-        added = track_from_stripe(session=session, pairs=pairs)
+        forget_subscription_items(session=session, seen_before=now)
+        added = track_from_stripe(session=session, pairs=sorted(pairs))
     return Discovery(
         added=tuple(added),
         pairs=len(pairs),
-        items=len(items),
+        items=items,
         prices=len(prices),
         requests=requests,
     )
+
+
+def _write_items(engine: Any, rows: list[dict[str, Any]]) -> int:
+    if rows:
+        with session_scope(engine) as session:
+            upsert_subscription_items(session=session, rows=rows)
+    return len(rows)
 
 
 @task(name="discover-pairs", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)

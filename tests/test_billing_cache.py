@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -10,11 +10,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from models.billing import (
+    forget_subscription_items,
     price_for_pair,
     price_ids_by_pair,
     price_row,
-    replace_subscription_items,
     upsert_prices,
+    upsert_subscription_items,
 )
 from models.pairs import track_by_hand, track_from_stripe
 from models.tables import PairSource, StripePrice, SubscriptionItem, TrackedPair
@@ -94,17 +95,25 @@ def test_a_refreshed_price_replaces_the_cached_one(engine: Engine) -> None:
 
 
 def test_the_item_cache_becomes_what_stripe_lists_now(engine: Engine) -> None:
+    later = NOW + timedelta(hours=1)
     with Session(engine) as session:
-        replace_subscription_items(session=session, rows=[item_row("si_1"), item_row("si_2")])
-        replace_subscription_items(session=session, rows=[item_row("si_2"), item_row("si_3")])
+        upsert_subscription_items(session=session, rows=[item_row("si_1"), item_row("si_2")])
+        upsert_subscription_items(
+            session=session,
+            rows=[
+                {**item_row("si_2"), "refreshed_at": later},
+                {**item_row("si_3"), "refreshed_at": later},
+            ],
+        )
+        forgotten = forget_subscription_items(session=session, seen_before=later)
         session.commit()
         ids = sorted(session.exec(select(SubscriptionItem.id)))
-    assert ids == ["si_2", "si_3"]
+    assert (ids, forgotten) == (["si_2", "si_3"], 1)
 
 
 def test_a_pair_is_priced_by_its_most_recently_created_subscription(engine: Engine) -> None:
     with Session(engine) as session:
-        replace_subscription_items(
+        upsert_subscription_items(
             session=session,
             rows=[
                 item_row("si_old", subscription="sub_1", created=100, price="price_old"),
@@ -117,7 +126,7 @@ def test_a_pair_is_priced_by_its_most_recently_created_subscription(engine: Engi
 
 def test_created_at_the_same_second_the_greater_subscription_id_wins(engine: Engine) -> None:
     with Session(engine) as session:
-        replace_subscription_items(
+        upsert_subscription_items(
             session=session,
             rows=[
                 item_row("si_a", subscription="sub_b", created=100, price="price_b"),
@@ -130,7 +139,7 @@ def test_created_at_the_same_second_the_greater_subscription_id_wins(engine: Eng
 
 def test_an_expired_incomplete_subscription_prices_nothing(engine: Engine) -> None:
     with Session(engine) as session:
-        replace_subscription_items(
+        upsert_subscription_items(
             session=session,
             rows=[
                 item_row("si_1", subscription="sub_1", created=100, price="price_live"),
@@ -157,7 +166,7 @@ def test_the_pair_price_comes_back_in_stripes_shape(engine: Engine) -> None:
                 )
             ],
         )
-        replace_subscription_items(session=session, rows=[item_row("si_1")])
+        upsert_subscription_items(session=session, rows=[item_row("si_1")])
         session.commit()
         price = price_for_pair(session=session, customer="cus_A", meter="mtr_api")
         unpriced = price_for_pair(session=session, customer="cus_B", meter="mtr_api")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -69,7 +70,7 @@ def test_each_tiered_price_is_fetched_once() -> None:
             subscription("sub_2", tiered, customer="cus_B"),
         ]
     )
-    assert tiered_price_ids(items) == ["price_storage"]
+    assert tiered_price_ids(i.price for i in items) == ["price_storage"]
 
 
 def seed_billing(simulator: StripeSimulator) -> None:
@@ -188,3 +189,42 @@ def test_a_subscription_with_more_items_than_stripe_inlines_has_them_all(
         items=[{"id": f"si_{n:02}", "price": f"price_{n:02}"} for n in range(12)],
     )
     assert discover().pairs == 12
+
+
+def test_discovery_written_a_few_items_at_a_time_caches_them_all(
+    flow_env: StripeSimulator, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tasks.discover.ITEM_BATCH", 1)
+    seed_billing(flow_env)
+    assert discover().items == 3
+    with Session(engine) as session:
+        assert sorted(session.exec(select(CachedItem.id))) == ["si_A1", "si_S1", "si_S2"]
+
+
+def test_an_item_stripe_no_longer_lists_is_forgotten_by_the_next_discovery(
+    flow_env: StripeSimulator, engine: Engine
+) -> None:
+    seed_billing(flow_env)
+    discover()
+    key = flow_env.api_key
+    flow_env.reset()  # Stripe now bills only cus_A
+    flow_env.api_key = key
+    flow_env.add_meter("mtr_api", event_name="api_call")
+    flow_env.add_price(
+        id="price_api",
+        currency="usd",
+        meter="mtr_api",
+        billing_scheme="per_unit",
+        unit_amount_decimal="0.25",
+    )
+    flow_env.add_subscription(
+        id="sub_A",
+        customer="cus_A",
+        status="active",
+        created=CREATED,
+        items=[{"id": "si_A1", "price": "price_api"}],
+    )
+    discover()
+    with Session(engine) as session:
+        assert sorted(session.exec(select(CachedItem.id))) == ["si_A1"]
+        assert len(session.exec(select(TrackedPair)).all()) == 3  # tracked pairs stay

@@ -22,7 +22,7 @@ from meter_recon.simulator import StripeSimulator
 from meter_recon.simulator.faults import Fault
 from meter_recon.stripe.models import DailyUsage
 from meter_recon.windows import utc_today
-from models.billing import price_row, replace_subscription_items, upsert_prices
+from models.billing import price_row, upsert_prices, upsert_subscription_items
 from models.engine import session_scope
 from models.enums import LikelyCause, Valuation
 from models.tables import (
@@ -290,7 +290,7 @@ def test_a_stripe_price_not_understood_leaves_the_pair_not_valued_and_says_so(
                 )
             ],
         )
-        replace_subscription_items(
+        upsert_subscription_items(
             session=session,
             rows=[
                 {

@@ -7,7 +7,7 @@ import logging
 import platform
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -449,27 +449,30 @@ class StripeClient:
         return HourlyUsage(values=values, requests=requests)
 
     def subscriptions(self) -> list[Subscription]:
-        """Every subscription of the account, of every status, each with all its items.
+        """Every subscription of the account, of every status, each with all its items."""
+        return list(self.iter_subscriptions())
+
+    def iter_subscriptions(self) -> Iterator[Subscription]:
+        """Every subscription, one page in memory at a time (an account may have 100,000s).
 
         Pages `GET /v1/subscriptions?status=all&limit=100`; a subscription whose inline items
         say `has_more` has them all listed by `GET /v1/subscription_items`.
         """
-        listed, _ = self._list_all(
+        pages = self._pages(
             "/v1/subscriptions", subscriptions_params(), _Call(), parse_listed_subscription
         )
-        result: list[Subscription] = []
-        for entry in listed:
-            subscription = entry.subscription
-            if entry.more_items:
-                items, _ = self._list_all(
-                    "/v1/subscription_items",
-                    subscription_items_params(subscription.id),
-                    _Call(),
-                    parse_subscription_item,
-                )
-                subscription = replace(subscription, items=tuple(items))
-            result.append(subscription)
-        return result
+        for page in pages:
+            for entry in page:
+                subscription = entry.subscription
+                if entry.more_items:
+                    items, _ = self._list_all(
+                        "/v1/subscription_items",
+                        subscription_items_params(subscription.id),
+                        _Call(),
+                        parse_subscription_item,
+                    )
+                    subscription = replace(subscription, items=tuple(items))
+                yield subscription
 
     def get_price(self, price_id: str, *, expand_tiers: bool = False) -> Mapping[str, Any]:
         """One price, as Stripe sent it; a tiered price's `tiers` come only with `expand_tiers`."""
@@ -540,7 +543,17 @@ class StripeClient:
         call: _Call,
         parse_item: Callable[[object], ItemT],
     ) -> tuple[list[ItemT], int]:
-        items: list[ItemT] = []
+        items = [item for page in self._pages(path, pairs, call, parse_item) for item in page]
+        return items, call.requests
+
+    def _pages(
+        self,
+        path: str,
+        pairs: list[tuple[str, str]],
+        call: _Call,
+        parse_item: Callable[[object], ItemT],
+    ) -> Iterator[list[ItemT]]:
+        """Each page's items, asked for only when the one before is used."""
         starting_after: str | None = None
         while True:
             page_pairs = (
@@ -551,9 +564,9 @@ class StripeClient:
                 call,
                 lambda body: _parse_page(body, parse_item),
             )
-            items.extend(page.items)
+            yield page.items
             if not page.has_more:
-                return items, call.requests
+                return
             starting_after = page.last_id
 
     def _count_attempt(self, call: _Call) -> None:
