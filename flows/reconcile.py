@@ -16,6 +16,7 @@ from sqlmodel import Session
 from flows.fanout import FanOut, Plan
 from flows.history import TaskRuns, wait_for_history
 from flows.runners import in_flight_for, pairs_per_task_for, task_runner_for
+from flows.wrong_meter import diagnose_wrong_meter
 from meter_recon.settings import Settings, TaskRunnerKind, get_settings
 from meter_recon.stripe.prefect_limit import ensure_limit, plan_for
 from meter_recon.windows import check_window, nightly_window, utc_today
@@ -29,12 +30,14 @@ from models.runs import (
     get_run,
     heartbeat,
     ok_pairs,
+    record_discovery,
     start_run,
 )
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
 from models.types import utcnow
 from tasks.alert import alert_finance
-from tasks.fetch import fetch_meters
+from tasks.discover import Discovery, discover_pairs
+from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
 from tasks.pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
@@ -64,6 +67,10 @@ class RunSummary:
     requests: int
     task_runs_recorded: int
     task_runs_expected: int
+    settling: int = 0  # recorded, not alerted until their period settles
+    discovered: int | None = None  # pairs Stripe bills (None: discovery off or failed)
+    discovered_added: int = 0  # of which newly tracked
+    discovery_error: str | None = None
 
     @classmethod
     def of(
@@ -76,6 +83,7 @@ class RunSummary:
     ) -> RunSummary:
         """The finished run's record, plus what only the flow knows."""
         assert run.id is not None
+        discovery = run.counts.get("discovery") or {}
         return cls(
             run_id=run.id,
             status=run.status.value,
@@ -94,6 +102,10 @@ class RunSummary:
             requests=int(run.counts.get("requests", 0)),
             task_runs_recorded=task_runs_recorded,
             task_runs_expected=task_runs_expected,
+            settling=run.discrepancies_settling,
+            discovered=None if run.discovery_error or not discovery else discovery.get("pairs"),
+            discovered_added=int(discovery.get("added", 0)),
+            discovery_error=run.discovery_error,
         )
 
 
@@ -239,6 +251,8 @@ def _run(
     tasks = TaskRuns()
     _share_rate_limit(settings)
     formulas = _meters(tasks)
+    if settings.discover_pairs:
+        _discover(tasks, run_id)
     context = RunContext(
         run_id=run_id,
         window_start=window[0],
@@ -252,6 +266,7 @@ def _run(
     pairs_total = _fan_out(
         tasks, context, plan, customers=customers, meters=meters, formulas=formulas
     )
+    tasks.call(diagnose_wrong_meter, context).result()
     _finish(
         run_id,
         pairs_total=pairs_total,
@@ -283,6 +298,54 @@ def _meters(tasks: TaskRuns) -> dict[str, str]:
         refreshed.result()  # raises: no meters from Stripe and none cached
     get_run_logger().warning("could not refresh meters from Stripe; using the cached configuration")
     return formulas
+
+
+def _discover(tasks: TaskRuns, run_id: int) -> None:
+    """Track the pairs Stripe bills and cache their prices; a discovery that fails after its
+    retries leaves the run going on the cached pairs and prices (it is not a failed pair).
+
+    Its requests are counted here, around the task and its retries: the flow makes no other
+    request meanwhile (the meters are refreshed, the fan-out has not started).
+    """
+    settings = get_settings()
+    before = _requests_made(settings)
+    state = tasks.call(discover_pairs)
+    requests = _requests_made(settings) - before
+    found: Discovery | None = None
+    error: str | None = None
+    if state.is_completed():
+        found = state.result()
+    else:
+        failure = state.result(raise_on_failure=False)
+        if not isinstance(failure, BaseException):
+            failure = RuntimeError(f"discover-pairs ended {state.type.value}")
+        error = describe_error(failure)
+        get_run_logger().warning(
+            "discovery failed; going on with the cached pairs and prices: %s", error
+        )
+    with session_scope(get_engine(settings.database_url)) as session:
+        record_discovery(
+            session=session,
+            run_id=run_id,
+            requests=requests,
+            found=None
+            if found is None
+            else {
+                "pairs": found.pairs,
+                "added": len(found.added),
+                "items": found.items,
+                "prices": found.prices,
+            },
+            error=error,
+        )
+
+
+def _requests_made(settings: Settings) -> int:
+    """HTTP attempts of the process's Stripe client so far (0 without a key: none made)."""
+    try:
+        return stripe_client(settings).requests_made
+    except MissingApiKey:
+        return 0
 
 
 def _plan(
@@ -365,7 +428,8 @@ def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunS
             task_runs_expected=expected,
         )
     get_run_logger().info(
-        "run %d %s: %d of %d pairs reconciled, %d failed; %d new, %d re-opened, %d resolved",
+        "run %d %s: %d of %d pairs reconciled, %d failed; %d new, %d re-opened, %d resolved, "
+        "%d settling%s",
         run_id,
         summary.status,
         summary.pairs_ok,
@@ -374,6 +438,8 @@ def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunS
         summary.new,
         summary.reopened,
         summary.resolved,
+        summary.settling,
+        "; discovery failed" if summary.discovery_error else "",
     )
     return summary
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from cyclopts import App, CycloptsError, Parameter
 from rich.table import Table
@@ -31,6 +31,9 @@ from meter_recon.errors import (
 from meter_recon.prefect_server import PrefectServerError, started_first
 from meter_recon.settings import Settings, get_settings
 from meter_recon.terminal import console, err_console, execute_or_fail, print_run_summary
+
+if TYPE_CHECKING:
+    from models.tables import StripePrice
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PAIRS_FAILED", "BadInput", "app", "main"]
 
@@ -80,23 +83,66 @@ def upgrade(*, database_url_: DatabaseUrl = None) -> int:
 
 @pairs_app.command(name="list")
 def pairs_list(*, database_url_: DatabaseUrl = None) -> int:
-    """List the tracked pairs."""
+    """List the tracked pairs, each with its source and the Stripe price that bills it."""
+    from models.billing import price_ids_by_pair
     from models.engine import get_engine, session_scope
     from models.pairs import list_pairs
+    from models.tables import StripePrice
 
     with session_scope(get_engine(database_url(database_url_))) as session:
         pairs = list_pairs(session=session)
-        table = Table("customer", "meter", "from", "to (exclusive)", "source")
+        prices = price_ids_by_pair(session=session)
+        table = Table("customer", "meter", "from", "to (exclusive)", "source", "price")
         for pair in pairs:
+            price_id = prices.get((pair.stripe_customer_id, pair.meter_id))
+            price = session.get(StripePrice, price_id) if price_id else None
             table.add_row(
                 pair.stripe_customer_id,
                 pair.meter_id,
                 str(pair.active_from or ""),
                 str(pair.active_to or ""),
                 pair.source.value,
+                _price_label(price_id, price),
             )
     console.print(table)
     console.print(f"{len(pairs)} pair(s)")
+    return EXIT_OK
+
+
+def _price_label(price_id: str | None, price: StripePrice | None) -> str:
+    """A pair's price as finance reads it: its id and currency; empty when Stripe bills none."""
+    if price_id is None:
+        return ""
+    return price_id if price is None or not price.currency else f"{price_id} ({price.currency})"
+
+
+@pairs_app.command(name="sync")
+def pairs_sync(*, database_url_: DatabaseUrl = None) -> int:
+    """Learn from Stripe's subscriptions which pairs it bills and at what price, now.
+
+    Tracks every billed pair not tracked yet (source stripe) and caches items and prices;
+    exit code 1 when Stripe could not be read (nothing is changed then).
+    """
+    from meter_recon.runner import settings_for
+    from meter_recon.stripe.errors import StripeError
+    from tasks.discover import discover
+    from tasks.fetch import resolve_api_key
+    from tasks.pairs import describe_error
+
+    resolve_api_key(settings_for(database_url_))
+    try:
+        found = discover()
+    except StripeError as error:
+        err_console.print(f"discovery failed: {describe_error(error)}", markup=False)
+        return EXIT_PAIRS_FAILED
+    for customer, meter in found.added:
+        console.print(f"tracking {customer} / {meter} (source stripe)", markup=False)
+    console.print(
+        f"{found.pairs} billed pair(s) in {found.items} metered item(s), "
+        f"{found.prices} price(s); {len(found.added)} newly tracked; "
+        f"{found.requests} Stripe request(s)",
+        markup=False,
+    )
     return EXIT_OK
 
 
@@ -184,8 +230,10 @@ def discrepancies(
     *,
     status: str | None = None,
     kind: list[str] | None = None,
+    cause: list[str] | None = None,
     customer: list[str] | None = None,
     meter: list[str] | None = None,
+    sort: str | None = None,
     format: OutputFormat = OutputFormat.TABLE,
     database_url_: DatabaseUrl = None,
 ) -> int:
@@ -197,19 +245,28 @@ def discrepancies(
         open, acknowledged, resolved, or all.
     kind
         quantity_mismatch, missing_in_stripe, unbilled_usage or overlapping_line_items (repeatable).
+    cause
+        Only this likely cause: late_usage, period_off_by_one, timezone_shift,
+        duplicated_usage, unit_scale or wrong_meter (repeatable).
     customer
         Only this Stripe customer (repeatable).
     meter
         Only this Stripe meter (repeatable).
+    sort
+        id, amount or difference (amount and difference by absolute value, largest first);
+        without it, by customer, meter, period and kind.
     format
         table (for people), csv or json (for tools); csv and json have the same columns.
     """
-    from models.discrepancies import COLUMNS, as_record, list_discrepancies
+    from models.discrepancies import COLUMNS, SortBy, as_record, list_discrepancies
     from models.engine import get_engine, session_scope
+    from models.enums import LikelyCause
     from models.tables import DiscrepancyKind, DiscrepancyStatus
 
     statuses = _choices(DiscrepancyStatus, status, "--status", allow_all=True)
     kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
+    causes = [c for value in cause or [] for c in _choices(LikelyCause, value, "--cause")]
+    order = _choices(SortBy, sort, "--sort")
     with session_scope(get_engine(database_url(database_url_))) as session:
         records = [
             as_record(row)
@@ -219,6 +276,8 @@ def discrepancies(
                 kinds=kinds,
                 customers=customer or [],
                 meters=meter or [],
+                causes=causes,
+                sort=order[0] if order else None,
             )
         ]
     if format is OutputFormat.JSON:
@@ -241,6 +300,8 @@ def _discrepancy_table(records: list[dict[str, object]]) -> Table:
     table = Table("id", "customer", "meter", "period [start, end)", "kind", "line items")
     for heading in ("Stripe", "ledger", "difference"):
         table.add_column(heading, justify="right")
+    table.add_column("amount at stake", justify="right")
+    table.add_column("likely cause")
     table.add_column("status")
     table.add_column("runs")
     for r in records:
@@ -255,10 +316,40 @@ def _discrepancy_table(records: list[dict[str, object]]) -> Table:
             str(r["stripe_quantity"]),
             str(r["internal_quantity"] or ""),
             str(r["difference"] or ""),
+            _amount_label(r),
+            str(r["likely_cause"] or ""),
             str(r["status"]),
             f"{r['first_seen_run']}-{r['last_seen_run']}",
         )
     return table
+
+
+def _amount_label(record: dict[str, object]) -> str:
+    """Money with its currency ("12.50 usd"); a row still settling says until when."""
+    from datetime import UTC, datetime
+
+    amount, currency = record["amount_at_stake"], record["currency"]
+    text = ""
+    if isinstance(amount, str):
+        text = f"{_in_minor_units(amount, currency)} {currency or ''}".strip()
+    settles = record["settles_at"]
+    if isinstance(settles, str) and datetime.fromisoformat(settles) > datetime.now(UTC):
+        text = f"{text} (settling until {settles[:16].replace('T', ' ')} UTC)".strip()
+    return text
+
+
+def _in_minor_units(amount: str, currency: object) -> str:
+    """At least the currency's decimal places (12.5 usd reads 12.50), never fewer digits."""
+    from decimal import Decimal
+
+    from tasks.value import currency_exponent
+
+    value = Decimal(amount)
+    places = currency_exponent(currency) if isinstance(currency, str) and currency else 0
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < places:
+        value = value.quantize(Decimal(1).scaleb(-places))
+    return format(value, "f")
 
 
 def _choices(enum: type[E], value: str | None, option: str, *, allow_all: bool = False) -> list[E]:

@@ -59,6 +59,18 @@ def execute_or_fail(
     return summary
 
 
+def discovery_line(summary: RunSummary) -> str:
+    """What the run learned from Stripe's subscriptions, or why it could not."""
+    if summary.discovery_error:
+        return f"discovery failed: {summary.discovery_error} (cached pairs and prices used)"
+    if summary.discovered is None:
+        return "discovery: off"
+    return (
+        f"discovery: {summary.discovered} billed pair(s) found, "
+        f"{summary.discovered_added} newly tracked"
+    )
+
+
 def print_run_summary(console: Console, summary: RunSummary) -> int:
     """The run's numbers in a few plain lines; the exit code its status means."""
     console.print(
@@ -69,7 +81,8 @@ def print_run_summary(console: Console, summary: RunSummary) -> int:
         f"  line items: {summary.compared} compared, {summary.matched} matched, "
         f"{summary.pending} pending (period not closed yet)\n"
         f"  discrepancies: {summary.new} new, {summary.reopened} re-opened, "
-        f"{summary.resolved} resolved; {summary.alerted} alerted\n"
+        f"{summary.resolved} resolved; {summary.alerted} alerted, {summary.settling} settling\n"
+        f"  {discovery_line(summary)}\n"
         f"  Stripe requests: {summary.requests}",
         markup=False,
         highlight=False,

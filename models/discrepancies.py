@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from models.enums import LikelyCause
 from models.errors import UserError
+from models.keys import DiscrepancyKey
 from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus
 from models.types import canonical_decimal, utcnow
 
+# What finance adds: the money and the likely cause (the open-discrepancies artifact shows them).
+MONEY_COLUMNS = (
+    "amount_at_stake",
+    "currency",
+    "valuation",
+    "likely_cause",
+    "cause_detail",
+    "settles_at",
+)
+# The listing's columns, in JSON and CSV alike: today's, then the money and the cause.
 COLUMNS = (
     "id",
     "customer",
@@ -27,16 +42,25 @@ COLUMNS = (
     "status",
     "first_seen_run",
     "last_seen_run",
+    *MONEY_COLUMNS,
 )
-# What finance adds: the money and the likely cause (the open-discrepancies artifact shows them).
-MONEY_COLUMNS = (
-    "amount_at_stake",
-    "currency",
-    "valuation",
-    "likely_cause",
-    "cause_detail",
-    "settles_at",
+
+#: The kinds a likely cause is looked for (overlapping line items never get one).
+DIAGNOSED_KINDS = (
+    DiscrepancyKind.QUANTITY_MISMATCH,
+    DiscrepancyKind.MISSING_IN_STRIPE,
+    DiscrepancyKind.UNBILLED_USAGE,
 )
+
+NOT_RESOLVED = (DiscrepancyStatus.OPEN, DiscrepancyStatus.ACKNOWLEDGED)
+
+
+class SortBy(StrEnum):
+    """How a listing is ordered; amount and difference by absolute value, largest first."""
+
+    ID = "id"
+    AMOUNT = "amount"
+    DIFFERENCE = "difference"
 
 
 class UnknownDiscrepancy(UserError, LookupError):
@@ -57,9 +81,11 @@ def list_discrepancies(
     kinds: Iterable[DiscrepancyKind] = (),
     customers: Iterable[str] = (),
     meters: Iterable[str] = (),
-    causes: Iterable[str] = (),
+    causes: Iterable[LikelyCause | str] = (),
+    sort: SortBy | None = None,
 ) -> Sequence[Discrepancy]:
-    """Discrepancies matching every filter given, in a stable order (pair, period, kind)."""
+    """Discrepancies matching every filter given, in a stable order (pair, period, kind),
+    or as `sort` says (ties by the discrepancy's identity)."""
     statement = select(Discrepancy)
     for column, values in (
         (Discrepancy.status, list(statuses)),
@@ -70,7 +96,7 @@ def list_discrepancies(
     ):
         if values:
             statement = statement.where(col(column).in_(values))
-    return session.exec(
+    rows = session.exec(
         statement.order_by(
             col(Discrepancy.stripe_customer_id),
             col(Discrepancy.meter_id),
@@ -79,6 +105,64 @@ def list_discrepancies(
             col(Discrepancy.id),
         )
     ).all()
+    return rows if sort is None else sorted(rows, key=_SORT_KEYS[sort])
+
+
+def _identity(row: Discrepancy) -> tuple[str, str, str, str, str, str, str]:
+    key = DiscrepancyKey.from_mapping(row.model_dump())
+    return (
+        key.stripe_customer_id,
+        key.meter_id,
+        key.period_start.isoformat(),
+        key.period_end.isoformat(),
+        key.kind.value,
+        key.line_item_id,
+        key.other_line_item_id,
+    )
+
+
+def _largest_first(value: Callable[[Discrepancy], Decimal | None]) -> Callable[[Discrepancy], Any]:
+    """Absolute value, largest first; rows without one last; ties by identity."""
+
+    def key(row: Discrepancy) -> tuple[bool, Decimal, tuple[str, ...]]:
+        number = value(row)
+        return (number is None, -abs(number) if number is not None else Decimal(0), _identity(row))
+
+    return key
+
+
+_SORT_KEYS: Mapping[SortBy, Callable[[Discrepancy], Any]] = {
+    SortBy.ID: lambda row: row.id,
+    SortBy.AMOUNT: _largest_first(lambda row: row.amount_at_stake),
+    SortBy.DIFFERENCE: _largest_first(lambda row: row.difference),
+}
+
+
+def uncaused_in_run(*, session: Session, run_id: int) -> Sequence[Discrepancy]:
+    """The run's rows a likely cause is looked for and none was found (rule 6's input)."""
+    return session.exec(
+        select(Discrepancy)
+        .where(
+            Discrepancy.last_seen_run == run_id,
+            col(Discrepancy.kind).in_(DIAGNOSED_KINDS),
+            col(Discrepancy.status).in_(NOT_RESOLVED),
+            col(Discrepancy.likely_cause).is_(None),
+            col(Discrepancy.difference).is_not(None),
+        )
+        .order_by(col(Discrepancy.id))
+    ).all()
+
+
+def set_causes(*, session: Session, causes: Mapping[int, tuple[LikelyCause, str]]) -> None:
+    """Give each row its likely cause and detail (a caller's transaction holds them all)."""
+    table = Discrepancy.__table__  # type: ignore[attr-defined]
+    now = utcnow()
+    for discrepancy_id, (cause, detail) in sorted(causes.items()):
+        session.execute(
+            sa.update(table)
+            .where(table.c.id == discrepancy_id)
+            .values(likely_cause=cause, cause_detail=detail, updated_at=now)
+        )
 
 
 def acknowledge(*, session: Session, discrepancy_id: int, note: str) -> Discrepancy:
@@ -160,6 +244,10 @@ def _quantity(value: Decimal | None) -> str | None:
     return None if value is None else canonical_decimal(value)
 
 
+def _timestamp(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
 def as_record(row: Discrepancy) -> dict[str, Any]:
     """The documented JSON/CSV shape: ISO dates, decimal strings, null where not applicable."""
     return {
@@ -177,16 +265,17 @@ def as_record(row: Discrepancy) -> dict[str, Any]:
         "status": row.status.value,
         "first_seen_run": row.first_seen_run,
         "last_seen_run": row.last_seen_run,
+        **money_record(row),
     }
 
 
 def money_record(row: Discrepancy) -> dict[str, Any]:
-    """`MONEY_COLUMNS` of a row: amount as a decimal string, `settles_at` ISO, null if unset."""
+    """`MONEY_COLUMNS` of a row: amount as a decimal string, `settles_at` ISO UTC, null if unset."""
     return {
         "amount_at_stake": _quantity(row.amount_at_stake),
         "currency": row.currency,
-        "valuation": row.valuation,
-        "likely_cause": row.likely_cause,
+        "valuation": None if row.valuation is None else row.valuation.value,
+        "likely_cause": None if row.likely_cause is None else row.likely_cause.value,
         "cause_detail": row.cause_detail,
-        "settles_at": None if row.settles_at is None else row.settles_at.isoformat(),
+        "settles_at": _timestamp(row.settles_at),
     }

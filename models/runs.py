@@ -142,13 +142,59 @@ def failed_pairs(*, session: Session, run_id: int) -> list[PairResult]:
     )
 
 
+def record_discovery(
+    *,
+    session: Session,
+    run_id: int,
+    requests: int,
+    found: dict[str, int] | None,
+    error: str | None,
+) -> None:
+    """What the run's discovery did, kept at once: its requests count in the run's, and a
+    failure (`error`, one line) leaves the run going on the cached pairs and prices."""
+    run = get_run(session=session, run_id=run_id)
+    run.counts = {
+        **run.counts,
+        "discovery": {**(found or {}), "requests": requests, "failed": error is not None},
+    }
+    run.discovery_error = error
+    session.add(run)
+    session.flush()
+
+
+def discovery_requests(run: ReconciliationRun) -> int:
+    """Stripe requests the run's discovery made (0 when it did not run)."""
+    return int((run.counts.get("discovery") or {}).get("requests", 0))
+
+
+def settling_count(*, session: Session, run_id: int) -> int:
+    """The run's discrepancies still settling: seen by it, not resolved, not alerted, and
+    due to settle only after the run started (so not alerted by it)."""
+    run = get_run(session=session, run_id=run_id)
+    statement = (
+        select(sa.func.count())
+        .select_from(Discrepancy)
+        .where(
+            Discrepancy.last_seen_run == run_id,
+            Discrepancy.status != DiscrepancyStatus.RESOLVED,
+            col(Discrepancy.alerted_at).is_(None),
+            col(Discrepancy.settles_at) > run.started_at,
+        )
+    )
+    return int(session.exec(statement).one())
+
+
 def complete_run(
     *, session: Session, run_id: int, pairs_total: int, parameters: dict[str, Any]
 ) -> ReconciliationRun:
-    """Finish a run with the totals its pair results hold; failed pairs make it with-errors."""
+    """Finish a run with the totals its pair results hold; failed pairs make it with-errors.
+
+    A failed discovery does not: it is not a failed pair (the run keeps `discovery_error`).
+    """
     totals = pair_counts(session=session, run_id=run_id)
     kinds = discrepancy_counts(session=session, run_id=run_id)
     failed = totals["pairs_failed"]
+    run = get_run(session=session, run_id=run_id)
     return finish_run(
         session=session,
         run_id=run_id,
@@ -163,7 +209,12 @@ def complete_run(
             "discrepancies_new": totals["new"],
             "discrepancies_reopened": totals["reopened"],
             "discrepancies_resolved": totals["resolved"],
-            "counts": {**kinds, "requests": totals["requests"]},
+            "discrepancies_settling": settling_count(session=session, run_id=run_id),
+            "counts": {
+                **run.counts,
+                **kinds,
+                "requests": totals["requests"] + discovery_requests(run),
+            },
             "parameters": parameters,
         },
     )

@@ -12,10 +12,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from meter_recon.cli import main
+from meter_recon.simulator import StripeSimulator
 from models.migrate import current_revision, head_revision
-from models.tables import Discrepancy, DiscrepancyStatus, InvoiceLineItem
+from models.tables import Discrepancy, DiscrepancyStatus, InvoiceLineItem, TrackedPair
 from tasks.record import PairStats, record_pair
 from tests.builders import comparison, days, item, new_run
+from tests.fixtures.prefect import LEAK_CANARY_KEY
 
 DATA = Path(__file__).with_name("data")
 JSON_KEYS = [
@@ -33,6 +35,12 @@ JSON_KEYS = [
     "status",
     "first_seen_run",
     "last_seen_run",
+    "amount_at_stake",
+    "currency",
+    "valuation",
+    "likely_cause",
+    "cause_detail",
+    "settles_at",
 ]
 
 
@@ -122,6 +130,8 @@ def test_pairs_add_then_list(database_url: str, capsys: pytest.CaptureFixture[st
         ("pairs", "add", "cus_Z"),
         ("discrepancies", "--status", "closed"),
         ("discrepancies", "--kind", "everything"),
+        ("discrepancies", "--cause", "gremlins"),
+        ("discrepancies", "--sort", "size"),
         ("nonsense",),
     ],
 )
@@ -292,3 +302,70 @@ def test_run_names_its_own_flags_in_a_window_refusal(
     assert capsys.readouterr().err.strip() == (
         f"error: The window is reversed: --end {_day(-3)} is before --start {_day(-1)}."
     )
+
+
+CREATED = 1_759_276_800  # 2025-10-01
+
+
+def _bill_a_stranger(simulator: StripeSimulator) -> None:
+    """Stripe bills cus_Stranger on mtr_api; the ledger never heard of it."""
+    simulator.add_meter("mtr_api", event_name="api_call")
+    simulator.add_price(
+        id="price_api",
+        currency="usd",
+        meter="mtr_api",
+        billing_scheme="per_unit",
+        unit_amount_decimal="0.25",
+    )
+    simulator.add_subscription(
+        id="sub_S",
+        customer="cus_Stranger",
+        status="active",
+        created=CREATED,
+        items=[{"id": "si_S1", "price": "price_api"}],
+    )
+
+
+def test_pairs_sync_tracks_what_stripe_bills_and_says_what_it_added(
+    flow_env: StripeSimulator, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _bill_a_stranger(flow_env)
+    assert run_cli("pairs", "sync", "--database-url", database_url) == 0
+    out = capsys.readouterr().out
+    assert "tracking cus_Stranger / mtr_api (source stripe)" in out
+    assert "1 billed pair(s) in 1 metered item(s), 1 price(s); 1 newly tracked" in out
+    assert run_cli("pairs", "sync", "--database-url", database_url) == 0
+    again = capsys.readouterr().out
+    assert "tracking" not in again
+    assert "0 newly tracked" in again
+
+
+def test_pairs_list_shows_each_pair_s_source_and_price(
+    flow_env: StripeSimulator, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _bill_a_stranger(flow_env)
+    assert run_cli("pairs", "add", "cus_Z", "mtr_api", "--database-url", database_url) == 0
+    assert run_cli("pairs", "sync", "--database-url", database_url) == 0
+    capsys.readouterr()
+    assert run_cli("pairs", "list", "--database-url", database_url) == 0
+    lines = capsys.readouterr().out.splitlines()
+    stranger = next(line for line in lines if "cus_Stranger" in line)
+    by_hand = next(line for line in lines if "cus_Z" in line)
+    assert "stripe" in stranger and "price_api (usd)" in stranger
+    assert "manual" in by_hand and "price_api" not in by_hand
+
+
+def test_pairs_sync_that_cannot_read_stripe_exits_1_and_changes_nothing(
+    flow_env: StripeSimulator,
+    database_url: str,
+    engine: Engine,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _bill_a_stranger(flow_env)
+    flow_env.faults.script(*["500"] * 50, endpoint="subscriptions_list")
+    assert run_cli("pairs", "sync", "--database-url", database_url) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("discovery failed: StripeAPIError: ")
+    assert LEAK_CANARY_KEY not in err
+    with Session(engine) as session:
+        assert session.exec(select(TrackedPair)).all() == []

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 from datetime import date
 from io import StringIO
 from pathlib import Path
@@ -160,9 +161,30 @@ def test_the_run_summary_prints_every_count() -> None:
         "run 7 completed_with_errors: window 2026-11-01..2026-11-04 (end exclusive)",
         "  pairs: 2 reconciled, 1 failed, 3 tracked",
         "  line items: 10 compared, 8 matched, 1 pending (period not closed yet)",
-        "  discrepancies: 1 new, 0 re-opened, 2 resolved; 1 alerted",
+        "  discrepancies: 1 new, 0 re-opened, 2 resolved; 1 alerted, 0 settling",
+        "  discovery: off",
         "  Stripe requests: 12",
     ]
+
+
+def test_the_run_summary_says_what_discovery_found() -> None:
+    buffer = StringIO()
+    summary = replace(_summary("completed"), settling=2, discovered=5, discovered_added=1)
+    print_run_summary(Console(file=buffer, width=200), summary)
+    lines = buffer.getvalue().splitlines()
+    assert "  discrepancies: 1 new, 0 re-opened, 2 resolved; 1 alerted, 2 settling" in lines
+    assert "  discovery: 5 billed pair(s) found, 1 newly tracked" in lines
+
+
+def test_the_run_summary_says_discovery_failed_and_why() -> None:
+    buffer = StringIO()
+    error = "StripeUnavailable: Stripe answered 503 after 5 attempts"
+    print_run_summary(
+        Console(file=buffer, width=200), replace(_summary("completed"), discovery_error=error)
+    )
+    assert f"  discovery failed: {error} (cached pairs and prices used)" in (
+        buffer.getvalue().splitlines()
+    )
 
 
 def _failing_execute(error: BaseException) -> object:

@@ -195,7 +195,9 @@ def test_prefect_history_holds_every_task_run_and_both_artifacts(world: World) -
         artifacts = client.read_artifacts()
     assert task_run_kinds(task_runs) == {
         "refresh-meters": 1,
+        "discover-pairs": 1,
         "reconcile": world.pairs,
+        "diagnose-wrong-meter": 1,
         "publish-report": 1,
         "alert-finance": 1,
     }

@@ -1,4 +1,4 @@
-"""What DESIGN's "Reliability" section tries: each compared with a clean run of the same data."""
+"""The reliability faults the README lists: each compared with a clean run of the same data."""
 
 from __future__ import annotations
 

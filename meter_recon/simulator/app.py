@@ -5,7 +5,8 @@ Order of checks for every request, as Stripe does it: authentication (401), rout
 rate limit (429, answered at once), then latency, injected faults (event summaries and the
 billing side), parameter validation (400), the object (404), and the answer.
 
-Stripe-side choices made here (documented, since `shared/stripe/` does not fix them):
+Stripe-side choices made here (documented, since Stripe's published spec and stripe-mock do
+not fix them):
 
 - 429 answers carry Stripe's `rate_limit` error body and a `Stripe-Rate-Limited-Reason`
   header; Stripe documents no `Retry-After` and sends no `Stripe-Should-Retry` on a plain

@@ -1,8 +1,8 @@
 """Stripe's wire format: JSON bodies of meters, event summaries, lists and errors.
 
-Shapes follow `shared/stripe/` (OpenAPI schemas and what stripe-mock answered). Keys are in
-Stripe's usual order: `id`, `object`, then the rest alphabetically. Numbers that are decimals
-are written from the `Decimal`'s text, never through a float.
+Shapes follow Stripe's OpenAPI schemas and what stripe-mock answered (copies in `tests/data/`).
+Keys are in Stripe's usual order: `id`, `object`, then the rest alphabetically. Numbers that
+are decimals are written from the `Decimal`'s text, never through a float.
 """
 
 from __future__ import annotations
