@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.baseline import run_baseline
+from bench.fastsim import paged_subscription_lists
 from bench.micro import (
     MicroResult,
     PostgresUnreachable,
@@ -55,7 +56,7 @@ from bench.micro import (
 )
 from bench.seed import Seeded, build, write_ledger
 from bench.stats import BenchStats
-from bench.steady import seconds_per_request
+from bench.steady import idle_seconds, seconds_per_request
 from meter_recon.prefect_server import spawn
 from meter_recon.simulator import StripeSimulator
 
@@ -89,6 +90,8 @@ class FlowCase:
     status: str = ""
     pairs_failed: int = 0
     steady_ratio: float = 0.0  # seconds per request x R in the steady middle of the fan-out
+    idle: float = 0.0  # seconds in gaps of more than 0.5 s with no request (stalls)
+    stalls: int = 0
     runner: str = ""  # the task runner the run fanned out on, as it ran
     grouping: str = ""  # pairs per task, and whether set or chosen by the flow
     database: str = SQLITE  # where the run records: SQLite (a file) or PostgreSQL
@@ -327,6 +330,7 @@ def _run_flow_case(
     case.rate_limited = stats.rate_limited
     case.max_per_second = stats.max_arrivals_per_window(1.0)
     steady = seconds_per_request(list(stats.arrival_times))
+    case.idle, case.stalls = idle_seconds(list(stats.arrival_times))
     case.steady_ratio = steady * case.rate if steady is not None else 0.0
     run_settings = result["settings"]
     case.tasks = math.ceil(seeded.pairs / run_settings["pairs_per_task"])
@@ -416,10 +420,10 @@ def phase_table(cases: list[FlowCase]) -> list[str]:
     lines = [
         "| case | pairs | start + imports s | wait for Prefect's server s "
         "| flow set-up (Prefect's server if Prefect starts it) s | of which discovery s "
-        "| fan-out s | fan-out / bound | steady s per request x R "
+        "| fan-out s | fan-out / bound | steady s per request x R | stalls > 0.5 s (s) "
         "| after fan-out (history wait) s | exit s "
         "| CPU s flow / server | CPU ms per pair flow / server |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         p = c.phases
@@ -429,7 +433,7 @@ def phase_table(cases: list[FlowCase]) -> list[str]:
             f"| {p['server_wait']:.1f} | {p['until_fanout']:.1f} "
             f"| {c.discovery_seconds:.1f} | {p['fanout']:.1f} "
             f"| {p['fanout'] / fanout_bound:.3f} "
-            f"| {c.steady_ratio:.3f} "
+            f"| {c.steady_ratio:.3f} | {c.stalls} ({c.idle:.1f}) "
             f"| {p['after_fanout']:.1f} | {p['exit']:.1f} "
             f"| {c.client_cpu:.1f} / {c.server_cpu:.1f} "
             f"| {c.client_cpu * 1000 / c.pairs:.1f} / {c.server_cpu * 1000 / c.pairs:.1f} |"
@@ -511,7 +515,10 @@ def parse_ints(text: str) -> list[int]:
 
 @contextmanager
 def simulator_for(latency: float, rate: float) -> Iterator[StripeSimulator]:
-    with StripeSimulator(latency=latency, rate_limit=rate, api_key=API_KEY) as simulator:
+    with (
+        paged_subscription_lists(),
+        StripeSimulator(latency=latency, rate_limit=rate, api_key=API_KEY) as simulator,
+    ):
         simulator.state.stats = BenchStats()  # counts discovery's and the hourly requests
         yield simulator
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from bench.fastsim import paged_subscription_lists
 from bench.run import CASES, grouping_label, parse_args, parse_databases, runner_label
 from bench.seed import build, pair_list, write_ledger
 from bench.stats import BenchStats
 from meter_recon.simulator import StripeSimulator
+from meter_recon.simulator.app import ApiError, SimulatorApp
+from meter_recon.simulator.state import SimulatorState
 from tasks.discover import discover
 
 
@@ -103,3 +106,18 @@ def test_the_bench_counts_discovery_and_hourly_requests_where_they_arrive() -> N
     assert stats.total == 4
     stats.reset()
     assert stats.arrivals("discovery").count == 0
+
+
+def test_the_paged_subscription_list_answers_as_the_simulator_does() -> None:
+    simulator = SimulatorApp(SimulatorState(data=build(90).data))
+    queries = [
+        "status=all&limit=10",
+        "status=all&limit=10&starting_after=sub_bench0000012",
+        "status=all&limit=5&ending_before=sub_bench0000003",
+        "status=active&limit=100&customer=cus_bench0000007",
+    ]
+    expected = [simulator._subscriptions_list(q) for q in queries]
+    with paged_subscription_lists():
+        assert [simulator._subscriptions_list(q) for q in queries] == expected
+        with pytest.raises(ApiError):
+            simulator._subscriptions_list("status=all&starting_after=sub_nope")
