@@ -274,6 +274,22 @@ def throwaway_postgres(base_url: str) -> Iterator[str]:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def ensure_postgres_database(base_url: str, name: str) -> str:
+    """The URL of database `name` next to `base_url`, created if missing (kept across runs,
+    as the bench's Prefect home is)."""
+    admin = make_url(base_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if found is None:
+                connection.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise PostgresUnreachable(f"PostgreSQL not reachable ({type(exc).__name__})") from exc
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
 def postgres_record(base_url: str, pairs: int) -> MicroResult | str:
     """On a throwaway database next to `base_url`; a reason string when PostgreSQL is down."""
     try:

@@ -12,15 +12,19 @@ flow run is its own process, started as `meter-recon run` runs: Prefect's embedd
 started first on a bench-owned `PREFECT_HOME` (created once, then reused; one start-up row
 uses a brand-new home, one leaves the server to Prefect as before), imports, the wait for the
 server, the flow, the wait for Prefect's history, exit. Its wall time is compared with the
-physical bound `requests / R`. Rows (each names its task runner, grouping and rate): the flow
-with its default grouping of pairs into tasks, one task per pair (the "before"), the Dask
-`LocalCluster`, a Prefect server that is already running (`PREFECT_API_URL`, as deployments
-run), the large runs; then the same work by hand with the official `stripe` SDK, and
-micro-benchmarks of the comparison and of recording on SQLite and PostgreSQL
-(`--postgres-url`, default the local server; skipped with a note when unreachable). Prints
-the tables and writes them, with the raw figures, to `bench/results/latest.md` and
-`latest.json`. Exit status 1 when a run failed a pair or found other discrepancies than the
-seeded ones.
+physical bound `requests / R`, where the requests are all the simulator saw: the pairs', the
+diagnosis's hourly buckets (2 per mismatched multi-day `sum` line item), discovery's (every
+seeded customer has a subscription: 5,000 at 20,000 pairs) and the meter refresh; the table
+sets them against the run's own count. Rows (each names its task runner, grouping, database
+and rate): the flow with its default grouping of pairs into tasks, one task per pair (the
+"before"), the Dask `LocalCluster` (recording into SQLite and/or PostgreSQL,
+`--dask-databases`), a Prefect server that is already running (`PREFECT_API_URL`, as
+deployments run), the large runs; then the same work by hand with the official `stripe` SDK,
+and micro-benchmarks of the comparison, of valuing and diagnosing findings, and of recording
+on SQLite and PostgreSQL (`--postgres-url`, default the local server; skipped with a note
+when unreachable). Prints the tables and writes them, with the raw figures, to
+`bench/results/latest.md` and `latest.json`. Exit status 1 when a run failed a pair or found
+other discrepancies than the seeded ones.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from bench.micro import (
     PostgresUnreachable,
     bench_assess,
     bench_compare,
+    ensure_postgres_database,
     postgres_record,
     sqlite_record,
     throwaway_postgres,
@@ -650,16 +655,27 @@ def default_grouping(bench: Bench) -> None:
 def dask(bench: Bench) -> None:
     """The Dask `LocalCluster`: two worker processes sharing Stripe's limit through Prefect,
     recording into a SQLite file (both processes write one file) and/or PostgreSQL."""
-    for database in parse_databases(bench.args.dask_databases):
-        try:
-            bench.sized(
-                f"flow, Dask LocalCluster (2 processes), {database}",
-                parse_ints(bench.args.dask_sizes),
-                env={"METER_RECON_TASK_RUNNER": "dask"},
-                database=database,
-            )
-        except PostgresUnreachable as exc:
-            bench.notes.append(f"- Dask on PostgreSQL not run: {exc}")
+    args = bench.args
+    for database in parse_databases(args.dask_databases):
+        for prefect_database in parse_databases(args.dask_prefect_databases):
+            env = {"METER_RECON_TASK_RUNNER": "dask"}
+            label = f"flow, Dask LocalCluster (2 processes), {database}"
+            try:
+                if prefect_database == POSTGRES:
+                    env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_postgres_url(args)
+                    label += ", Prefect's server on PostgreSQL"
+                bench.sized(label, parse_ints(args.dask_sizes), env=env, database=database)
+            except PostgresUnreachable as exc:
+                bench.notes.append(f"- {label}: not run, {exc}")
+
+
+PREFECT_DATABASE = "meter_recon_bench_prefect"
+
+
+def prefect_postgres_url(args: argparse.Namespace) -> str:
+    """Prefect's server's own database on PostgreSQL (asyncpg), kept across runs."""
+    url = ensure_postgres_database(args.postgres_url, PREFECT_DATABASE)
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 def parse_databases(text: str) -> list[str]:
@@ -777,6 +793,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where the Dask rows record: sqlite, postgres, or both (sqlite,postgres)",
     )
     parser.add_argument(
+        "--dask-prefect-databases",
+        default="sqlite",
+        help="Prefect's server's database, Dask rows: sqlite (its default), postgres, or both",
+    )
+    parser.add_argument(
         "--server-sizes", default="1000,5000", help="pairs, with a Prefect server already running"
     )
     parser.add_argument(
@@ -808,6 +829,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.baseline_pairs, args.micro_pairs = 200, 300
     try:
         parse_databases(args.dask_databases)
+        parse_databases(args.dask_prefect_databases)
     except KeyError as unknown_database:
         parser.error(f"unknown database {unknown_database}; databases: sqlite, postgres")
     unknown = set(parse_names(args.only)) - set(CASES)

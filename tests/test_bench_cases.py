@@ -54,6 +54,7 @@ def test_a_row_names_its_runner_and_grouping() -> None:
 def test_dask_rows_record_into_sqlite_postgres_or_both() -> None:
     assert parse_databases("sqlite, postgres") == ["SQLite", "PostgreSQL"]
     assert parse_args([]).dask_databases == "postgres"
+    assert parse_args([]).dask_prefect_databases == "sqlite"  # Prefect's server: its default
     with pytest.raises(SystemExit):
         parse_args(["--dask-databases", "oracle"])
 
