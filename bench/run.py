@@ -918,6 +918,8 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(args, workdir, workdir / "flow-runs.log", simulator)
             for name in chosen:
                 CASES[name](bench)
+                # The tables so far, after every case: a long run cut short keeps its rows.
+                write_results(bench, report(bench, started))
     finally:
         # Keep the flow-run log and the per-run JSON; the databases are large and rebuilt.
         for database in workdir.glob("*.db*"):
