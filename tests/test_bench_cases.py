@@ -4,6 +4,10 @@ diagnosis ask."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from bench.fastsim import paged_subscription_lists
@@ -122,3 +126,17 @@ def test_the_paged_subscription_list_answers_as_the_simulator_does() -> None:
         assert [simulator._subscriptions_list(q) for q in queries] == expected
         with pytest.raises(ApiError):
             simulator._subscriptions_list("status=all&starting_after=sub_nope")
+
+
+def test_a_flow_reports_its_own_peak_rss_not_the_bench_processs() -> None:
+    ballast = bytearray(400 * 2**20)  # the bench process, grown by seeding a large run
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
+    child = subprocess.run(
+        [sys.executable, "-c", "from bench.flowrun import peak_rss_kib; print(peak_rss_kib())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert int(child.stdout) < 300 * 1024  # its imports, not the 400 MiB it was forked with
+    del ballast
