@@ -846,6 +846,20 @@ class _Builder:
             )
         )
 
+    def expect_unbilled(
+        self, meter: DemoMeter, customer: str, period: tuple[date, date], *, why: str
+    ) -> None:
+        """Stripe's usage over `period` with no line item covering it."""
+        self.expect(
+            Kind.UNBILLED_USAGE,
+            meter,
+            customer,
+            period,
+            stripe=self.usage(meter, customer, *period),
+            internal=Decimal(0),
+            why=why,
+        )
+
     def _stake(
         self,
         kind: DiscrepancyKind,
@@ -1202,14 +1216,8 @@ def daily_billing_zero_and_skipped_day(build: _Builder, customer: str) -> None:
                 why="a daily line item billed 0 for a day with usage",
             )
         elif period == skipped:
-            build.expect(
-                Kind.UNBILLED_USAGE,
-                TRANSFER,
-                customer,
-                period,
-                stripe=build.usage(TRANSFER, customer, *period),
-                internal=Decimal(0),
-                why="the daily billing job skipped a day",
+            build.expect_unbilled(
+                TRANSFER, customer, period, why="the daily billing job skipped a day"
             )
         else:
             build.bill_usage(TRANSFER, customer, [period])
@@ -1365,14 +1373,8 @@ def trial_customer_never_billed(build: _Builder, customer: str) -> None:
     used = sorted({cal.today - _DAY, *build.rng.sample(list(_days(trial, cal.today - _DAY)), 4)})
     for day in used:
         build.report_day(RUNS, customer, day)
-        build.expect(
-            Kind.UNBILLED_USAGE,
-            RUNS,
-            customer,
-            (day, day + _DAY),
-            stripe=build.usage(RUNS, customer, day, day + _DAY),
-            internal=Decimal(0),
-            why="a trial customer who was never billed",
+        build.expect_unbilled(
+            RUNS, customer, (day, day + _DAY), why="a trial customer who was never billed"
         )
 
 
@@ -1385,14 +1387,8 @@ def data_transfer_only_stripe_bills(build: _Builder, customer: str) -> None:
     today = build.calendar.today
     for day in _days(today - 3 * _DAY, today):
         build.report_day(TRANSFER, customer, day)
-        build.expect(
-            Kind.UNBILLED_USAGE,
-            TRANSFER,
-            customer,
-            (day, day + _DAY),
-            stripe=build.usage(TRANSFER, customer, day, day + _DAY),
-            internal=Decimal(0),
-            why="a subscription only Stripe knows about",
+        build.expect_unbilled(
+            TRANSFER, customer, (day, day + _DAY), why="a subscription only Stripe knows about"
         )
 
 

@@ -117,12 +117,14 @@ def build_alert(
     RE-OPENED comes from `reopened_at`, so a row whose first alert was not delivered is
     still NEW the next time.
     """
-    if not pending and not failed:
+    if not pending and not failed and not run.discovery_error:
         return None
     reopened = sum(1 for row in pending if row.reopened_at is not None)
     parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
     if failed:
         parts.append(f"{len(failed)} pair(s) failed")
+    if run.discovery_error:
+        parts.append("discovery failed")
     title = f"meter-recon run {run.id} ({run.window_start}..{run.window_end}): " + ", ".join(parts)
     amounts = _per_currency(pending)
     if amounts:
@@ -134,6 +136,12 @@ def build_alert(
         lines += [
             f"- {p.stripe_customer_id} / {p.meter_id}: {p.error or 'unknown error'}"
             for p in failed[:MAX_LINES]
+        ]
+    if run.discovery_error:
+        lines += [
+            "",
+            "Discovery of the pairs Stripe bills failed; the run used the pairs and prices "
+            f"already cached: {run.discovery_error}",
         ]
     if ui_url and run.flow_run_id:
         lines += ["", f"Flow run: {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}"]

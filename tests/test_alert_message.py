@@ -75,6 +75,14 @@ def test_nothing_new_and_nothing_failed_sends_nothing() -> None:
     assert build_alert(run=RUN, pending=[], failed=[]) is None
 
 
+def test_a_failed_discovery_is_told_even_when_nothing_else_is_new() -> None:
+    run = RUN.model_copy(update={"discovery_error": "StripeConnectionError: reset by peer"})
+    alert = build_alert(run=run, pending=[], failed=[])
+    assert alert is not None
+    assert alert.title.endswith("0 new, 0 re-opened discrepancies, discovery failed")
+    assert "already cached: StripeConnectionError: reset by peer" in alert.body
+
+
 def test_the_title_counts_new_reopened_and_failed() -> None:
     alert = build_alert(
         run=RUN,

@@ -3,6 +3,7 @@ bills them; a discovery that fails leaves the run going on what is cached."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import date, timedelta
 from decimal import Decimal
@@ -206,3 +207,20 @@ def test_the_cli_says_discovery_failed(
     flow_env.faults.clear()
     assert code == 0
     assert "  discovery failed: StripeAPIError: " in capsys.readouterr().out
+
+
+def test_the_unbilled_days_of_a_discovered_customer_are_valued_at_its_stripe_price(
+    flow_env: StripeSimulator,
+    database_url: str,
+    engine: Engine,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """25 cents a unit: 4.5 units are 1.125 usd, 2 units 0.50 usd (largest first)."""
+    bill_a_stranger(flow_env)
+    run_window()
+    assert main(["discrepancies", "--sort", "amount", "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["amount_at_stake"], r["currency"], r["valuation"]) for r in records] == [
+        ("1.125", "usd", "stripe_price"),
+        ("0.5", "usd", "stripe_price"),
+    ]
