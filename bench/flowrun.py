@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
             marks["fanout_done"] = now
 
     progress.set_listener(on_progress)
+    time_discovery(marks)
     settings = settings_for(None)
     wait_until_ready()  # what `execute` does first; here to time it
     marks["server_ready"] = time.time()
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
         "summary": {k: str(v) if isinstance(v, date) else v for k, v in asdict(summary).items()},
         "process_started": PROCESS_STARTED,
         "marks": marks,
-        "client_peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "client_peak_rss_kib": peak_rss_kib(),
         "settings": {
             "max_workers": settings.max_workers,
             "pairs_per_task": pairs_per_task_for(settings, summary.pairs_total),
@@ -80,6 +81,36 @@ def run(args: argparse.Namespace) -> None:
         },
     }
     Path(args.out).write_text(json.dumps(result), encoding="utf-8")
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak RSS: `VmHWM`, which starts again at `exec`. Not `ru_maxrss`:
+    Linux keeps it across `fork` and `exec`, so a flow started by a bench process that had
+    grown larger (seeding 100,000 pairs) would report the bench's peak as its own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def time_discovery(marks: dict[str, float]) -> None:
+    """Mark when the run's discovery starts and ends: `discover-pairs` runs in the flow's
+    thread and calls `tasks.discover.discover` (its retries too; the last attempt is kept)."""
+    import tasks.discover
+
+    discover = tasks.discover.discover
+
+    def timed() -> Any:
+        marks["discovery_started"] = time.time()
+        try:
+            return discover()
+        finally:
+            marks["discovery_done"] = time.time()
+
+    tasks.discover.discover = timed
 
 
 if __name__ == "__main__":

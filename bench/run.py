@@ -12,15 +12,19 @@ flow run is its own process, started as `meter-recon run` runs: Prefect's embedd
 started first on a bench-owned `PREFECT_HOME` (created once, then reused; one start-up row
 uses a brand-new home, one leaves the server to Prefect as before), imports, the wait for the
 server, the flow, the wait for Prefect's history, exit. Its wall time is compared with the
-physical bound `requests / R`. Rows (each names its task runner, grouping and rate): the flow
-with its default grouping of pairs into tasks, one task per pair (the "before"), the Dask
-`LocalCluster`, a Prefect server that is already running (`PREFECT_API_URL`, as deployments
-run), the large runs; then the same work by hand with the official `stripe` SDK, and
-micro-benchmarks of the comparison and of recording on SQLite and PostgreSQL
-(`--postgres-url`, default the local server; skipped with a note when unreachable). Prints
-the tables and writes them, with the raw figures, to `bench/results/latest.md` and
-`latest.json`. Exit status 1 when a run failed a pair or found other discrepancies than the
-seeded ones.
+physical bound `requests / R`, where the requests are all the simulator saw: the pairs', the
+diagnosis's hourly buckets (2 per mismatched multi-day `sum` line item), discovery's (every
+seeded customer has a subscription: 5,000 at 20,000 pairs) and the meter refresh; the table
+sets them against the run's own count. Rows (each names its task runner, grouping, database
+and rate): the flow with its default grouping of pairs into tasks, one task per pair (the
+"before"), the Dask `LocalCluster` (recording into SQLite and/or PostgreSQL,
+`--dask-databases`), a Prefect server that is already running (`PREFECT_API_URL`, as
+deployments run), the large runs; then the same work by hand with the official `stripe` SDK,
+and micro-benchmarks of the comparison, of valuing and diagnosing findings, and of recording
+on SQLite and PostgreSQL (`--postgres-url`, default the local server; skipped with a note
+when unreachable). Prints the tables and writes them, with the raw figures, to
+`bench/results/latest.md` and `latest.json`. Exit status 1 when a run failed a pair or found
+other discrepancies than the seeded ones.
 """
 
 from __future__ import annotations
@@ -44,13 +48,25 @@ from pathlib import Path
 from typing import Any
 
 from bench.baseline import run_baseline
-from bench.micro import MicroResult, bench_compare, postgres_record, sqlite_record
+from bench.fastsim import paged_subscription_lists
+from bench.micro import (
+    MicroResult,
+    PostgresUnreachable,
+    bench_assess,
+    bench_compare,
+    ensure_postgres_database,
+    postgres_record,
+    sqlite_record,
+    throwaway_postgres,
+)
 from bench.seed import Seeded, build, write_ledger
-from bench.steady import seconds_per_request
+from bench.stats import BenchStats
+from bench.steady import idle_seconds, seconds_per_request
 from meter_recon.prefect_server import spawn
 from meter_recon.simulator import StripeSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
+SQLITE, POSTGRES = "SQLite", "PostgreSQL"
 RESULTS = ROOT / "bench" / "results"
 API_KEY = "sk_test_meter_recon_bench"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -79,8 +95,18 @@ class FlowCase:
     status: str = ""
     pairs_failed: int = 0
     steady_ratio: float = 0.0  # seconds per request x R in the steady middle of the fan-out
+    idle: float = 0.0  # seconds in gaps of more than 0.5 s with no request (stalls)
+    stalls: int = 0
     runner: str = ""  # the task runner the run fanned out on, as it ran
     grouping: str = ""  # pairs per task, and whether set or chosen by the flow
+    database: str = SQLITE  # where the run records: SQLite (a file) or PostgreSQL
+    run_requests: int = 0  # the run's own count: its pairs' requests plus discovery's
+    discovery_requests: int = 0  # at the simulator: subscriptions, their items, tiered prices
+    discovery_seconds: float = 0.0  # the discovery step inside the flow process (threads)
+    discovery_span: float = 0.0  # first to last discovery request at the simulator
+    subscriptions: int = 0
+    hourly_requests: int = 0  # the diagnosis's hourly buckets, at the simulator
+    hourly_expected: int = 0
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -217,6 +243,16 @@ def count_discrepancies(database_url: str) -> tuple[int, str]:
     return int(open_), str(status)
 
 
+@contextmanager
+def case_database(case: FlowCase, *, workdir: Path, stem: str, postgres_url: str) -> Iterator[str]:
+    """The run's database: a new SQLite file, or a throwaway PostgreSQL database."""
+    if case.database == POSTGRES:
+        with throwaway_postgres(postgres_url) as url:
+            yield url
+        return
+    yield f"sqlite:///{workdir / f'{stem}.db'}"
+
+
 def run_flow_case(
     case: FlowCase,
     *,
@@ -226,9 +262,35 @@ def run_flow_case(
     workers: int,
     extra_env: dict[str, str],
     log: Path,
+    postgres_url: str = "",
 ) -> FlowCase:
     stem = f"flow-{case.pairs}-{case.pairs_per_task}-{time.monotonic_ns()}"
-    database_url = f"sqlite:///{workdir / f'{stem}.db'}"
+    with case_database(case, workdir=workdir, stem=stem, postgres_url=postgres_url) as url:
+        return _run_flow_case(
+            case,
+            seeded=seeded,
+            simulator=simulator,
+            workdir=workdir,
+            workers=workers,
+            extra_env=extra_env,
+            log=log,
+            stem=stem,
+            database_url=url,
+        )
+
+
+def _run_flow_case(
+    case: FlowCase,
+    *,
+    seeded: Seeded,
+    simulator: StripeSimulator,
+    workdir: Path,
+    workers: int,
+    extra_env: dict[str, str],
+    log: Path,
+    stem: str,
+    database_url: str,
+) -> FlowCase:
     write_ledger(seeded, database_url)
     simulator.data = seeded.data
     simulator.reset_stats()
@@ -254,7 +316,7 @@ def run_flow_case(
         str(out),
     ]
     with log.open("ab") as sink:
-        sink.write(f"\n=== {case.label}: {case.pairs} pairs ===\n".encode())
+        sink.write(f"\n=== {case.label}: {case.pairs} pairs, {case.database} ===\n".encode())
         sink.flush()
         started = time.time()
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
@@ -273,6 +335,7 @@ def run_flow_case(
     case.rate_limited = stats.rate_limited
     case.max_per_second = stats.max_arrivals_per_window(1.0)
     steady = seconds_per_request(list(stats.arrival_times))
+    case.idle, case.stalls = idle_seconds(list(stats.arrival_times))
     case.steady_ratio = steady * case.rate if steady is not None else 0.0
     run_settings = result["settings"]
     case.tasks = math.ceil(seeded.pairs / run_settings["pairs_per_task"])
@@ -287,6 +350,15 @@ def run_flow_case(
     case.server_cpu = sum(sampler.descendants_cpu.values())
     case.discrepancies, case.status = count_discrepancies(database_url)
     case.discrepancies_expected = seeded.expected_discrepancies
+    case.run_requests = int(summary["requests"])
+    case.subscriptions = seeded.subscriptions
+    case.hourly_expected = seeded.hourly_requests
+    if isinstance(stats, BenchStats):
+        discovery, hourly = stats.arrivals("discovery"), stats.arrivals("hourly")
+        case.discovery_requests, case.discovery_span = discovery.count, discovery.span
+        case.hourly_requests = hourly.count
+    if "discovery_started" in marks and "discovery_done" in marks:
+        case.discovery_seconds = marks["discovery_done"] - marks["discovery_started"]
     fanout_started = marks.get("fanout_started", marks["flow_returned"])
     fanout_done = marks.get("fanout_done", marks["flow_returned"])
     case.phases = {
@@ -328,15 +400,18 @@ def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 def flow_table(cases: list[FlowCase]) -> list[str]:
     lines = [
-        "| case | runner | grouping | R req/s | pairs | tasks | requests | wall s | bound s "
+        "| case | runner | grouping | database | R req/s | pairs | tasks | requests "
+        "| of which discovery / hourly | run's count | wall s | bound s "
         "| ratio | 429s answered (retried) / pairs failed | max req in 1 s "
         "| peak RSS flow / server MiB | task runs recorded | discrepancies (expected) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         lines.append(
-            f"| {c.label} | {c.runner} | {c.grouping} | {c.rate:,.0f} "
-            f"| {c.pairs:,} | {c.tasks:,} | {c.requests:,} | {c.wall:.1f} "
+            f"| {c.label} | {c.runner} | {c.grouping} | {c.database} | {c.rate:,.0f} "
+            f"| {c.pairs:,} | {c.tasks:,} | {c.requests:,} "
+            f"| {c.discovery_requests:,} / {c.hourly_requests:,} | {c.run_requests:,} "
+            f"| {c.wall:.1f} "
             f"| {c.bound:.1f} | {c.ratio:.3f} | {c.rate_limited} / {c.pairs_failed} "
             f"| {c.max_per_second} "
             f"| {c.client_rss_mib:.0f} / {c.server_rss_mib:.0f} "
@@ -349,22 +424,49 @@ def flow_table(cases: list[FlowCase]) -> list[str]:
 def phase_table(cases: list[FlowCase]) -> list[str]:
     lines = [
         "| case | pairs | start + imports s | wait for Prefect's server s "
-        "| flow set-up (Prefect's server if Prefect starts it) s | fan-out s "
-        "| fan-out / bound | steady s per request x R | after fan-out (history wait) s | exit s "
+        "| flow set-up (Prefect's server if Prefect starts it) s | of which discovery s "
+        "| fan-out s | fan-out / bound | steady s per request x R | stalls > 0.5 s (s) "
+        "| after fan-out (history wait) s | exit s "
         "| CPU s flow / server | CPU ms per pair flow / server |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         p = c.phases
-        fanout_bound = max(c.requests - 1, 1) / c.rate
+        fanout_bound = max(c.requests - 1 - c.discovery_requests, 1) / c.rate
         lines.append(
             f"| {c.label} | {c.pairs:,} | {p['python_and_imports']:.1f} "
-            f"| {p['server_wait']:.1f} | {p['until_fanout']:.1f} | {p['fanout']:.1f} "
+            f"| {p['server_wait']:.1f} | {p['until_fanout']:.1f} "
+            f"| {c.discovery_seconds:.1f} | {p['fanout']:.1f} "
             f"| {p['fanout'] / fanout_bound:.3f} "
-            f"| {c.steady_ratio:.3f} "
+            f"| {c.steady_ratio:.3f} | {c.stalls} ({c.idle:.1f}) "
             f"| {p['after_fanout']:.1f} | {p['exit']:.1f} "
             f"| {c.client_cpu:.1f} / {c.server_cpu:.1f} "
             f"| {c.client_cpu * 1000 / c.pairs:.1f} / {c.server_cpu * 1000 / c.pairs:.1f} |"
+        )
+    return lines
+
+
+def request_lines(cases: list[FlowCase]) -> list[str]:
+    """Discovery's and the diagnosis's requests in the largest run of each label, and the
+    check that the bound counts them: the simulator saw the run's own count plus the meter
+    refresh, and every hourly request the seeded mismatches call for."""
+    lines = []
+    largest: dict[str, FlowCase] = {}
+    for c in cases:
+        if c.label not in largest or c.pairs > largest[c.label].pairs:
+            largest[c.label] = c
+    for c in largest.values():
+        if c.pairs < 1000:
+            continue
+        outside = c.requests - c.run_requests
+        lines.append(
+            f"- {c.label}, {c.pairs:,} pairs: discovery paged {c.subscriptions:,} subscriptions "
+            f"in {c.discovery_requests:,} requests ({c.discovery_seconds:.1f} s in the flow, "
+            f"{c.discovery_span:.1f} s from its first request to its last); the diagnosis asked "
+            f"{c.hourly_requests:,} hourly requests ({c.hourly_expected:,} expected: 2 per "
+            f"mismatched multi-day `sum` line item), {c.hourly_requests / c.requests:.1%} of "
+            f"the run's; the run counted {c.run_requests:,} requests, the simulator saw "
+            f"{c.requests:,} ({outside:,} outside the pairs and discovery: the meter refresh)"
         )
     return lines
 
@@ -418,7 +520,11 @@ def parse_ints(text: str) -> list[int]:
 
 @contextmanager
 def simulator_for(latency: float, rate: float) -> Iterator[StripeSimulator]:
-    with StripeSimulator(latency=latency, rate_limit=rate, api_key=API_KEY) as simulator:
+    with (
+        paged_subscription_lists(),
+        StripeSimulator(latency=latency, rate_limit=rate, api_key=API_KEY) as simulator,
+    ):
+        simulator.state.stats = BenchStats()  # counts discovery's and the hourly requests
         yield simulator
 
 
@@ -458,6 +564,7 @@ class Bench:
             workers=self.args.workers,
             extra_env=env or {},
             log=self.log,
+            postgres_url=self.args.postgres_url,
         )
         if keep:
             self.cases.append(case)
@@ -473,6 +580,7 @@ class Bench:
         home: Path | None = None,
         simulator: StripeSimulator | None = None,
         rate: float | None = None,
+        database: str = SQLITE,
     ) -> list[FlowCase]:
         """One row per size, each on freshly seeded data."""
         rows = []
@@ -483,6 +591,7 @@ class Bench:
                 pairs_per_task,
                 str(home or self.args.prefect_home),
                 rate=rate or self.args.rate,
+                database=database,
             )
             rows.append(self.measure(case, build(size), env, simulator=simulator))
             print(
@@ -544,12 +653,34 @@ def default_grouping(bench: Bench) -> None:
 
 @case
 def dask(bench: Bench) -> None:
-    """The Dask `LocalCluster`: two worker processes sharing Stripe's limit through Prefect."""
-    bench.sized(
-        "flow, Dask LocalCluster (2 processes)",
-        parse_ints(bench.args.dask_sizes),
-        env={"METER_RECON_TASK_RUNNER": "dask"},
-    )
+    """The Dask `LocalCluster`: two worker processes sharing Stripe's limit through Prefect,
+    recording into a SQLite file (both processes write one file) and/or PostgreSQL."""
+    args = bench.args
+    for database in parse_databases(args.dask_databases):
+        for prefect_database in parse_databases(args.dask_prefect_databases):
+            env = {"METER_RECON_TASK_RUNNER": "dask"}
+            label = f"flow, Dask LocalCluster (2 processes), {database}"
+            try:
+                if prefect_database == POSTGRES:
+                    env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_postgres_url(args)
+                    label += ", Prefect's server on PostgreSQL"
+                bench.sized(label, parse_ints(args.dask_sizes), env=env, database=database)
+            except PostgresUnreachable as exc:
+                bench.notes.append(f"- {label}: not run, {exc}")
+
+
+PREFECT_DATABASE = "meter_recon_bench_prefect"
+
+
+def prefect_postgres_url(args: argparse.Namespace) -> str:
+    """Prefect's server's own database on PostgreSQL (asyncpg), kept across runs."""
+    url = ensure_postgres_database(args.postgres_url, PREFECT_DATABASE)
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def parse_databases(text: str) -> list[str]:
+    names = {"sqlite": SQLITE, "postgres": POSTGRES, "postgresql": POSTGRES}
+    return [names[part] for part in parse_names(text.lower())]
 
 
 @case
@@ -638,6 +769,7 @@ def micro(bench: Bench) -> None:
     if args.no_micro:
         return
     bench.micro.append(bench_compare(args.micro_pairs * 10))
+    bench.micro.append(bench_assess(args.micro_pairs))
     bench.micro.append(sqlite_record(bench.workdir, args.micro_pairs))
     bench.micro.append(postgres_record(args.postgres_url, args.micro_pairs))
 
@@ -655,6 +787,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--per-pair-sizes", default="1000,5000", help="pairs, one task per pair (before)"
     )
     parser.add_argument("--dask-sizes", default="5000", help="pairs, Dask LocalCluster")
+    parser.add_argument(
+        "--dask-databases",
+        default="postgres",
+        help="where the Dask rows record: sqlite, postgres, or both (sqlite,postgres)",
+    )
+    parser.add_argument(
+        "--dask-prefect-databases",
+        default="sqlite",
+        help="Prefect's server's database, Dask rows: sqlite (its default), postgres, or both",
+    )
     parser.add_argument(
         "--server-sizes", default="1000,5000", help="pairs, with a Prefect server already running"
     )
@@ -685,6 +827,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.sizes, args.per_pair_sizes, args.dask_sizes = "200,1000", "200", "200"
         args.server_sizes, args.large_sizes = "200,1000", "500,2000"
         args.baseline_pairs, args.micro_pairs = 200, 300
+    try:
+        parse_databases(args.dask_databases)
+        parse_databases(args.dask_prefect_databases)
+    except KeyError as unknown_database:
+        parser.error(f"unknown database {unknown_database}; databases: sqlite, postgres")
     unknown = set(parse_names(args.only)) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; cases: {', '.join(CASES)}")
@@ -715,6 +862,7 @@ def report(bench: Bench, started: float) -> str:
         *phase_table(bench.cases),
         "",
         *scaling_lines(bench.cases),
+        *request_lines(bench.cases),
         *bench.notes,
     ]
     if bench.baseline:
@@ -725,14 +873,18 @@ def report(bench: Bench, started: float) -> str:
             *bench.baseline,
         ]
     if bench.micro:
-        lines += ["", "| micro-benchmark | units | seconds | per second |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "| micro-benchmark | units | seconds | per second | ms per unit | what it did |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
         for m in bench.micro:
             if isinstance(m, str):
-                lines.append(f"| record (PostgreSQL) | - | - | {m} |")
+                lines.append(f"| record (PostgreSQL) | - | - | - | - | {m} |")
             else:
                 lines.append(
                     f"| {m.name} | {m.units:,} {m.unit} | {m.seconds:.2f} "
-                    f"| {m.per_second:,.0f} {m.unit}/s |"
+                    f"| {m.per_second:,.0f} {m.unit}/s | {m.ms_per_unit:.3f} | {m.note} |"
                 )
     lines += ["", f"Total bench time {time.time() - started:.0f} s."]
     return "\n".join(lines)
@@ -766,6 +918,8 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(args, workdir, workdir / "flow-runs.log", simulator)
             for name in chosen:
                 CASES[name](bench)
+                # The tables so far, after every case: a long run cut short keeps its rows.
+                write_results(bench, report(bench, started))
     finally:
         # Keep the flow-run log and the per-run JSON; the databases are large and rebuilt.
         for database in workdir.glob("*.db*"):

@@ -1,7 +1,12 @@
 """Seed a benchmark: N (customer, meter) pairs, 3 days of Stripe usage, and a ledger.
 
-Every pair has usage on each of the window's 3 days in the simulator. The ledger bills
-each pair one line item over the window, and the mix of pairs exercises every path:
+Every customer has one subscription in the simulator with one metered item per meter it
+uses (4 meters, so 5,000 subscriptions for 20,000 pairs), each on its meter's price (three
+`per_unit` prices, one graduated `tiered`): the run's discovery pages them (100 a request)
+and fetches the tiered price with its tiers, and finds exactly the pairs the ledger and the
+hand-tracked pairs already have, so the expected discrepancies do not change. Every pair but
+the missing ones has usage on each of the window's 3 days. The ledger bills each pair one
+line item over the window, and the mix of pairs exercises every path:
 
 - 80 % bill exactly what Stripe has (no discrepancy),
 - 10 % bill a different quantity (`quantity_mismatch`),
@@ -9,7 +14,9 @@ each pair one line item over the window, and the mix of pairs exercises every pa
 - 5 % bill usage Stripe never saw: no events (`missing_in_stripe`).
 
 Everything is deterministic in N, so a run is reproducible and its expected discrepancies
-known in advance (`Seeded.expected_discrepancies`).
+known in advance (`Seeded.expected_discrepancies`), and so are the requests the diagnosis
+makes (`Seeded.hourly_requests`): a mismatch on a `sum` meter is explained by none of the
+rules that need no request, so its timezone-shift rule fetches two spans of hourly buckets.
 """
 
 from __future__ import annotations
@@ -29,7 +36,29 @@ from models.tables import InvoiceLineItem, PairSource, TrackedPair
 
 DAYS = 3
 EVENTS_PER_DAY = 2
-METERS = (("mtr_bench_api_calls", "api_call", "sum"), ("mtr_bench_seats", "seat", "last"))
+METERS = (
+    ("mtr_bench_api_calls", "api_call", "sum"),
+    ("mtr_bench_seats", "seat", "last"),
+    ("mtr_bench_storage", "storage_gb_hour", "sum"),
+    ("mtr_bench_sessions", "session", "last"),
+)
+#: One price per meter, in the meter's order: three per_unit, the seats graduated-tiered.
+PRICES: tuple[dict[str, object], ...] = (
+    {"id": "price_bench_api_calls", "unit_amount_decimal": "0.2"},
+    {
+        "id": "price_bench_seats",
+        "billing_scheme": "tiered",
+        "tiers_mode": "graduated",
+        "tiers": [
+            {"up_to": 20, "unit_amount_decimal": "900"},
+            {"up_to": None, "unit_amount_decimal": "700", "flat_amount_decimal": "500"},
+        ],
+    },
+    {"id": "price_bench_storage", "unit_amount_decimal": "1.25"},
+    {"id": "price_bench_sessions", "unit_amount_decimal": "15"},
+)
+SUBSCRIBED = 1_767_225_600  # 2026-01-01T00:00:00Z; customer i subscribed i seconds later
+HOURLY_SPANS = 2  # a multi-day line item's timezone-shift rule: one span per boundary
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +71,8 @@ class Seeded:
     line_items: int
     events: int
     pair_kinds: dict[tuple[str, str], str]
+    subscriptions: int = 0
+    hourly_requests: int = 0  # the diagnosis's, as the pairs' task runs count them
 
 
 def bench_window(today: date | None = None) -> tuple[date, date]:
@@ -88,12 +119,16 @@ def build(n: int, *, window: tuple[date, date] | None = None) -> Seeded:
     data = SimulatorData()
     for meter, event_name, formula in METERS:
         data.add_meter(id=meter, event_name=event_name, formula=formula)
+    subscriptions = add_subscriptions(data, pair_list(n))
     expected = 0
     items = 0
+    hourly = 0
     kinds: dict[tuple[str, str], str] = {}
-    for index, (customer, meter, event_name, _formula) in enumerate(pair_list(n)):
+    for index, (customer, meter, event_name, formula) in enumerate(pair_list(n)):
         kind = kind_of(index)
         kinds[(customer, meter)] = kind
+        if kind in ("mismatch", "missing") and formula == "sum":
+            hourly += HOURLY_SPANS
         if kind == "missing":
             expected += 1
             items += 1
@@ -121,7 +156,32 @@ def build(n: int, *, window: tuple[date, date] | None = None) -> Seeded:
         line_items=items,
         events=data.event_count,
         pair_kinds=kinds,
+        subscriptions=subscriptions,
+        hourly_requests=hourly,
     )
+
+
+def add_subscriptions(data: SimulatorData, pairs: list[tuple[str, str, str, str]]) -> int:
+    """The meters' prices, and one subscription per customer billing each of its pairs: what
+    discovery finds is then exactly the seeded pairs, at known prices."""
+    price_of: dict[str, str] = {}
+    for (meter, _event, _formula), price in zip(METERS, PRICES, strict=True):
+        data.add_price({"currency": "usd", "meter": meter, **price})
+        price_of[meter] = str(price["id"])
+    by_customer: dict[str, list[dict[str, object]]] = {}
+    for index, (customer, meter, _event, _formula) in enumerate(pairs):
+        item: dict[str, object] = {"id": f"si_bench{index:08d}", "price": price_of[meter]}
+        by_customer.setdefault(customer, []).append(item)
+    for number, (customer, items) in enumerate(by_customer.items()):
+        data.add_subscription(
+            {
+                "id": f"sub_bench{number:07d}",
+                "customer": customer,
+                "created": SUBSCRIBED + number,
+                "items": items,
+            }
+        )
+    return len(by_customer)
 
 
 def stripe_quantity(index: int, formula: str) -> Decimal:

@@ -3,11 +3,13 @@
 The fitted line through runs of different sizes (`bench.run`) mixes the slope with run-to-run
 noise in start-up. The arrivals of one run give the slope directly: the seconds between the
 request at the 10th and the 90th percentile, per request, away from the ramp-up and the tail.
+The same arrivals show the stalls: gaps of more than half a second with no request at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 
 def seconds_per_request(
@@ -19,3 +21,11 @@ def seconds_per_request(
     if last - first < 10:
         return None
     return (ordered[last] - ordered[first]) / (last - first)
+
+
+def idle_seconds(arrivals: Sequence[float], *, gap: float = 0.5) -> tuple[float, int]:
+    """Time between the first and the last arrival spent in gaps longer than `gap` seconds
+    with no request at all (stalls), and how many such gaps there were."""
+    ordered = sorted(arrivals)
+    gaps = [b - a for a, b in pairwise(ordered) if b - a > gap]
+    return sum(gaps), len(gaps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.steady import seconds_per_request
+from bench.steady import idle_seconds, seconds_per_request
 
 
 def test_steady_arrivals_give_their_spacing_whatever_the_ramp_and_tail() -> None:
@@ -21,3 +21,9 @@ def test_order_does_not_matter() -> None:
 
 def test_too_few_arrivals_tell_nothing() -> None:
     assert seconds_per_request([0.0, 1.0, 2.0]) is None
+
+
+def test_stalls_are_the_gaps_of_more_than_half_a_second() -> None:
+    arrivals = [0.0, 0.1, 0.2, 1.2, 1.3, 4.3, 4.4]  # stalls of 1.0 s and 3.0 s
+    assert idle_seconds(arrivals) == pytest.approx((4.0, 2))
+    assert idle_seconds([0.0, 0.4, 0.8]) == (0.0, 0)
