@@ -218,7 +218,17 @@ def _marked_servers(marker: str) -> dict[int, Server]:
         if _alive(pid):
             env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
             found[pid] = Server(pid, int(argv[argv.index("--port") + 1]), env)
-    return found
+    # A server's own child between fork and exec still shows the server's command line and
+    # environment: it is not a second server.
+    return {pid: server for pid, server in found.items() if _parent(pid) not in found}
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _healthy(port: int) -> bool:
