@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.baseline import run_baseline
-from bench.fastsim import paged_subscription_lists
 from bench.micro import (
     MicroResult,
     PostgresUnreachable,
@@ -520,10 +519,7 @@ def parse_ints(text: str) -> list[int]:
 
 @contextmanager
 def simulator_for(latency: float, rate: float) -> Iterator[StripeSimulator]:
-    with (
-        paged_subscription_lists(),
-        StripeSimulator(latency=latency, rate_limit=rate, api_key=API_KEY) as simulator,
-    ):
+    with StripeSimulator(latency=latency, rate_limit=rate, api_key=API_KEY) as simulator:
         simulator.state.stats = BenchStats()  # counts discovery's and the hourly requests
         yield simulator
 

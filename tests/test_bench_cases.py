@@ -7,15 +7,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.fastsim import paged_subscription_lists
 from bench.run import CASES, grouping_label, parse_args, parse_databases, runner_label
 from bench.seed import build, pair_list, write_ledger
 from bench.stats import BenchStats
-from meter_recon.simulator import StripeSimulator
-from meter_recon.simulator.app import ApiError, SimulatorApp
+from meter_recon.simulator import StripeSimulator, wire
+from meter_recon.simulator.app import ApiError, SimulatorApp, _status_matches, paginate
 from meter_recon.simulator.state import SimulatorState
 from tasks.discover import discover
 
@@ -113,19 +113,45 @@ def test_the_bench_counts_discovery_and_hourly_requests_where_they_arrive() -> N
     assert stats.arrivals("discovery").count == 0
 
 
-def test_the_paged_subscription_list_answers_as_the_simulator_does() -> None:
-    simulator = SimulatorApp(SimulatorState(data=build(90).data))
-    queries = [
-        "status=all&limit=10",
-        "status=all&limit=10&starting_after=sub_bench0000012",
-        "status=all&limit=5&ending_before=sub_bench0000003",
-        "status=active&limit=100&customer=cus_bench0000007",
+def _every_object_then_a_page(
+    app: SimulatorApp, *, limit: int, status: str = "all", **cursor: str
+) -> dict[str, Any]:
+    """The list as the simulator used to build it: every wire object first, then the page."""
+    objects = [
+        wire.subscription_object(s)
+        for s in app.state.data.subscriptions()
+        if _status_matches(s.status, status)
     ]
-    expected = [simulator._subscriptions_list(q) for q in queries]
-    with paged_subscription_lists():
-        assert [simulator._subscriptions_list(q) for q in queries] == expected
-        with pytest.raises(ApiError):
-            simulator._subscriptions_list("status=all&starting_after=sub_nope")
+    page, has_more = paginate(
+        objects,
+        limit=limit,
+        starting_after=cursor.get("starting_after"),
+        ending_before=cursor.get("ending_before"),
+        object_name="subscription",
+    )
+    return wire.list_object(page, has_more=has_more, url="/v1/subscriptions")
+
+
+def test_the_subscription_list_builds_only_its_page_and_answers_the_same() -> None:
+    simulator = SimulatorApp(SimulatorState(data=build(90).data))
+    pages = [
+        ("status=all&limit=10", {"limit": 10}),
+        (
+            "status=all&limit=10&starting_after=sub_bench0000012",
+            {"limit": 10, "starting_after": "sub_bench0000012"},
+        ),
+        (
+            "status=all&limit=5&ending_before=sub_bench0000003",
+            {"limit": 5, "ending_before": "sub_bench0000003"},
+        ),
+        ("status=active&limit=100", {"limit": 100, "status": "active"}),
+    ]
+    for query, reference in pages:
+        assert simulator._subscriptions_list(query) == _every_object_then_a_page(
+            simulator, **reference
+        )
+    with pytest.raises(ApiError):
+        simulator._subscriptions_list("status=all&starting_after=sub_nope")
 
 
 def test_a_flow_reports_its_own_peak_rss_not_the_bench_processs() -> None:

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from meter_recon.simulator import wire
@@ -355,6 +355,35 @@ def paginate(
     return before[-limit:], len(before) > limit
 
 
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+RecordT = TypeVar("RecordT", bound=HasId)
+
+
+def paginate_records(
+    records: list[RecordT],
+    *,
+    limit: int,
+    starting_after: str | None,
+    ending_before: str | None,
+    object_name: str,
+) -> tuple[list[RecordT], bool]:
+    """`paginate` over records, so only the page served is turned into wire objects (a list
+    of N objects paged through would otherwise cost O(N^2))."""
+    by_id = [{"id": record.id, "record": record} for record in records]
+    page, has_more = paginate(
+        by_id,
+        limit=limit,
+        starting_after=starting_after,
+        ending_before=ending_before,
+        object_name=object_name,
+    )
+    return [entry["record"] for entry in page], has_more
+
+
 def no_such(what: str, object_id: str, *, param: str = "id") -> ApiError:
     return ApiError(
         404, wire.error_body(f"No such {what}: '{object_id}'", param=param, code="resource_missing")
@@ -626,9 +655,9 @@ class SimulatorApp:
                 and created(subscription.created)
             )
 
-        page, has_more = paginate(
+        page, has_more = paginate_records(
             [
-                wire.subscription_object(subscription, tiers=tiers)
+                subscription
                 for subscription in self.state.data.subscriptions()
                 if keep(subscription)
             ],
@@ -637,7 +666,8 @@ class SimulatorApp:
             ending_before=ending_before,
             object_name="subscription",
         )
-        return wire.list_object(page, has_more=has_more, url="/v1/subscriptions")
+        objects = [wire.subscription_object(subscription, tiers=tiers) for subscription in page]
+        return wire.list_object(objects, has_more=has_more, url="/v1/subscriptions")
 
     def _subscription_items_list(self, query: str) -> dict[str, Any]:
         params = Params(query, SUBSCRIPTION_ITEM_LIST_PARAMS)
@@ -692,18 +722,15 @@ class SimulatorApp:
                 and created(price.created)
             )
 
-        page, has_more = paginate(
-            [
-                wire.price_object(price, tiers=tiers)
-                for price in self.state.data.prices()
-                if keep(price)
-            ],
+        page, has_more = paginate_records(
+            [price for price in self.state.data.prices() if keep(price)],
             limit=limit,
             starting_after=starting_after,
             ending_before=ending_before,
             object_name="price",
         )
-        return wire.list_object(page, has_more=has_more, url="/v1/prices")
+        objects = [wire.price_object(price, tiers=tiers) for price in page]
+        return wire.list_object(objects, has_more=has_more, url="/v1/prices")
 
     def _adjustment(self, form: str) -> dict[str, Any]:
         params = Params(form, ADJUSTMENT_PARAMS)
