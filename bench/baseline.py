@@ -15,7 +15,7 @@ from decimal import Decimal
 import stripe
 from sqlalchemy import create_engine, text
 
-from bench.seed import Seeded, midnight
+from bench.dataset import Seeded, midnight
 
 
 @dataclass(frozen=True, slots=True)

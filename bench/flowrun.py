@@ -3,7 +3,7 @@
 `python -m bench.flowrun --start D --end D --out FILE`: settings come from the environment
 (the parent sets `STRIPE_API_BASE`, `METER_RECON_DATABASE_URL`, `PREFECT_HOME`, ...). Writes
 a JSON object with the run summary and where the time went inside the process. Prefect's
-server is started, waited for and stopped by `meter_recon.prefect_server`, as the CLI does.
+server is started, waited for and stopped by `integrations.prefect_server`, as the CLI does.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from integrations.prefect_server import started_first, wait_until_ready  # noqa: E402
+
 # What the console script imports before it runs a command (cyclopts, rich, the settings).
 from meter_recon.cli import get_settings, skip_final_collection  # noqa: E402
-from meter_recon.prefect_server import started_first, wait_until_ready  # noqa: E402
 
 
 def main() -> None:
@@ -41,10 +42,10 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     marks: dict[str, float] = {"python_ready": time.time()}
     import flows.reconcile  # noqa: F401  (Prefect and the flow: what `meter-recon run` imports)
-    from meter_recon.runner import execute, settings_for
+    from meter_recon.launch import execute, settings_for
 
     marks["imports_done"] = time.time()
-    from meter_recon import progress
+    from flows import progress
 
     def on_progress(done: int, total: int) -> None:
         now = time.time()
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
         manual=True,
     )
     marks["flow_returned"] = time.time()
-    from flows.runners import pairs_per_task_for
+    from flows.task_runners import pairs_per_task_for
 
     result = {
         "summary": {k: str(v) if isinstance(v, date) else v for k, v in asdict(summary).items()},

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.baseline import run_baseline
+from bench.dataset import Seeded, build, write_ledger
 from bench.micro import (
     MicroResult,
     PostgresUnreachable,
@@ -58,11 +59,10 @@ from bench.micro import (
     sqlite_record,
     throwaway_postgres,
 )
-from bench.seed import Seeded, build, write_ledger
 from bench.stats import BenchStats
 from bench.steady import idle_seconds, seconds_per_request
-from meter_recon.prefect_server import spawn
-from meter_recon.simulator import StripeSimulator
+from integrations.prefect_server import spawn
+from simulator import StripeSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
 SQLITE, POSTGRES = "SQLite", "PostgreSQL"

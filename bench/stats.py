@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meter_recon.simulator.stats import SimulatorStats
+from simulator.stats import SimulatorStats
 
 #: The endpoints only discovery asks: subscriptions, their further items, a tiered price.
 DISCOVERY_KINDS = frozenset({"subscriptions_list", "subscription_items_list", "price_get"})

@@ -17,10 +17,10 @@ from typing import Any
 from prefect import Task
 from prefect.futures import PrefectFuture
 
+from flows import progress
 from flows.history import TaskRuns
-from meter_recon import progress
 from models.tables import TrackedPair
-from tasks.pairs import PairRef, PairsFailed, RunContext, describe_error
+from tasks.reconcile_pairs import PairRef, PairsFailed, RunContext, describe_error
 
 FLUSH_FAILURES_AT = 1000  # failed pairs recorded together, in one transaction
 

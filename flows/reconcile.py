@@ -15,11 +15,11 @@ from sqlmodel import Session
 
 from flows.fanout import FanOut, Plan
 from flows.history import TaskRuns, wait_for_history
-from flows.runners import in_flight_for, pairs_per_task_for, task_runner_for
+from flows.task_runners import in_flight_for, pairs_per_task_for, task_runner_for
+from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
-from meter_recon.settings import Settings, TaskRunnerKind, get_settings
-from meter_recon.stripe.prefect_limit import ensure_limit, plan_for
-from meter_recon.windows import check_window, nightly_window, utc_today
+from integrations.settings import Settings, TaskRunnerKind, get_settings
+from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.engine import get_engine, read_only, session_scope
 from models.meters import cached_formulas, upsert_meters
 from models.pairs import count_pairs, pair_pages
@@ -38,7 +38,7 @@ from models.types import utcnow
 from tasks.alert import alert_finance
 from tasks.discover import Discovery, discover_pairs
 from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
-from tasks.pairs import PairRef, RunContext, describe_error, reconcile_pairs
+from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 

@@ -11,7 +11,7 @@ from enum import StrEnum
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from meter_recon.settings import get_settings
+from integrations.settings import get_settings
 from models.discrepancies import acknowledge_many, reopen_many
 from models.engine import get_engine, session_scope
 

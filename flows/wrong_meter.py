@@ -15,14 +15,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from sqlalchemy import Engine
 
-from meter_recon.settings import get_settings
+from integrations.settings import get_settings
 from models.discrepancies import set_causes, uncaused_in_run
 from models.engine import get_engine, session_scope
 from models.enums import LikelyCause
 from models.tables import Discrepancy
 from tasks.compare import Tolerance
 from tasks.diagnose import WrongMeterCandidate, wrong_meter
-from tasks.pairs import RunContext
+from tasks.reconcile_pairs import RunContext
 
 
 def candidates_of(rows: Sequence[Discrepancy]) -> list[WrongMeterCandidate[int]]:

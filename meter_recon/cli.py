@@ -2,7 +2,7 @@
 
 Exit codes: 0 done, 1 some pairs or the run failed, 2 bad usage or bad input.
 Heavy imports (Prefect, the flows) happen inside the commands that need them; the commands
-that run the flow first start Prefect's embedded server (`meter_recon.prefect_server`), so it
+that run the flow first start Prefect's embedded server (`integrations.prefect_server`), so it
 boots while they import.
 """
 
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 from cyclopts import App, CycloptsError, Parameter
 from rich.table import Table
 
+from integrations.prefect_server import PrefectServerError, started_first
+from integrations.settings import Settings, get_settings
 from meter_recon.errors import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -28,8 +30,6 @@ from meter_recon.errors import (
     RunFailed,
     UserError,
 )
-from meter_recon.prefect_server import PrefectServerError, started_first
-from meter_recon.settings import Settings, get_settings
 from meter_recon.terminal import console, err_console, execute_or_fail, print_run_summary
 
 if TYPE_CHECKING:
@@ -123,11 +123,11 @@ def pairs_sync(*, database_url_: DatabaseUrl = None) -> int:
     Tracks every billed pair not tracked yet (source stripe) and caches items and prices;
     exit code 1 when Stripe could not be read (nothing is changed then).
     """
-    from meter_recon.runner import settings_for
-    from meter_recon.stripe.errors import StripeError
+    from integrations.stripe.errors import StripeError
+    from meter_recon.launch import settings_for
     from tasks.discover import discover
     from tasks.fetch import resolve_api_key
-    from tasks.pairs import describe_error
+    from tasks.reconcile_pairs import describe_error
 
     resolve_api_key(settings_for(database_url_))
     try:
@@ -197,9 +197,9 @@ def import_line_items(file: Path, /, *, database_url_: DatabaseUrl = None) -> in
     file
         The CSV file to import.
     """
-    from meter_recon.importer import CsvRejected
-    from meter_recon.importer import import_line_items as run_import
     from models.engine import get_engine
+    from models.ledger import CsvRejected
+    from models.ledger import import_line_items as run_import
 
     if not file.is_file():
         raise BadInput(f"{file} is not a readable file.")
@@ -342,7 +342,7 @@ def _in_minor_units(amount: str, currency: object) -> str:
     """At least the currency's decimal places (12.5 usd reads 12.50), never fewer digits."""
     from decimal import Decimal
 
-    from tasks.value import currency_exponent
+    from models.money import currency_exponent
 
     value = Decimal(amount)
     places = currency_exponent(currency) if isinstance(currency, str) and currency else 0
@@ -466,8 +466,8 @@ def _run_flow(
     meters: list[str],
     manual: bool,
 ) -> int:
-    from meter_recon.runner import settings_for
-    from meter_recon.windows import check_window, utc_today
+    from flows.windows import check_window, utc_today
+    from meter_recon.launch import settings_for
 
     if start is not None and end is not None:
         check_window(
@@ -558,7 +558,7 @@ def nightly(*, database_url_: DatabaseUrl = None) -> int:
     )
 
 
-app.command("meter_recon.simulator.cli:simulate_stripe", name="simulate-stripe")
+app.command("simulator.cli:simulate_stripe", name="simulate-stripe")
 app.command("meter_recon.demo:demo", name="demo")
 
 

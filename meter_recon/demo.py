@@ -44,8 +44,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from integrations.prefect_server import started_first
 from meter_recon.errors import UserError
-from meter_recon.prefect_server import started_first
 from meter_recon.seed import (
     DEFAULT_CUSTOMERS,
     DEFAULT_SEED,
@@ -213,7 +213,7 @@ class AlertInbox:
 @contextmanager
 def patched_environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the duration, then put back what was there."""
-    from meter_recon.settings import get_settings
+    from integrations.settings import get_settings
 
     names = {*values, "METER_RECON_DATABASE_URL"}
     saved = {name: os.environ.get(name) for name in names}
@@ -290,8 +290,8 @@ def _state_for(
     directory: Path, *, customers: int, seed: int, database_url: str, console: Console
 ) -> DemoState:
     """The stored state, or a new one anchored today (UTC)."""
+    from flows.windows import utc_today
     from meter_recon.seed import default_window
-    from meter_recon.windows import utc_today
 
     path = directory / STATE_FILE
     if path.exists():
@@ -320,8 +320,8 @@ def _state_for(
 
 
 def _seed_ledger(data: DemoData, *, ledger: Path, database_url: str) -> None:
-    from meter_recon.importer import import_line_items
     from models.engine import get_engine, session_scope
+    from models.ledger import import_line_items
     from models.pairs import track_by_hand
 
     engine = get_engine(database_url)
@@ -502,9 +502,9 @@ def _serve_and_run(
     With `late_between_runs` (a demo just seeded) the flow runs twice, the late meter events
     posted in between; otherwise Stripe got them long ago: they are posted first, one run.
     """
-    from meter_recon.runner import settings_for
-    from meter_recon.simulator import SimulatorData, StripeSimulator
+    from meter_recon.launch import settings_for
     from meter_recon.terminal import execute_or_fail
+    from simulator import SimulatorData, StripeSimulator
     from tasks.fetch import close_clients
 
     start, end = window
@@ -901,7 +901,7 @@ def demo(
     fresh
         Delete the demo's files in the directory first and seed again, anchored on today.
     """
-    from meter_recon.settings import get_settings
+    from integrations.settings import get_settings
     from meter_recon.terminal import console
 
     chosen = os.environ.get("PREFECT_API_URL")  # before an embedded server sets it

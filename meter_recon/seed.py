@@ -43,10 +43,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from meter_recon.importer import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from models.canonical import canonical_decimal, utc_midnight
 from models.enums import DiscrepancyKind, LikelyCause
 from models.keys import DiscrepancyKey
+from models.ledger import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 
 DEFAULT_CUSTOMERS = 36
 DEFAULT_SEED = 7

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from integrations.prefect_server import PrefectServerError
+from integrations.settings import Settings
 from meter_recon.errors import EXIT_OK, EXIT_PAIRS_FAILED, RunFailed
-from meter_recon.prefect_server import PrefectServerError
-from meter_recon.settings import Settings
 
 if TYPE_CHECKING:
     from flows.reconcile import RunSummary
@@ -37,7 +37,7 @@ def execute_or_fail(
     Prefect's server failing to start stays a `PrefectServerError`: it says what to fix.
     """
     from flows.reconcile import RunSummary
-    from meter_recon.runner import execute, progress_display
+    from meter_recon.launch import execute, progress_display
 
     with progress_display(console):
         try:
@@ -52,7 +52,7 @@ def execute_or_fail(
         except PrefectServerError:
             raise
         except Exception as exc:
-            from tasks.pairs import describe_error
+            from tasks.reconcile_pairs import describe_error
 
             raise RunFailed(describe_error(exc)) from exc
     assert isinstance(summary, RunSummary)

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 from sqlmodel import Session, select
 
-from meter_recon.stripe.models import Meter as StripeMeter
 from models.tables import Formula, Meter
 from models.types import utcnow
 from models.upsert import insert_for
 
 
-def upsert_meters(*, session: Session, meters: Iterable[StripeMeter]) -> int:
+class MeterConfig(Protocol):
+    """What a meter's row is made of; Stripe's `billing.meter`, as the client reads it, has it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def event_name(self) -> str: ...
+    @property
+    def formula(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+def upsert_meters(*, session: Session, meters: Iterable[MeterConfig]) -> int:
     """Insert or refresh each meter's row (keyed by Stripe's id); returns how many."""
     now = utcnow()
     rows = [

@@ -12,8 +12,8 @@ from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_UI_URL
 from sqlmodel import Session, col, select
 
-from meter_recon.settings import get_settings
-from meter_recon.stripe.redaction import redact
+from integrations.settings import get_settings
+from integrations.stripe.redaction import redact
 from models.engine import get_engine, session_scope
 from models.runs import failed_pairs, get_run
 from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun

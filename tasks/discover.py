@@ -16,8 +16,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from meter_recon.settings import get_settings
-from meter_recon.stripe.models import Subscription
+from integrations.settings import get_settings
+from integrations.stripe.models import Subscription
 from models.billing import (
     IGNORED_STATUS,
     forget_subscription_items,

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from meter_recon.errors import UserError
-from meter_recon.settings import Settings, TaskRunnerKind
-from meter_recon.stripe import DailyUsage, HourlyUsage, Meter, RateLimiter, StripeClient
+from integrations.settings import Settings, TaskRunnerKind
+from integrations.stripe import DailyUsage, HourlyUsage, Meter, RateLimiter, StripeClient
+from models.errors import UserError
 
 _clients: dict[tuple[str, float, str, str], StripeClient] = {}
 _lock = threading.Lock()
@@ -29,7 +29,7 @@ def resolve_api_key(settings: Settings) -> SecretStr:
     if settings.stripe_secret_block:
         from prefect.blocks.system import Secret
 
-        from meter_recon.prefect_server import wait_until_ready
+        from integrations.prefect_server import wait_until_ready
 
         wait_until_ready()  # the block is read from Prefect's API
         value = Secret.load(settings.stripe_secret_block).get()  # type: ignore[union-attr]
@@ -63,7 +63,7 @@ def _rate_limiter(settings: Settings) -> RateLimiter | None:
     if _limiter_override is not None:
         return _limiter_override
     if settings.task_runner is TaskRunnerKind.DASK:
-        from meter_recon.stripe.prefect_limit import shared_prefect_rate_limiter
+        from integrations.stripe.prefect_limit import shared_prefect_rate_limiter
 
         return shared_prefect_rate_limiter(settings.max_requests_per_second)
     return None

@@ -18,10 +18,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from sqlmodel import Session, col, select
 
-from meter_recon.settings import get_settings
+from integrations.settings import get_settings
 from models.discrepancies import as_record, list_discrepancies, money_record
 from models.engine import get_engine
 from models.errors import UserError
+from models.money import currency_exponent
 from models.runs import failed_pairs, get_run
 from models.tables import (
     DISCREPANCY_IDENTITY,
@@ -30,7 +31,6 @@ from models.tables import (
     ReconciliationRun,
 )
 from models.types import canonical_decimal
-from tasks.value import currency_exponent
 
 SUMMARY_KEY = "meter-recon-run-summary"
 OPEN_KEY = "meter-recon-open-discrepancies"

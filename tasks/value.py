@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from models.canonical import EXACT, EXACT_DIGITS
 from models.enums import DiscrepancyKind, Valuation
+from models.money import currency_exponent
 
 __all__ = [
     "NOT_VALUED",
@@ -63,30 +64,12 @@ _BILLING_SCHEMES = (PER_UNIT, TIERED)
 _TIERS_MODES = (VOLUME, GRADUATED)
 _ROUNDS = (UP, DOWN)
 
-#: Stripe's zero-decimal currencies: an amount of 1 is one whole unit.
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd"}
-    | {"vuv", "xaf", "xof", "xpf"}
-)
-#: Stripe's three-decimal currencies: an amount of 1000 is one whole unit.
-THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
-
 _CURRENCY = re.compile(r"[a-z]{3}")
 _DECIMAL_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 class UnsupportedPrice(ValueError):
     """A Stripe price whose billing is not understood: its discrepancies are not valued."""
-
-
-def currency_exponent(currency: str) -> int:
-    """Decimal places of the currency's minor unit, as Stripe counts them (0, 3, else 2)."""
-    code = currency.lower()
-    if code in ZERO_DECIMAL_CURRENCIES:
-        return 0
-    if code in THREE_DECIMAL_CURRENCIES:
-        return 3
-    return 2
 
 
 def _is_amount(value: object) -> bool:

@@ -29,7 +29,7 @@ def _isolated_settings(
     The CLI sets METER_RECON_DATABASE_URL in the process environment on purpose (workers
     inherit it); a test running the CLI in-process must not pass it on to the next test.
     """
-    from meter_recon.settings import get_settings
+    from integrations.settings import get_settings
 
     saved = dict(os.environ)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

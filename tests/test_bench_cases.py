@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from bench.dataset import build, pair_list, write_ledger
 from bench.run import CASES, grouping_label, parse_args, parse_databases, runner_label
-from bench.seed import build, pair_list, write_ledger
 from bench.stats import BenchStats
-from meter_recon.simulator import StripeSimulator, wire
-from meter_recon.simulator.app import ApiError, SimulatorApp, _status_matches, paginate
-from meter_recon.simulator.state import SimulatorState
+from simulator import StripeSimulator, wire
+from simulator.app import ApiError, SimulatorApp, _status_matches, paginate
+from simulator.state import SimulatorState
 from tasks.discover import discover
 
 

@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from meter_recon.cli import main
-from meter_recon.simulator import StripeSimulator
 from models.migrate import current_revision, head_revision
 from models.tables import Discrepancy, DiscrepancyStatus, InvoiceLineItem, TrackedPair
+from simulator import StripeSimulator
 from tasks.record import PairStats, record_pair
 from tests.builders import comparison, days, item, new_run
 from tests.fixtures.prefect import LEAK_CANARY_KEY
@@ -250,7 +250,7 @@ def test_ack_of_an_unknown_id_exits_2_with_one_sentence(
 def _day(offset: int) -> str:
     from datetime import timedelta
 
-    from meter_recon.windows import utc_today
+    from flows.windows import utc_today
 
     return (utc_today() + timedelta(days=offset)).isoformat()
 

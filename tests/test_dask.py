@@ -25,14 +25,14 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from flows.reconcile import RunSummary, reconcile_meters
-from flows.runners import pairs_per_task_for, task_runner_for
-from meter_recon.settings import TaskRunnerKind, get_settings
-from meter_recon.simulator import StripeSimulator, max_in_window
-from meter_recon.stripe.prefect_limit import DEFAULT_LIMIT_NAME, PrefectRateLimiter, plan_for
+from flows.task_runners import pairs_per_task_for, task_runner_for
+from integrations.settings import TaskRunnerKind, get_settings
+from integrations.stripe.prefect_limit import DEFAULT_LIMIT_NAME, PrefectRateLimiter, plan_for
 from models.engine import dispose_engines, get_engine, session_scope
 from models.migrate import upgrade
 from models.pairs import track_from_ledger
 from models.tables import InvoiceLineItem, ReconciliationRun, Trigger
+from simulator import StripeSimulator, max_in_window
 from tasks.fetch import close_clients, configure_clients
 from tests.fixtures.gcl import FakeGcl
 from tests.fixtures.prefect import LEAK_CANARY_KEY
@@ -167,7 +167,7 @@ def test_the_limit_is_created_on_the_prefect_server_with_its_decay(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from meter_recon.stripe.prefect_limit import ensure_limit
+    from integrations.stripe.prefect_limit import ensure_limit
 
     plan = plan_for(RATE)
     ensure_limit(plan)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from flows.windows import utc_today
 from meter_recon.cli import main
 from meter_recon.demo import (
     DATABASE_FILE,
@@ -33,13 +34,12 @@ from meter_recon.demo import (
     post_meter_events,
     run_demo,
 )
-from meter_recon.importer import import_line_items
 from meter_recon.seed import MIN_CUSTOMERS, DemoData, default_window, generate
-from meter_recon.simulator import SimulatorData
-from meter_recon.windows import utc_today
 from models.engine import dispose_engines, get_engine
+from models.ledger import import_line_items
 from models.migrate import upgrade
 from models.tables import DiscrepancyKind, LikelyCause
+from simulator import SimulatorData
 
 CUSTOMERS = 8
 SEED = 3
@@ -376,7 +376,7 @@ def test_money_is_totalled_per_currency_never_across() -> None:
 
 
 def test_late_events_are_posted_the_way_an_application_reports_usage() -> None:
-    from meter_recon.simulator import StripeSimulator
+    from simulator import StripeSimulator
 
     data = generate(anchor=utc_today(), customers=CUSTOMERS, seed=SEED)
     with StripeSimulator(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("meter_recon", "models", "tasks", "flows")
+PACKAGES = ("models", "integrations", "simulator", "tasks", "flows", "meter_recon")
 #: The module a distribution is imported as, where the names differ.
 IMPORT_NAME = {"prefect-dask": "prefect_dask", "pydantic-settings": "pydantic_settings"}
 #: Dependencies used without an import of ours, and where.

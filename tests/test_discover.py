@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from meter_recon.simulator import StripeSimulator
-from meter_recon.stripe import Subscription, SubscriptionItem
+from integrations.stripe import Subscription, SubscriptionItem
 from models.billing import price_for_pair
 from models.tables import PairSource, StripePrice, TrackedPair
 from models.tables import SubscriptionItem as CachedItem
+from simulator import StripeSimulator
 from tasks.discover import discover, metered_items, tiered_price_ids
 
 CREATED = 1_759_276_800  # 2025-10-01

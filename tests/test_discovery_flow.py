@@ -14,10 +14,9 @@ from sqlmodel import Session, select
 
 import flows.reconcile as reconcile_module
 from flows.reconcile import RunSummary, reconcile_meters
+from flows.windows import utc_today
+from integrations.settings import get_settings
 from meter_recon.cli import main
-from meter_recon.settings import get_settings
-from meter_recon.simulator import StripeSimulator
-from meter_recon.windows import utc_today
 from models.tables import (
     Discrepancy,
     DiscrepancyKind,
@@ -29,8 +28,9 @@ from models.tables import (
     TrackedPair,
     Trigger,
 )
+from simulator import StripeSimulator
 from tasks.discover import discover_pairs
-from tasks.pairs import reconcile_pairs
+from tasks.reconcile_pairs import reconcile_pairs
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import noon
 

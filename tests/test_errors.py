@@ -15,6 +15,8 @@ from rich.console import Console
 import meter_recon.errors
 import models.errors
 from flows.reconcile import RunSummary
+from flows.windows import BadWindow, check_window
+from integrations.prefect_server import PrefectServerError
 from meter_recon.cli import report_error
 from meter_recon.demo import DemoError
 from meter_recon.errors import (
@@ -25,9 +27,7 @@ from meter_recon.errors import (
     RunFailed,
     UserError,
 )
-from meter_recon.prefect_server import PrefectServerError
 from meter_recon.terminal import print_run_summary
-from meter_recon.windows import BadWindow, check_window
 from models.discrepancies import AlreadyResolved, UnknownDiscrepancy
 from tasks.fetch import MissingApiKey
 
@@ -197,12 +197,12 @@ def _failing_execute(error: BaseException) -> object:
 def test_a_failed_flow_is_one_run_failed_sentence_without_the_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import meter_recon.runner
-    from meter_recon.settings import Settings
+    import meter_recon.launch
+    from integrations.settings import Settings
     from meter_recon.terminal import execute_or_fail
 
     failure = ConnectionError("refused\n  with sk_test_abcdefghijklmnop in the text")
-    monkeypatch.setattr(meter_recon.runner, "execute", _failing_execute(failure))
+    monkeypatch.setattr(meter_recon.launch, "execute", _failing_execute(failure))
     with pytest.raises(RunFailed) as raised:
         execute_or_fail(
             console=Console(file=StringIO()),
@@ -222,12 +222,12 @@ def test_a_failed_flow_is_one_run_failed_sentence_without_the_key(
 def test_a_prefect_server_that_did_not_start_is_not_a_failed_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import meter_recon.runner
-    from meter_recon.settings import Settings
+    import meter_recon.launch
+    from integrations.settings import Settings
     from meter_recon.terminal import execute_or_fail
 
     failure = PrefectServerError("Prefect's embedded server did not answer.")
-    monkeypatch.setattr(meter_recon.runner, "execute", _failing_execute(failure))
+    monkeypatch.setattr(meter_recon.launch, "execute", _failing_execute(failure))
     with pytest.raises(PrefectServerError) as raised:
         execute_or_fail(
             console=Console(file=StringIO()),

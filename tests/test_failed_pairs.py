@@ -15,7 +15,7 @@ from flows.reconcile import record_failed_pairs
 from models.engine import session_scope
 from models.runs import failed_pairs, ok_pairs
 from models.tables import PairStatus
-from tasks.pairs import PairRef, RunContext
+from tasks.reconcile_pairs import PairRef, RunContext
 from tasks.record import PairStats, record_pair_result
 from tests.builders import new_run
 

@@ -14,11 +14,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import progress
 from flows.fanout import FanOut, Plan
 from flows.history import TaskRuns
-from meter_recon import progress
 from models.tables import PairSource, TrackedPair
-from tasks.pairs import PairRef, PairsFailed, RunContext
+from tasks.reconcile_pairs import PairRef, PairsFailed, RunContext
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

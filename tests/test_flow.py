@@ -18,9 +18,8 @@ from sqlmodel import Session, select
 
 import flows.reconcile as reconcile_module
 from flows.reconcile import RunSummary, reconcile_meters
+from integrations.settings import get_settings
 from meter_recon.cli import main
-from meter_recon.settings import get_settings
-from meter_recon.simulator import StripeSimulator
 from models.engine import get_engine
 from models.tables import (
     Discrepancy,
@@ -31,7 +30,8 @@ from models.tables import (
     RunStatus,
     Trigger,
 )
-from tasks.pairs import reconcile_pairs
+from simulator import StripeSimulator
+from tasks.reconcile_pairs import reconcile_pairs
 from tests.fixtures.alerts import AlertInbox
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from meter_recon.importer import CsvRejected, import_line_items
+from models.ledger import CsvRejected, import_line_items
 from models.pairs import track_by_hand
 from models.tables import InvoiceLineItem, PairSource, TrackedPair
 from tests.builders import csv_file

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from meter_recon.stripe.models import Meter as StripeMeter
+from integrations.stripe.models import Meter as StripeMeter
 from models.engine import session_scope
 from models.meters import cached_formulas, upsert_meters
 from models.tables import Meter

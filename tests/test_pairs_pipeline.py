@@ -16,12 +16,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-import tasks.pairs as pairs_module
-from meter_recon.settings import get_settings
-from meter_recon.simulator import StripeSimulator
-from meter_recon.simulator.faults import Fault
-from meter_recon.stripe.models import DailyUsage
-from meter_recon.windows import utc_today
+import tasks.reconcile_pairs as pairs_module
+from flows.windows import utc_today
+from integrations.settings import get_settings
+from integrations.stripe.models import DailyUsage
 from models.billing import price_row, upsert_prices, upsert_subscription_items
 from models.engine import session_scope
 from models.enums import LikelyCause, Valuation
@@ -34,10 +32,12 @@ from models.tables import (
     UsageChange,
 )
 from models.types import utcnow
+from simulator import StripeSimulator
+from simulator.faults import Fault
 from tasks.assess import Pricing, value_finding
 from tasks.compare import Finding
 from tasks.discover import discover
-from tasks.pairs import PairRef, RunContext, reconcile_one
+from tasks.reconcile_pairs import PairRef, RunContext, reconcile_one
 from tasks.value import NOT_VALUED, LedgerPrice
 from tests.builders import new_run
 

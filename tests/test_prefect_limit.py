@@ -15,8 +15,7 @@ import time
 
 import pytest
 
-from meter_recon.simulator import max_in_window
-from meter_recon.stripe.prefect_limit import (
+from integrations.stripe.prefect_limit import (
     BATCH_SECONDS_PER_WORKER,
     DEFAULT_IDLE_RETURN,
     MAX_BATCH_SECONDS,
@@ -28,6 +27,7 @@ from meter_recon.stripe.prefect_limit import (
     ensure_limit,
     plan_for,
 )
+from simulator import max_in_window
 from tests.fixtures.gcl import FakeClock, FakeGcl
 
 RTT = 0.012  # seconds a Prefect API call takes

@@ -22,7 +22,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL, Settings
 
-from meter_recon.prefect_server import (
+from integrations.prefect_server import (
     FIRST_START_TIMEOUT,
     SERVER_ENV,
     can_start_first,
@@ -34,9 +34,9 @@ from meter_recon.prefect_server import (
     started_first,
     startup_timeout,
 )
-from meter_recon.simulator import StripeSimulator
 from models.engine import dispose_engines, get_engine
 from models.migrate import upgrade
+from simulator import StripeSimulator
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world
 

@@ -1,4 +1,4 @@
-"""`meter_recon.prefect_server` copies private parts of Prefect's `SubprocessASGIServer`: the
+"""`integrations.prefect_server` copies private parts of Prefect's `SubprocessASGIServer`: the
 port range, the server's command and environment, the stop timeout, the startup timeout's
 default. Each is compared here with Prefect's own, so an upgrade that changes one fails here
 instead of starting a server Prefect would not start."""

@@ -10,13 +10,13 @@ from datetime import date
 
 import pytest
 
-from meter_recon.simulator import StripeSimulator, max_in_window
-from meter_recon.stripe import (
+from integrations.stripe import (
     RateLimiter,
     SlidingWindowRateLimiter,
     StripeClient,
     shared_rate_limiter,
 )
+from simulator import StripeSimulator, max_in_window
 from tests.fixtures.stripe import JAN_1
 
 ClientFactory = Callable[..., StripeClient]

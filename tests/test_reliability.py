@@ -18,8 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from flows.reconcile import reconcile_meters
-from meter_recon.simulator import StripeSimulator
 from models.tables import Discrepancy, PairResult, ReconciliationRun, RunStatus, Trigger
+from simulator import StripeSimulator
 from tests.fixtures.db import backends
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found

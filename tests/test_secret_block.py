@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from prefect.blocks.system import Secret
 
-from meter_recon.settings import Settings
+from integrations.settings import Settings
 from tasks.fetch import MissingApiKey, resolve_api_key
 
 KEY = "rk_test_from_a_prefect_secret_block_123"

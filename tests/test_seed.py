@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from meter_recon.importer import import_line_items
 from meter_recon.seed import (
     MIN_CUSTOMERS,
     PLANTED,
@@ -22,10 +21,11 @@ from meter_recon.seed import (
     default_window,
     generate,
 )
-from meter_recon.simulator import SimulatorData, wire
 from models.canonical import utc_midnight
 from models.keys import DiscrepancyKey
+from models.ledger import import_line_items
 from models.tables import DiscrepancyKind, InvoiceLineItem, LikelyCause, PairSource, TrackedPair
+from simulator import SimulatorData, wire
 from tasks.compare import (
     Finding,
     Formula,

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from meter_recon.settings import DEFAULT_DATABASE_URL, Settings, TaskRunnerKind
+from integrations.settings import DEFAULT_DATABASE_URL, Settings, TaskRunnerKind
 
 KEY = "sk_test_settings_0123456789abcdef"
 

@@ -14,16 +14,16 @@ from sqlmodel import Session, select
 
 import flows.reconcile as reconcile_module
 from flows.reconcile import RunSummary, reconcile_meters
-from meter_recon.importer import import_line_items
-from meter_recon.settings import get_settings
-from meter_recon.simulator import StripeSimulator
-from meter_recon.windows import utc_today
+from flows.windows import utc_today
+from integrations.settings import get_settings
 from models.engine import session_scope
+from models.ledger import import_line_items
 from models.runs import settling_count
 from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus, Trigger
 from models.types import utcnow
+from simulator import StripeSimulator
 from tasks.alert import mark_alerted, pending_alert
-from tasks.pairs import reconcile_pairs
+from tasks.reconcile_pairs import reconcile_pairs
 from tests.builders import csv_file, new_run
 from tests.fixtures.alerts import AlertInbox
 from tests.world import noon

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meter_recon.simulator import (
+from simulator import (
     Fault,
     SimulatorData,
     SimulatorDataError,
@@ -832,7 +832,7 @@ def test_simulate_stripe_command_serves_a_data_file_until_interrupted(
 ) -> None:
     code = (
         "import sys; from pathlib import Path; "
-        "from meter_recon.simulator.cli import simulate_stripe; "
+        "from simulator.cli import simulate_stripe; "
         "simulate_stripe(port=0, data=Path(sys.argv[1]), api_key='sk_test_cli')"
     )
     process = subprocess.Popen(

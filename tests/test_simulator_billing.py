@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from meter_recon.simulator import Fault, SimulatorData, SimulatorDataError, StripeSimulator
-from meter_recon.simulator.cli import load_data_file
+from simulator import Fault, SimulatorData, SimulatorDataError, StripeSimulator
+from simulator.cli import load_data_file
 from tests.fixtures.stripe import (
     BILLING_DATA,
     BILLING_FIXTURES_FILE,

@@ -13,8 +13,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from meter_recon.simulator import Fault, StripeSimulator
-from meter_recon.stripe import (
+from integrations.stripe import (
     NotFoundError,
     SlidingWindowRateLimiter,
     StripeAPIError,
@@ -22,7 +21,8 @@ from meter_recon.stripe import (
     StripeConnectionError,
     Subscription,
 )
-from meter_recon.stripe.client import price_target, subscription_items_params, subscriptions_params
+from integrations.stripe.client import price_target, subscription_items_params, subscriptions_params
+from simulator import Fault, StripeSimulator
 from tests.fixtures.stripe import BILLING_SDK_REQUESTS_FILE, TEST_KEY
 
 ClientFactory = Callable[..., StripeClient]

@@ -18,8 +18,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from meter_recon.simulator import Fault, StripeSimulator, summary_id
-from meter_recon.stripe import (
+from integrations.stripe import (
     STRIPE_VERSION,
     AuthenticationError,
     NotFoundError,
@@ -30,9 +29,10 @@ from meter_recon.stripe import (
     StripeConnectionError,
     StripeError,
 )
-from meter_recon.stripe.client import summaries_path, summaries_query
-from meter_recon.stripe.redaction import redact
-from meter_recon.stripe.retry import backoff_seconds, retry_after_seconds, should_retry_status
+from integrations.stripe.client import summaries_path, summaries_query
+from integrations.stripe.redaction import redact
+from integrations.stripe.retry import backoff_seconds, retry_after_seconds, should_retry_status
+from simulator import Fault, StripeSimulator, summary_id
 from tests.fixtures.stripe import DAY, HOUR, JAN_1, SDK_REQUESTS_FILE, TEST_KEY
 
 ClientFactory = Callable[..., StripeClient]
@@ -510,9 +510,9 @@ def test_each_retry_is_logged_with_meter_customer_attempt_and_reason(
 ) -> None:
     seed_three_days(simulator)
     simulator.faults.script("503", "reset")
-    with caplog.at_level(logging.WARNING, logger="meter_recon.stripe"):
+    with caplog.at_level(logging.WARNING, logger="integrations.stripe"):
         usage(stripe_client)
-    records = [record for record in caplog.records if record.name == "meter_recon.stripe"]
+    records = [record for record in caplog.records if record.name == "integrations.stripe"]
     assert [record.levelno for record in records] == [logging.WARNING, logging.WARNING]
     assert [(r.stripe_meter, r.stripe_customer, r.stripe_attempt) for r in records] == [  # type: ignore[attr-defined]
         ("mtr_123", "cus_1", 1),
@@ -648,7 +648,7 @@ def test_key_never_appears_in_logs_errors_or_reprs(
     seed_three_days(simulator)
     simulator.api_key = key
     caplog.set_level(logging.DEBUG)
-    for name in ("httpx", "httpcore", "meter_recon.stripe", "uvicorn.error"):
+    for name in ("httpx", "httpcore", "integrations.stripe", "uvicorn.error"):
         caplog.set_level(logging.DEBUG, logger=name)
 
     good = stripe_client_factory(api_key=SecretStr(key))

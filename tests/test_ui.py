@@ -27,9 +27,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from meter_recon.importer import import_line_items
-from meter_recon.simulator import StripeSimulator
-from meter_recon.windows import utc_today
+from flows.windows import utc_today
+from models.ledger import import_line_items
+from simulator import StripeSimulator
 from tasks.report import SUMMARY_KEY
 from tests.world import build_world, noon
 

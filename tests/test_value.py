@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from models.enums import DiscrepancyKind, Valuation
+from models.money import currency_exponent
 from models.tables import InvoiceLineItem
 from tasks.value import (
     NOT_VALUED,
@@ -23,7 +24,6 @@ from tasks.value import (
     UnsupportedPrice,
     Valued,
     charge,
-    currency_exponent,
     ledger_price_for_unbilled,
     ledger_price_of,
     price_from_stripe,

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.enums import DiscrepancyKind, Valuation
+from models.money import currency_exponent
 from tasks.value import (
     LedgerPrice,
     Price,
     Tier,
     charge,
-    currency_exponent,
     price_from_stripe,
     price_to_stripe,
     value_discrepancy,

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from meter_recon.windows import BadWindow, check_window, nightly_window
+from flows.windows import BadWindow, check_window, nightly_window
 
 TODAY = date(2026, 11, 25)
 

@@ -12,16 +12,16 @@ from sqlmodel import Session, col, select
 
 import flows.reconcile as reconcile_module
 from flows.reconcile import reconcile_meters
+from flows.windows import utc_today
 from flows.wrong_meter import diagnose_run
-from meter_recon.importer import import_line_items
-from meter_recon.simulator import StripeSimulator
-from meter_recon.windows import utc_today
 from models.engine import session_scope
 from models.enums import LikelyCause
+from models.ledger import import_line_items
 from models.pairs import track_by_hand
 from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus, Trigger
+from simulator import StripeSimulator
 from tasks.compare import Tolerance
-from tasks.pairs import reconcile_pairs
+from tasks.reconcile_pairs import reconcile_pairs
 from tests.builders import csv_file, new_run
 from tests.world import noon
 

@@ -11,12 +11,12 @@ from typing import NamedTuple
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from meter_recon.importer import import_line_items
-from meter_recon.simulator import StripeSimulator
-from meter_recon.windows import utc_today
+from flows.windows import utc_today
 from models.keys import DiscrepancyKey
+from models.ledger import import_line_items
 from models.pairs import track_by_hand
 from models.tables import Discrepancy, DiscrepancyKind
+from simulator import StripeSimulator
 
 Kind = DiscrepancyKind
 

@@ -15,11 +15,9 @@ target_metadata = SQLModel.metadata
 
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
-    if url:
-        return url
-    from meter_recon.settings import get_settings
-
-    return get_settings().database_url
+    if not url:
+        raise RuntimeError("no database URL: run migrations with `meter-recon db upgrade`")
+    return url
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:

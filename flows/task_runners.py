@@ -5,7 +5,7 @@
 - `dask`: `prefect-dask`'s `DaskTaskRunner`, on the scheduler at `dask_address`, or on a
   `distributed.LocalCluster` of two worker processes of `max_workers` threads each; the rate
   limit is then a Prefect global concurrency limit every worker process shares
-  (`meter_recon.stripe.prefect_limit`).
+  (`integrations.stripe.prefect_limit`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from meter_recon.settings import Settings, TaskRunnerKind
+from integrations.settings import Settings, TaskRunnerKind
 
 LOCAL_CLUSTER_WORKERS = 2
 
@@ -85,7 +85,7 @@ def _dask_runner_class() -> type[Any]:
 
 
 def __getattr__(name: str) -> Any:
-    # `flows.runners.SharedApiDaskTaskRunner` exists for pickle (Dask workers unpickle the
+    # `flows.task_runners.SharedApiDaskTaskRunner` exists for pickle (Dask workers unpickle the
     # flow, task runner included) and for callers, without importing Dask up front.
     if name == "SharedApiDaskTaskRunner":
         cls = globals()[name] = _dask_runner_class()
@@ -120,7 +120,7 @@ def task_runner_for(settings: Settings) -> TaskRunner[Any]:
             cluster_kwargs={
                 "n_workers": LOCAL_CLUSTER_WORKERS,
                 # Each worker gets every thread: the shared limit hands the whole rate to one
-                # worker at a time, in batches (`meter_recon.stripe.prefect_limit`).
+                # worker at a time, in batches (`integrations.stripe.prefect_limit`).
                 "threads_per_worker": settings.max_workers,
                 "processes": True,
                 "dashboard_address": None,

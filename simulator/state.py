@@ -6,9 +6,9 @@ import math
 import random
 from collections import deque
 
-from meter_recon.simulator.data import SimulatorData
-from meter_recon.simulator.faults import FaultInjector
-from meter_recon.simulator.stats import SimulatorStats
+from simulator.data import SimulatorData
+from simulator.faults import FaultInjector
+from simulator.stats import SimulatorStats
 
 
 class WindowCounter:

@@ -11,9 +11,9 @@ from datetime import date
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from meter_recon import progress
-from meter_recon.prefect_server import PRIVACY_DEFAULTS
-from meter_recon.settings import Settings, get_settings
+from flows import progress
+from integrations.prefect_server import PRIVACY_DEFAULTS
+from integrations.settings import Settings, get_settings
 
 logger = logging.getLogger("meter_recon.run")
 
@@ -79,8 +79,8 @@ def execute(
     and the flow runs on it without flow-run heartbeats (`prefect_server.flow_run_settings`).
     """
     from flows.reconcile import reconcile_meters
-    from flows.runners import task_runner_for
-    from meter_recon.prefect_server import flow_run_settings, wait_until_ready
+    from flows.task_runners import task_runner_for
+    from integrations.prefect_server import flow_run_settings, wait_until_ready
     from models.tables import Trigger
 
     wait_until_ready()

@@ -40,12 +40,12 @@ from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote
 
-from meter_recon.simulator import wire
-from meter_recon.simulator.billing import SUBSCRIPTION_STATUSES, PriceRecord, SubscriptionRecord
-from meter_recon.simulator.data import WINDOW_SECONDS, MeterRecord, SimulatorDataError
-from meter_recon.simulator.faults import Fault
-from meter_recon.simulator.state import SimulatorState
-from meter_recon.stripe.money import to_decimal
+from models.money import to_decimal
+from simulator import wire
+from simulator.billing import SUBSCRIPTION_STATUSES, PriceRecord, SubscriptionRecord
+from simulator.data import WINDOW_SECONDS, MeterRecord, SimulatorDataError
+from simulator.faults import Fault
+from simulator.state import SimulatorState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -54,9 +54,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 # Key under which the server's protocol puts the connection's transport into `scope["state"]`,
 # so a `reset` fault can drop the connection without a response (see server.py).
-TRANSPORT_STATE_KEY = "meter_recon.simulator.transport"
+TRANSPORT_STATE_KEY = "simulator.transport"
 # ... and the `time.monotonic()` at which the request's bytes arrived.
-ARRIVAL_STATE_KEY = "meter_recon.simulator.arrival"
+ARRIVAL_STATE_KEY = "simulator.arrival"
 DEFAULT_STRIPE_VERSION = "2026-10-28.endive"
 
 MINUTE = 60

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meter_recon.stripe.redaction import redact
+from integrations.stripe.redaction import redact
 
 
 class StripeError(Exception):

@@ -15,9 +15,9 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 from sqlmodel import Session
 
-from meter_recon.settings import Settings, get_settings
-from meter_recon.stripe import StripeError
-from meter_recon.stripe.redaction import redact
+from integrations.settings import Settings, get_settings
+from integrations.stripe import StripeError
+from integrations.stripe.redaction import redact
 from models.billing import price_for_pair
 from models.engine import get_engine, read_only
 from models.runs import ok_pairs

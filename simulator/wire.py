@@ -13,15 +13,15 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from meter_recon.simulator.billing import (
+from models.money import decimal_to_json
+from simulator.billing import (
     INLINE_ITEMS,
     ItemRecord,
     PriceRecord,
     SubscriptionRecord,
     Tier,
 )
-from meter_recon.simulator.data import Bucket, MeterRecord, summary_id
-from meter_recon.stripe.money import decimal_to_json
+from simulator.data import Bucket, MeterRecord, summary_id
 
 CUSTOMER_PAYLOAD_KEY = "stripe_customer_id"
 VALUE_PAYLOAD_KEY = "value"

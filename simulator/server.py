@@ -14,14 +14,14 @@ from typing import Any, Self
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from meter_recon.simulator.app import ARRIVAL_STATE_KEY, TRANSPORT_STATE_KEY, SimulatorApp
-from meter_recon.simulator.billing import PriceRecord, SubscriptionRecord
-from meter_recon.simulator.data import MeterRecord, SimulatorData
-from meter_recon.simulator.faults import FaultInjector
-from meter_recon.simulator.state import SimulatorState
-from meter_recon.simulator.stats import SimulatorStats
+from simulator.app import ARRIVAL_STATE_KEY, TRANSPORT_STATE_KEY, SimulatorApp
+from simulator.billing import PriceRecord, SubscriptionRecord
+from simulator.data import MeterRecord, SimulatorData
+from simulator.faults import FaultInjector
+from simulator.state import SimulatorState
+from simulator.stats import SimulatorStats
 
-logger = logging.getLogger("meter_recon.simulator")
+logger = logging.getLogger("simulator")
 
 _STARTUP_TIMEOUT = 10.0
 

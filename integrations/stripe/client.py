@@ -19,13 +19,13 @@ from urllib.parse import quote_plus, urlencode
 import httpx
 from pydantic import SecretStr
 
-from meter_recon.stripe.errors import (
+from integrations.stripe.errors import (
     StripeAPIError,
     StripeConnectionError,
     StripeError,
     api_error_class,
 )
-from meter_recon.stripe.models import (
+from integrations.stripe.models import (
     DailyUsage,
     EventSummary,
     HourlyUsage,
@@ -33,11 +33,11 @@ from meter_recon.stripe.models import (
     Subscription,
     SubscriptionItem,
 )
-from meter_recon.stripe.money import loads_exact, to_decimal
-from meter_recon.stripe.rate_limit import RateLimiter, shared_rate_limiter
-from meter_recon.stripe.redaction import redact
-from meter_recon.stripe.retry import backoff_seconds, retry_after_seconds, should_retry_status
+from integrations.stripe.rate_limit import RateLimiter, shared_rate_limiter
+from integrations.stripe.redaction import redact
+from integrations.stripe.retry import backoff_seconds, retry_after_seconds, should_retry_status
 from models.canonical import utc_midnight
+from models.money import loads_exact, to_decimal
 
 STRIPE_VERSION = "2026-10-28.endive"
 """The API version stripe-python 16.1.0 pins (`Stripe-Version`)."""
@@ -49,7 +49,7 @@ SECONDS_PER_HOUR = 3_600
 
 ValueGroupingWindow = Literal["day", "hour"]
 
-logger = logging.getLogger("meter_recon.stripe")
+logger = logging.getLogger("integrations.stripe")
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")

@@ -14,7 +14,7 @@ this process imports Prefect and the flow, and Prefect never imports its server 
   queued events and logs are drained, then the server is terminated, and killed after 5 s.
   The server also dies with this process when it is killed (Linux: `PR_SET_PDEATHSIG`).
 - `wait_until_ready()` waits for the server's `/api/health`; the flow calls it right before it
-  starts (`meter_recon.runner.execute`), as does anything that calls Prefect's API earlier.
+  starts (`meter_recon.launch.execute`), as does anything that calls Prefect's API earlier.
   The first start on a new Prefect home creates and migrates Prefect's database, which takes
   longer than Prefect's own 20 s on a busy machine: then it says so in one line and waits up
   to `FIRST_START_TIMEOUT`.
@@ -46,7 +46,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 
-from meter_recon.errors import UserError
+from models.errors import UserError
 
 #: What `SubprocessASGIServer._run_uvicorn_command` adds to the server's environment.
 SERVER_ENV = {

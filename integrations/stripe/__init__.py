@@ -1,8 +1,8 @@
 """Stripe access: a rate-limited, retrying client for the billing meter endpoints, subscriptions
 and prices."""
 
-from meter_recon.stripe.client import STRIPE_VERSION, StripeClient
-from meter_recon.stripe.errors import (
+from integrations.stripe.client import STRIPE_VERSION, StripeClient
+from integrations.stripe.errors import (
     AuthenticationError,
     NotFoundError,
     RateLimitError,
@@ -10,7 +10,7 @@ from meter_recon.stripe.errors import (
     StripeConnectionError,
     StripeError,
 )
-from meter_recon.stripe.models import (
+from integrations.stripe.models import (
     DailyUsage,
     EventSummary,
     HourlyUsage,
@@ -18,7 +18,7 @@ from meter_recon.stripe.models import (
     Subscription,
     SubscriptionItem,
 )
-from meter_recon.stripe.rate_limit import (
+from integrations.stripe.rate_limit import (
     RateLimiter,
     SlidingWindowRateLimiter,
     shared_rate_limiter,

@@ -2,31 +2,31 @@
 (subscriptions, subscription items, prices, meter event adjustments), for tests, demos and
 benchmarks."""
 
-from meter_recon.simulator.app import SimulatorApp
-from meter_recon.simulator.billing import (
+from simulator.app import SimulatorApp
+from simulator.billing import (
     ItemRecord,
     PriceRecord,
     SubscriptionRecord,
     Tier,
     TransformQuantity,
 )
-from meter_recon.simulator.data import (
+from simulator.data import (
     Bucket,
     MeterRecord,
     SimulatorData,
     SimulatorDataError,
     summary_id,
 )
-from meter_recon.simulator.faults import (
+from simulator.faults import (
     ANY_ENDPOINT,
     FAULT_KINDS,
     FAULTABLE_ENDPOINTS,
     Fault,
     FaultInjector,
 )
-from meter_recon.simulator.server import StripeSimulator
-from meter_recon.simulator.state import SimulatorState
-from meter_recon.simulator.stats import SimulatorStats, max_in_window
+from simulator.server import StripeSimulator
+from simulator.state import SimulatorState
+from simulator.stats import SimulatorStats, max_in_window
 
 __all__ = [
     "ANY_ENDPOINT",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from meter_recon.errors import UserError
+from models.errors import UserError
 
 
 class BadWindow(UserError, ValueError):

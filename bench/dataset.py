@@ -27,12 +27,12 @@ from decimal import Decimal
 
 from sqlalchemy import insert
 
-from meter_recon.simulator import SimulatorData
 from models.canonical import utc_midnight
 from models.engine import get_engine, session_scope
 from models.migrate import upgrade
 from models.pairs import track_from_ledger
 from models.tables import InvoiceLineItem, PairSource, TrackedPair
+from simulator import SimulatorData
 
 DAYS = 3
 EVENTS_PER_DAY = 2

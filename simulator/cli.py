@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from meter_recon.simulator.data import SimulatorData, SimulatorDataError
-from meter_recon.simulator.faults import parse_kinds
-from meter_recon.simulator.server import serve_forever
-from meter_recon.simulator.state import SimulatorState
+from simulator.data import SimulatorData, SimulatorDataError
+from simulator.faults import parse_kinds
+from simulator.server import serve_forever
+from simulator.state import SimulatorState
 
 
 def simulate_stripe(

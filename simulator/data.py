@@ -19,15 +19,15 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from meter_recon.simulator.billing import (
+from models.money import loads_exact, to_decimal
+from simulator.billing import (
     PriceRecord,
     SubscriptionRecord,
     parse_adjustment,
     parse_price,
     parse_subscription,
 )
-from meter_recon.simulator.billing import SimulatorDataError as SimulatorDataError
-from meter_recon.stripe.money import loads_exact, to_decimal
+from simulator.billing import SimulatorDataError as SimulatorDataError
 
 FORMULAS = ("count", "last", "sum")
 STATUSES = ("active", "inactive")

@@ -1,4 +1,5 @@
-"""Exact decimal handling for Stripe's JSON: numbers go straight from text to `Decimal`."""
+"""Money facts shared by every floor: exact decimals from Stripe's JSON (numbers go straight
+from text to `Decimal`) and each currency's minor unit, as Stripe counts it."""
 
 from __future__ import annotations
 
@@ -47,3 +48,22 @@ def decimal_to_json(value: Decimal) -> str:
     if "E" in text or "e" in text:
         text = format(value, "f")
     return text
+
+
+#: Stripe's zero-decimal currencies: an amount of 1 is one whole unit.
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd"}
+    | {"vuv", "xaf", "xof", "xpf"}
+)
+#: Stripe's three-decimal currencies: an amount of 1000 is one whole unit.
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+
+def currency_exponent(currency: str) -> int:
+    """Decimal places of the currency's minor unit, as Stripe counts them (0, 3, else 2)."""
+    code = currency.lower()
+    if code in ZERO_DECIMAL_CURRENCIES:
+        return 0
+    if code in THREE_DECIMAL_CURRENCIES:
+        return 3
+    return 2
