@@ -114,7 +114,7 @@ def _imports(path: Path) -> set[str]:
     "path",
     sorted(
         p.relative_to(ROOT).as_posix()
-        for package in ("meter_recon", "models", "tasks", "flows")
+        for package in ("meter_recon", "models", "integrations", "simulator", "tasks", "flows")
         for p in (ROOT / package).rglob("*.py")
         if p != ROOT / "meter_recon" / "cli.py"
     ),

@@ -15,7 +15,7 @@ import pytest
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings.models.server.ephemeral import ServerEphemeralSettings
 
-from meter_recon import prefect_server
+from integrations import prefect_server
 
 
 class RecordedProcess:
