@@ -20,6 +20,7 @@ from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
 from integrations.settings import Settings, TaskRunnerKind, get_settings
 from integrations.stripe.prefect_limit import ensure_limit, plan_for
+from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
 from models.meters import cached_formulas, upsert_meters
 from models.pairs import count_pairs, pair_pages
@@ -37,7 +38,13 @@ from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
 from models.types import utcnow
 from tasks.alert import alert_finance
 from tasks.discover import Discovery, discover_pairs
-from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
+from tasks.fetch import (
+    MissingApiKey,
+    fetch_meters,
+    key_refused,
+    retry_unless_key_refused,
+    stripe_client,
+)
 from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
@@ -109,7 +116,13 @@ class RunSummary:
         )
 
 
-@task(name="refresh-meters", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="refresh-meters",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_key_refused,
+    cache_policy=NO_CACHE,
+)
 def refresh_meters() -> dict[str, str]:
     """Cache Stripe's meter configuration; the formula decides how days add up."""
     settings = get_settings()
@@ -225,15 +238,17 @@ def reconcile_meters(
                 flow_run_id=flow_run.id if flow_run else None,
             )
     except BaseException as error:
-        with session_scope(engine) as session:
-            finish_run(
-                session=session,
-                run_id=run_id,
-                status=RunStatus.FAILED,
-                values={},
-                error=describe_error(error),
-            )
-        raise
+        # A database lost mid-run (here or in marking the run failed) leaves as one sentence.
+        with database_errors(settings.database_url):
+            with session_scope(engine) as session:
+                finish_run(
+                    session=session,
+                    run_id=run_id,
+                    status=RunStatus.FAILED,
+                    values={},
+                    error=describe_error(error),
+                )
+            raise
 
 
 def _run(
@@ -292,6 +307,7 @@ def _meters(tasks: TaskRuns) -> dict[str, str]:
     refreshed = tasks.call(refresh_meters)
     if refreshed.is_completed():
         return refreshed.result()
+    _stop_if_key_refused(refreshed.result(raise_on_failure=False))
     with Session(get_engine(get_settings().database_url)) as session:
         formulas = cached_formulas(session=session)
     if not formulas:
@@ -319,6 +335,7 @@ def _discover(tasks: TaskRuns, run_id: int) -> None:
         failure = state.result(raise_on_failure=False)
         if not isinstance(failure, BaseException):
             failure = RuntimeError(f"discover-pairs ended {state.type.value}")
+        _stop_if_key_refused(failure)
         error = describe_error(failure)
         get_run_logger().warning(
             "discovery failed; going on with the cached pairs and prices: %s", error
@@ -338,6 +355,13 @@ def _discover(tasks: TaskRuns, run_id: int) -> None:
             },
             error=error,
         )
+
+
+def _stop_if_key_refused(failure: object) -> None:
+    """A key Stripe refuses fails every request: the run ends now, not after every pair."""
+    refused = key_refused(failure)
+    if refused is not None:
+        raise refused
 
 
 def _requests_made(settings: Settings) -> int:

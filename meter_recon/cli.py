@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +34,8 @@ from meter_recon.errors import (
 from meter_recon.terminal import console, err_console, execute_or_fail, print_run_summary
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from models.tables import StripePrice
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PAIRS_FAILED", "BadInput", "app", "main"]
@@ -60,6 +63,19 @@ def database_url(value: str | None) -> str:
     return value or get_settings().database_url
 
 
+@contextmanager
+def open_database(value: str | None) -> Iterator[Engine]:
+    """The command's database, checked at the newest revision; any database failure inside,
+    on opening or later, leaves as one sentence (`models.db_errors`), exit code 2."""
+    from models.db_errors import database_errors, require_current_schema
+    from models.engine import get_engine
+
+    url = database_url(value)
+    with database_errors(url):
+        require_current_schema(url)
+        yield get_engine(url)
+
+
 def parse_day(value: str, option: str) -> date:
     try:
         if len(value) != 10:
@@ -72,12 +88,15 @@ def parse_day(value: str, option: str) -> date:
 @db_app.command
 def upgrade(*, database_url_: DatabaseUrl = None) -> int:
     """Create the schema, or migrate it to the newest revision (safe to run again)."""
-    from models.engine import redact_url
+    from models.db_errors import check_url, database_errors, shown_url
     from models.migrate import current_revision, upgrade
 
     url = database_url(database_url_)
-    upgrade(url)
-    console.print(f"database {redact_url(url)} is at revision {current_revision(url)}")
+    with database_errors(url):
+        check_url(url)
+        upgrade(url)
+        revision = current_revision(url)
+    console.print(f"database {shown_url(url)} is at revision {revision}")
     return EXIT_OK
 
 
@@ -85,11 +104,11 @@ def upgrade(*, database_url_: DatabaseUrl = None) -> int:
 def pairs_list(*, database_url_: DatabaseUrl = None) -> int:
     """List the tracked pairs, each with its source and the Stripe price that bills it."""
     from models.billing import price_ids_by_pair
-    from models.engine import get_engine, session_scope
+    from models.engine import session_scope
     from models.pairs import list_pairs
     from models.tables import StripePrice
 
-    with session_scope(get_engine(database_url(database_url_))) as session:
+    with open_database(database_url_) as engine, session_scope(engine) as session:
         pairs = list_pairs(session=session)
         prices = price_ids_by_pair(session=session)
         table = Table("customer", "meter", "from", "to (exclusive)", "source", "price")
@@ -126,13 +145,17 @@ def pairs_sync(*, database_url_: DatabaseUrl = None) -> int:
     from integrations.stripe.errors import StripeError
     from meter_recon.launch import settings_for
     from tasks.discover import discover
-    from tasks.fetch import resolve_api_key
+    from tasks.fetch import key_refused, resolve_api_key
     from tasks.reconcile_pairs import describe_error
 
-    resolve_api_key(settings_for(database_url_))
+    settings = settings_for(database_url_)
+    resolve_api_key(settings)
     try:
-        found = discover()
+        with open_database(settings.database_url):
+            found = discover()
     except StripeError as error:
+        if refused := key_refused(error):
+            raise refused from error
         err_console.print(f"discovery failed: {describe_error(error)}", markup=False)
         return EXIT_PAIRS_FAILED
     for customer, meter in found.added:
@@ -169,14 +192,14 @@ def pairs_add(
     to
         Day reconciliation stops (exclusive), YYYY-MM-DD.
     """
-    from models.engine import get_engine, session_scope
+    from models.engine import session_scope
     from models.pairs import track_by_hand
 
     start = parse_day(from_, "--from") if from_ else None
     end = parse_day(to, "--to") if to else None
     if start and end and end <= start:
         raise BadInput(f"--to {end} must be after --from {start}.")
-    with session_scope(get_engine(database_url(database_url_))) as session:
+    with open_database(database_url_) as engine, session_scope(engine) as session:
         track_by_hand(
             session=session, customer=customer, meter=meter, active_from=start, active_to=end
         )
@@ -197,14 +220,14 @@ def import_line_items(file: Path, /, *, database_url_: DatabaseUrl = None) -> in
     file
         The CSV file to import.
     """
-    from models.engine import get_engine
     from models.ledger import CsvRejected
     from models.ledger import import_line_items as run_import
 
     if not file.is_file():
         raise BadInput(f"{file} is not a readable file.")
     try:
-        report = run_import(engine=get_engine(database_url(database_url_)), path=file)
+        with open_database(database_url_) as engine:
+            report = run_import(engine=engine, path=file)
     except CsvRejected as rejected:
         for error in rejected.report.errors:
             err_console.print(f"{file}: {error}")
@@ -259,7 +282,7 @@ def discrepancies(
         table (for people), csv or json (for tools); csv and json have the same columns.
     """
     from models.discrepancies import COLUMNS, SortBy, as_record, list_discrepancies
-    from models.engine import get_engine, session_scope
+    from models.engine import session_scope
     from models.enums import LikelyCause
     from models.tables import DiscrepancyKind, DiscrepancyStatus
 
@@ -267,7 +290,7 @@ def discrepancies(
     kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
     causes = [c for value in cause or [] for c in _choices(LikelyCause, value, "--cause")]
     order = _choices(SortBy, sort, "--sort")
-    with session_scope(get_engine(database_url(database_url_))) as session:
+    with open_database(database_url_) as engine, session_scope(engine) as session:
         records = [
             as_record(row)
             for row in list_discrepancies(
@@ -394,7 +417,7 @@ def ack(
         Every open one with this likely cause (repeatable).
     """
     from models.discrepancies import acknowledge_many, acknowledge_matching
-    from models.engine import get_engine, session_scope
+    from models.engine import session_scope
     from models.tables import DiscrepancyKind
 
     filters = bool(customer or meter or kind or cause)
@@ -403,7 +426,7 @@ def ack(
             "Give discrepancy ids, or filters (--customer, --meter, --kind, --cause), not both."
         )
     kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
-    with session_scope(get_engine(database_url(database_url_))) as session:
+    with open_database(database_url_) as engine, session_scope(engine) as session:
         if ids:
             rows = acknowledge_many(session=session, ids=list(ids), note=note)
         else:
@@ -445,10 +468,10 @@ def report(
     format
         markdown (for people, as Prefect's UI shows it) or json (for tools).
     """
-    from models.engine import get_engine, session_scope
+    from models.engine import session_scope
     from tasks.report import build_summary, summary_json, summary_markdown
 
-    with session_scope(get_engine(database_url(database_url_))) as session:
+    with open_database(database_url_) as engine, session_scope(engine) as session:
         summary = build_summary(session=session, run_id=run)
     if format is ReportFormat.JSON:
         print(json.dumps(summary_json(summary), indent=2))
@@ -494,16 +517,11 @@ def _checked_run(
     meters: list[str],
     manual: bool,
 ) -> int:
-    from models.engine import redact_url
-    from models.migrate import current_revision, head_revision
+    from models.db_errors import require_current_schema
     from tasks.fetch import resolve_api_key
 
     resolve_api_key(settings)
-    if current_revision(settings.database_url) != head_revision(settings.database_url):
-        raise BadInput(
-            f"The database {redact_url(settings.database_url)} is not migrated; "
-            "run `meter-recon db upgrade` first."
-        )
+    require_current_schema(settings.database_url)
     summary = execute_or_fail(
         console=console,
         settings=settings,

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from integrations.prefect_server import PrefectServerError
 from integrations.settings import Settings
-from meter_recon.errors import EXIT_OK, EXIT_PAIRS_FAILED, RunFailed
+from meter_recon.errors import EXIT_OK, EXIT_PAIRS_FAILED, RunFailed, UserError
 
 if TYPE_CHECKING:
     from flows.reconcile import RunSummary
@@ -34,7 +33,8 @@ def execute_or_fail(
 ) -> RunSummary:
     """Run the flow with its progress on `console`; a failed flow becomes one `RunFailed`.
 
-    Prefect's server failing to start stays a `PrefectServerError`: it says what to fix.
+    A `UserError` stays itself, since it says what to fix (Prefect's server did not start,
+    Stripe refused the key), and so does a database failure, as its `DatabaseProblem`.
     """
     from flows.reconcile import RunSummary
     from meter_recon.launch import execute, progress_display
@@ -49,11 +49,15 @@ def execute_or_fail(
                 meters=meters,
                 manual=manual,
             )
-        except PrefectServerError:
-            raise
+        except UserError:
+            raise  # already one sentence: a refused key, a lost database, Prefect's server
         except Exception as exc:
+            from models.db_errors import translate
             from tasks.reconcile_pairs import describe_error
 
+            problem = translate(exc, url=settings.database_url)
+            if problem is not None:
+                raise problem from exc
             raise RunFailed(describe_error(exc)) from exc
     assert isinstance(summary, RunSummary)
     return summary

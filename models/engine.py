@@ -12,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from models.db_errors import check_url
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 # SQLite has one writer at a time. Writers of this process queue on a lock of their own, which
@@ -57,7 +59,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """A new engine for `url`; prefer `get_engine`, which shares one per process."""
+    """A new engine for `url`; prefer `get_engine`, which shares one per process.
+
+    A URL that is not SQLite or PostgreSQL is refused here, as one sentence (`BadDatabaseUrl`),
+    before SQLAlchemy looks for a driver this project does not ship.
+    """
+    check_url(url)
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

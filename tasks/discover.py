@@ -28,7 +28,7 @@ from models.billing import (
 from models.engine import get_engine, session_scope
 from models.pairs import track_from_stripe
 from models.types import utcnow
-from tasks.fetch import stripe_client
+from tasks.fetch import retry_unless_key_refused, stripe_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +170,13 @@ def _write_items(engine: Any, rows: list[dict[str, Any]]) -> int:
     return len(rows)
 
 
-@task(name="discover-pairs", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="discover-pairs",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unless_key_refused,
+    cache_policy=NO_CACHE,
+)
 def discover_pairs() -> Discovery:
     """Learn from Stripe which pairs it bills and at what price, before the fan-out."""
     found = discover()

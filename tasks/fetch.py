@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import threading
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from integrations.settings import Settings, TaskRunnerKind
 from integrations.stripe import DailyUsage, HourlyUsage, Meter, RateLimiter, StripeClient
+from integrations.stripe.errors import AuthenticationError
 from models.errors import UserError
+
+if TYPE_CHECKING:
+    from prefect import Task
+    from prefect.client.schemas.objects import State, TaskRun
 
 _clients: dict[tuple[str, float, str, str], StripeClient] = {}
 _lock = threading.Lock()
@@ -35,6 +40,33 @@ def resolve_api_key(settings: Settings) -> SecretStr:
         value = Secret.load(settings.stripe_secret_block).get()  # type: ignore[union-attr]
         return SecretStr(str(value))
     raise MissingApiKey("No Stripe API key: set STRIPE_API_KEY or METER_RECON_STRIPE_SECRET_BLOCK.")
+
+
+class KeyRefused(UserError, RuntimeError):
+    """Stripe answered 401 to the configured key: no retry and no other pair can succeed."""
+
+
+def key_refused(error: object) -> KeyRefused | None:
+    """The run-ending sentence for a 401 (never the key itself); None for anything else."""
+    if isinstance(error, KeyRefused):
+        return error
+    if not isinstance(error, AuthenticationError):
+        return None
+    return refused_key(error)
+
+
+def refused_key(error: AuthenticationError) -> KeyRefused:
+    """`key_refused` of a 401 from Stripe."""
+    request = f", request {error.request_id}" if error.request_id else ""
+    return KeyRefused(
+        f"Stripe refused the API key (401{request}): check STRIPE_API_KEY (or the Prefect "
+        "Secret block METER_RECON_STRIPE_SECRET_BLOCK names) holds a valid secret key."
+    )
+
+
+def retry_unless_key_refused(task: Task[Any, Any], task_run: TaskRun, state: State) -> bool:
+    """Prefect's retry condition for Stripe tasks: a refused key fails the same way again."""
+    return key_refused(state.result(raise_on_failure=False)) is None
 
 
 def use_rate_limiter(limiter: RateLimiter | None) -> None:
@@ -99,7 +131,11 @@ def close_clients() -> None:
 
 
 def fetch_meters(settings: Settings) -> list[Meter]:
-    return stripe_client(settings).list_meters()
+    """Stripe's meters; a refused key raises `KeyRefused`, the sentence that ends the run."""
+    try:
+        return stripe_client(settings).list_meters()
+    except AuthenticationError as error:
+        raise refused_key(error) from error
 
 
 def fetch_daily_usage(
