@@ -38,8 +38,6 @@ from tests.fixtures.gcl import FakeGcl
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found, noon
 
-pytestmark = pytest.mark.slow
-
 RATE = 40.0  # requests/s, for the client and the simulator alike
 BULK_PAIRS = 240  # enough traffic to hold the limit for several seconds
 

@@ -76,7 +76,6 @@ def demo_runs(prefect_server: str, demo_directory: Path) -> Iterator[tuple[DemoR
     dispose_engines()
 
 
-@pytest.mark.slow
 def test_first_run_finds_every_planted_discrepancy_and_nothing_else(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
@@ -100,7 +99,6 @@ def test_first_run_finds_every_planted_discrepancy_and_nothing_else(
     assert first.summary.pending > 0 and first.summary.matched > 0
 
 
-@pytest.mark.slow
 def test_first_run_reports_the_planted_numbers(demo_runs: tuple[DemoRun, DemoRun]) -> None:
     first = demo_runs[0].outcome
     records = {
@@ -129,7 +127,6 @@ def test_first_run_reports_the_planted_numbers(demo_runs: tuple[DemoRun, DemoRun
         assert record["likely_cause"] == (expected.cause and expected.cause.value)
 
 
-@pytest.mark.slow
 def test_first_run_gives_one_discrepancy_of_each_likely_cause(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
@@ -139,7 +136,6 @@ def test_first_run_gives_one_discrepancy_of_each_likely_cause(
     assert causes[LikelyCause.WRONG_METER.value] == 2
 
 
-@pytest.mark.slow
 def test_first_run_alerts_finance_through_apprise(demo_runs: tuple[DemoRun, DemoRun]) -> None:
     run = demo_runs[0]
     before, after = run.outcome.alerts
@@ -154,7 +150,6 @@ def test_first_run_alerts_finance_through_apprise(demo_runs: tuple[DemoRun, Demo
     assert f"alert received: {after['title']}" in run.output
 
 
-@pytest.mark.slow
 def test_first_run_prints_the_report(demo_runs: tuple[DemoRun, DemoRun]) -> None:
     output = demo_runs[0].output
     late = [e for e in demo_runs[0].outcome.data.expected if e.after_late_events]
@@ -169,7 +164,6 @@ def test_first_run_prints_the_report(demo_runs: tuple[DemoRun, DemoRun]) -> None
     assert "--format csv" in output and "meter-recon ack" in output
 
 
-@pytest.mark.slow
 def test_first_run_ends_with_the_money_the_causes_and_prefects_ui(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
@@ -183,7 +177,6 @@ def test_first_run_ends_with_the_money_the_causes_and_prefects_ui(
     assert "prefect server start" in tail and "PREFECT_API_URL=" in tail
 
 
-@pytest.mark.slow
 def test_second_run_shows_nothing_new_and_sends_no_alert(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
@@ -202,7 +195,6 @@ def test_second_run_shows_nothing_new_and_sends_no_alert(
     assert "posted again the 2 late meter event(s)" in demo_runs[1].output
 
 
-@pytest.mark.slow
 def test_the_directory_holds_what_a_user_can_reuse(
     demo_runs: tuple[DemoRun, DemoRun], demo_directory: Path
 ) -> None:

@@ -179,7 +179,6 @@ def test_a_process_with_a_request_waiting_keeps_its_batch() -> None:
     assert gcl.returned == 0
 
 
-@pytest.mark.slow
 def test_when_one_worker_finishes_the_other_takes_the_whole_limit_at_once() -> None:
     rate, latency = 100.0, 0.02
     plan = plan_for(rate)
@@ -229,7 +228,6 @@ def test_when_one_worker_finishes_the_other_takes_the_whole_limit_at_once() -> N
 # -- the real Prefect API ----------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_prefect_grants_the_whole_bucket_refuses_more_and_takes_slots_back(
     prefect_server: str,
 ) -> None:

@@ -350,7 +350,6 @@ def flow_run_state(prefect_home: Path, flow_run_id: str) -> str | None:
 pytestmark = pytest.mark.skipif(not LINUX, reason="watches processes through /proc")
 
 
-@pytest.mark.slow
 def test_the_cli_runs_on_the_server_it_started_and_stops_it(
     world: tuple[World, str],
     prefect_home: Path,
@@ -378,7 +377,6 @@ def test_the_cli_runs_on_the_server_it_started_and_stops_it(
     assert flow_run_state(prefect_home, flow_run_id) == "COMPLETED"
 
 
-@pytest.mark.slow
 def test_a_failing_command_stops_the_server_it_started(
     simulator: StripeSimulator, prefect_home: Path, tmp_path: Path
 ) -> None:
@@ -392,7 +390,6 @@ def test_a_failing_command_stops_the_server_it_started(
     assert cli.left_running() == []
 
 
-@pytest.mark.slow
 def test_a_server_that_cannot_start_ends_the_command_with_one_sentence(
     world: tuple[World, str], prefect_home: Path, simulator: StripeSimulator, tmp_path: Path
 ) -> None:
@@ -409,7 +406,6 @@ def test_a_server_that_cannot_start_ends_the_command_with_one_sentence(
     assert cli.left_running() == []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "interrupted"])
 def test_the_server_ends_with_a_cli_that_is_killed_or_interrupted(
     sig: signal.Signals,
@@ -435,7 +431,6 @@ def test_the_server_ends_with_a_cli_that_is_killed_or_interrupted(
             cli.process.wait()
 
 
-@pytest.mark.slow
 def test_with_prefect_api_url_set_no_server_is_started(
     world: tuple[World, str], prefect_server: str, simulator: StripeSimulator, tmp_path: Path
 ) -> None:
@@ -471,7 +466,6 @@ def busy_cores() -> Iterator[None]:
             burner.wait()
 
 
-@pytest.mark.slow
 def test_the_demo_starts_on_a_new_prefect_home_while_the_machine_is_busy(
     busy_cores: None, tmp_path: Path
 ) -> None:
