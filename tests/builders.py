@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from models.tables import InvoiceLineItem, ReconciliationRun, RunStatus, Trigger
+from models.enums import Valuation
+from models.tables import (
+    Discrepancy,
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    InvoiceLineItem,
+    ReconciliationRun,
+    RunStatus,
+    Trigger,
+)
 from tasks.compare import (
     DEFAULT_TOLERANCE,
     Formula,
@@ -43,6 +52,59 @@ def line_item(
         period_start=date.fromisoformat(start),
         period_end=date.fromisoformat(end),
         quantity=Decimal(quantity),
+    )
+
+
+def _day(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def discrepancy(
+    *,
+    run_id: int,
+    id: int | None = None,
+    customer: str = "cus_A",
+    meter: str = "mtr_api",
+    kind: DiscrepancyKind = DiscrepancyKind.QUANTITY_MISMATCH,
+    start: date | str = "2026-10-01",
+    end: date | str = "2026-11-01",
+    line_item: str = "li_1",
+    stripe: str = "120",
+    ledger: str | None = "100",
+    amount: str | None = None,
+    currency: str | None = None,
+    cause: str | None = None,
+    detail: str | None = None,
+    status: DiscrepancyStatus = DiscrepancyStatus.OPEN,
+    first_seen_run: int | None = None,
+    reopened_at: datetime | None = None,
+    alerted_at: datetime | None = None,
+    settles_at: datetime | None = None,
+) -> Discrepancy:
+    """A discrepancy as a run records it; quantities and money as exact decimal text."""
+    internal = None if ledger is None else Decimal(ledger)
+    return Discrepancy(
+        id=id,
+        stripe_customer_id=customer,
+        meter_id=meter,
+        kind=kind,
+        period_start=_day(start),
+        period_end=_day(end),
+        line_item_id=line_item,
+        stripe_quantity=Decimal(stripe),
+        internal_quantity=internal,
+        difference=None if internal is None else Decimal(stripe) - internal,
+        status=status,
+        first_seen_run=first_seen_run or run_id,
+        last_seen_run=run_id,
+        reopened_at=reopened_at,
+        alerted_at=alerted_at,
+        settles_at=settles_at,
+        amount_at_stake=None if amount is None else Decimal(amount),
+        currency=currency,
+        valuation=None if amount is None else Valuation.STRIPE_PRICE,
+        likely_cause=cause,
+        cause_detail=detail,
     )
 
 

@@ -8,8 +8,8 @@ from sqlmodel import Session
 
 from meter_recon.cli import main
 from models.tables import DiscrepancyKind, DiscrepancyStatus
-from tests.builders import new_run
-from tests.finance import add, discrepancy, seed_discrepancies, statuses
+from tests.builders import discrepancy, new_run
+from tests.finance import add, seed_discrepancies, statuses
 
 OPEN = (DiscrepancyStatus.OPEN, None)
 

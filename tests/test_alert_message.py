@@ -1,15 +1,12 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from models.tables import (
     Discrepancy,
-    DiscrepancyKind,
-    DiscrepancyStatus,
     PairResult,
     PairStatus,
     ReconciliationRun,
@@ -17,9 +14,8 @@ from models.tables import (
     Trigger,
 )
 from tasks.alert import MAX_LINES, build_alert, pending_alert
-from tests.builders import new_run
+from tests.builders import discrepancy, new_run
 from tests.finance import add
-from tests.finance import discrepancy as finance_row
 
 RUN = ReconciliationRun(
     id=7,
@@ -30,34 +26,24 @@ RUN = ReconciliationRun(
 )
 
 
-def discrepancy(
+def row(
     id: int,
     *,
     first_seen: int = 7,
     reopened: bool = False,
     customer: str | None = None,
-    amount: str | None = None,
-    currency: str | None = None,
-    cause: str | None = None,
+    **rest: str,
 ) -> Discrepancy:
-    return Discrepancy(
+    """Discrepancy `id` of run 7, as the alert lists it (Stripe 120.50 against 100)."""
+    return discrepancy(
+        run_id=7,
         id=id,
-        stripe_customer_id=customer or f"cus_{id}",
-        meter_id="mtr_api",
-        kind=DiscrepancyKind.QUANTITY_MISMATCH,
-        period_start=date(2026, 10, 1),
-        period_end=date(2026, 11, 1),
-        line_item_id=f"li_{id}",
-        stripe_quantity=Decimal("120.50"),
-        internal_quantity=Decimal(100),
-        difference=Decimal("20.5"),
-        status=DiscrepancyStatus.OPEN,
+        customer=customer or f"cus_{id}",
+        line_item=f"li_{id}",
+        stripe="120.50",
         first_seen_run=first_seen,
-        last_seen_run=7,
         reopened_at=datetime(2026, 11, 4, 2, 30, tzinfo=UTC) if reopened else None,
-        amount_at_stake=None if amount is None else Decimal(amount),
-        currency=currency,
-        likely_cause=cause,
+        **rest,
     )
 
 
@@ -86,7 +72,7 @@ def test_a_failed_discovery_is_told_even_when_nothing_else_is_new() -> None:
 def test_the_title_counts_new_reopened_and_failed() -> None:
     alert = build_alert(
         run=RUN,
-        pending=[discrepancy(1), discrepancy(2, first_seen=3, reopened=True)],
+        pending=[row(1), row(2, first_seen=3, reopened=True)],
         failed=[failed_pair("503")],
     )
     assert alert is not None
@@ -98,7 +84,7 @@ def test_the_title_counts_new_reopened_and_failed() -> None:
 
 
 def test_each_line_names_customer_meter_period_and_exact_numbers() -> None:
-    alert = build_alert(run=RUN, pending=[discrepancy(1)], failed=[])
+    alert = build_alert(run=RUN, pending=[row(1)], failed=[])
     assert alert is not None
     assert alert.body == (
         "cus_1:\n"
@@ -108,7 +94,7 @@ def test_each_line_names_customer_meter_period_and_exact_numbers() -> None:
 
 
 def test_a_long_list_is_cut_but_every_discrepancy_is_marked_alerted() -> None:
-    pending = [discrepancy(i) for i in range(1, MAX_LINES + 11)]
+    pending = [row(i) for i in range(1, MAX_LINES + 11)]
     alert = build_alert(run=RUN, pending=pending, failed=[])
     assert alert is not None
     lines = alert.body.splitlines()
@@ -128,14 +114,14 @@ def test_a_key_in_an_error_text_is_redacted() -> None:
 
 
 def test_a_row_seen_again_after_a_failed_delivery_is_still_new() -> None:
-    alert = build_alert(run=RUN, pending=[discrepancy(1, first_seen=3)], failed=[])
+    alert = build_alert(run=RUN, pending=[row(1, first_seen=3)], failed=[])
     assert alert is not None
     assert "1 new, 0 re-opened" in alert.title
     assert "- NEW quantity_mismatch #1" in alert.body
 
 
 def test_a_row_that_opened_again_is_re_opened() -> None:
-    alert = build_alert(run=RUN, pending=[discrepancy(1, reopened=True)], failed=[])
+    alert = build_alert(run=RUN, pending=[row(1, reopened=True)], failed=[])
     assert alert is not None
     assert "0 new, 1 re-opened" in alert.title
     assert "- RE-OPENED quantity_mismatch #1" in alert.body
@@ -143,10 +129,10 @@ def test_a_row_that_opened_again_is_re_opened() -> None:
 
 def test_the_title_gives_per_currency_amounts_never_added_across_currencies() -> None:
     pending = [
-        discrepancy(1, amount="20.5", currency="usd"),
-        discrepancy(2, amount="-3.254", currency="usd"),
-        discrepancy(3, amount="1500", currency="jpy"),
-        discrepancy(4),
+        row(1, amount="20.5", currency="usd"),
+        row(2, amount="-3.254", currency="usd"),
+        row(3, amount="1500", currency="jpy"),
+        row(4),
     ]
     alert = build_alert(run=RUN, pending=pending, failed=[])
     assert alert is not None
@@ -158,10 +144,10 @@ def test_the_title_gives_per_currency_amounts_never_added_across_currencies() ->
 
 def test_the_body_groups_by_customer_largest_amount_first() -> None:
     pending = [
-        discrepancy(1, customer="cus_small", amount="5", currency="usd"),
-        discrepancy(2, customer="cus_big", amount="-90", currency="usd", cause="unit_scale"),
-        discrepancy(3, customer="cus_big", amount="10", currency="usd"),
-        discrepancy(4, customer="cus_unvalued"),
+        row(1, customer="cus_small", amount="5", currency="usd"),
+        row(2, customer="cus_big", amount="-90", currency="usd", cause="unit_scale"),
+        row(3, customer="cus_big", amount="10", currency="usd"),
+        row(4, customer="cus_unvalued"),
     ]
     alert = build_alert(run=RUN, pending=pending, failed=[])
     assert alert is not None
@@ -182,14 +168,12 @@ def test_the_body_groups_by_customer_largest_amount_first() -> None:
 
 def test_the_body_links_to_the_flow_run_when_the_ui_url_is_known() -> None:
     run = RUN.model_copy(update={"flow_run_id": "5f0c1e2a-0000-4000-8000-000000000001"})
-    alert = build_alert(
-        run=run, pending=[discrepancy(1)], failed=[], ui_url="http://prefect.example:4200/"
-    )
+    alert = build_alert(run=run, pending=[row(1)], failed=[], ui_url="http://prefect.example:4200/")
     assert alert is not None
     assert alert.body.splitlines()[-1] == (
         "Flow run: http://prefect.example:4200/runs/flow-run/5f0c1e2a-0000-4000-8000-000000000001"
     )
-    no_link = build_alert(run=run, pending=[discrepancy(1)], failed=[], ui_url=None)
+    no_link = build_alert(run=run, pending=[row(1)], failed=[], ui_url=None)
     assert no_link is not None
     assert "Flow run:" not in no_link.body
 
@@ -202,8 +186,8 @@ def test_a_settling_discrepancy_waits_until_it_settles(engine: Engine) -> None:
         started = run.started_at
     add(
         engine,
-        finance_row(run_id=run_id, line_item="settled"),
-        finance_row(run_id=run_id, line_item="late"),
+        discrepancy(run_id=run_id, line_item="settled"),
+        discrepancy(run_id=run_id, line_item="late"),
     )
     with Session(engine) as session:
         rows = {r.line_item_id: r for r in session.exec(select(Discrepancy)).all()}

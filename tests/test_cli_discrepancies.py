@@ -6,7 +6,6 @@ import csv
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,59 +14,32 @@ from sqlalchemy import Engine
 from meter_recon import terminal
 from meter_recon.cli import main
 from models.engine import session_scope
-from models.enums import LikelyCause, Valuation
-from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus
-from tests.builders import new_run
+from models.enums import LikelyCause
+from models.tables import DiscrepancyKind
+from tests.builders import discrepancy, new_run
 
 Kind = DiscrepancyKind
 NOV_1 = date(2026, 11, 1)
 DEC_1 = date(2026, 12, 1)
 
 
-def discrepancy(
-    run_id: int,
-    *,
-    customer: str,
-    meter: str = "mtr_api",
-    kind: DiscrepancyKind = Kind.QUANTITY_MISMATCH,
-    line_item: str = "",
-    start: date = NOV_1,
-    end: date = DEC_1,
-    stripe: str = "10",
-    ledger: str | None = "4",
-    amount: str | None = None,
-    currency: str | None = None,
-    cause: LikelyCause | None = None,
-    detail: str | None = None,
-    settles_at: datetime | None = None,
-) -> Discrepancy:
-    internal = None if ledger is None else Decimal(ledger)
-    return Discrepancy(
-        stripe_customer_id=customer,
-        meter_id=meter,
-        kind=kind,
-        period_start=start,
-        period_end=end,
-        line_item_id=line_item,
-        stripe_quantity=Decimal(stripe),
-        internal_quantity=internal,
-        difference=None if internal is None else Decimal(stripe) - internal,
-        status=DiscrepancyStatus.OPEN,
-        first_seen_run=run_id,
-        last_seen_run=run_id,
-        amount_at_stake=None if amount is None else Decimal(amount),
-        currency=currency,
-        valuation=None if amount is None else Valuation.STRIPE_PRICE,
-        likely_cause=cause,
-        cause_detail=detail,
-        settles_at=settles_at,
-    )
-
-
 def seed(engine: Engine, *rows: dict[str, Any]) -> list[int]:
     run_id = new_run(engine)
     with session_scope(engine) as session:
-        made = [discrepancy(run_id, **row) for row in rows]
+        made = [
+            discrepancy(
+                run_id=run_id,
+                **{
+                    "start": NOV_1,
+                    "end": DEC_1,
+                    "line_item": "",
+                    "stripe": "10",
+                    "ledger": "4",
+                    **row,
+                },
+            )
+            for row in rows
+        ]
         session.add_all(made)
         session.flush()
         return [row.id for row in made if row.id is not None]

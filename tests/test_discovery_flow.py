@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-import flows.reconcile as reconcile_module
 from flows.reconcile import RunSummary, reconcile_meters
 from flows.windows import utc_today
 from integrations.settings import get_settings
@@ -29,8 +28,6 @@ from models.tables import (
     Trigger,
 )
 from simulator import StripeSimulator
-from tasks.discover import discover_pairs
-from tasks.reconcile_pairs import reconcile_pairs
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import noon
 
@@ -38,19 +35,7 @@ CREATED = 1_759_276_800  # 2025-10-01
 STRANGER = "cus_Stranger"
 
 
-@pytest.fixture(autouse=True)
-def fast_task_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prefect's retries stay real; only their delays shrink."""
-    monkeypatch.setattr(
-        reconcile_module,
-        "reconcile_pairs",
-        reconcile_pairs.with_options(retry_delay_seconds=0.05, retry_jitter_factor=None),
-    )
-    monkeypatch.setattr(
-        reconcile_module,
-        "discover_pairs",
-        discover_pairs.with_options(retry_delay_seconds=0.05, retry_jitter_factor=None),
-    )
+pytestmark = pytest.mark.usefixtures("fast_task_retries")
 
 
 def days() -> tuple[date, date, date, date]:

@@ -31,22 +31,11 @@ from models.tables import (
     Trigger,
 )
 from simulator import StripeSimulator
-from tasks.reconcile_pairs import reconcile_pairs
 from tests.fixtures.alerts import AlertInbox
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found
 
 pytestmark = pytest.mark.usefixtures("fast_task_retries")
-
-
-@pytest.fixture
-def fast_task_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prefect's retries stay real; only their delays shrink."""
-    monkeypatch.setattr(
-        reconcile_module,
-        "reconcile_pairs",
-        reconcile_pairs.with_options(retry_delay_seconds=0.05, retry_jitter_factor=None),
-    )
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from sqlmodel import Session
 from meter_recon.cli import main
 from models.tables import DiscrepancyKind, DiscrepancyStatus, ReconciliationRun
 from tasks.report import build_summary, compact_period, money, summary_json, summary_markdown
-from tests.builders import new_run
-from tests.finance import add, discrepancy, failed_pair
+from tests.builders import discrepancy, new_run
+from tests.finance import add, failed_pair
 
 
 def run_cli(*args: str) -> int:

@@ -4,61 +4,44 @@ alerted by the first run after its `settles_at` that still finds it, once."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-import flows.reconcile as reconcile_module
 from flows.reconcile import RunSummary, reconcile_meters
 from flows.windows import utc_today
 from integrations.settings import get_settings
 from models.engine import session_scope
 from models.ledger import import_line_items
 from models.runs import settling_count
-from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus, Trigger
+from models.tables import Discrepancy, DiscrepancyStatus, Trigger
 from models.types import utcnow
 from simulator import StripeSimulator
 from tasks.alert import mark_alerted, pending_alert
-from tasks.reconcile_pairs import reconcile_pairs
-from tests.builders import csv_file, new_run
+from tests.builders import csv_file, discrepancy, new_run
 from tests.fixtures.alerts import AlertInbox
 from tests.world import noon
 
 HOUR = timedelta(hours=1)
 
 
-def discrepancy(
-    run_id: int,
-    *,
-    customer: str = "cus_A",
-    settles_at: datetime | None,
-    start: date = date(2026, 11, 1),
-    end: date = date(2026, 12, 1),
-    stripe: str = "15",
-    ledger: str = "10",
-    status: DiscrepancyStatus = DiscrepancyStatus.OPEN,
-    alerted_at: datetime | None = None,
-    first_seen_run: int | None = None,
-) -> Discrepancy:
-    return Discrepancy(
-        stripe_customer_id=customer,
-        meter_id="mtr_api",
-        kind=DiscrepancyKind.QUANTITY_MISMATCH,
-        period_start=start,
-        period_end=end,
-        line_item_id=f"li_{customer}",
-        stripe_quantity=Decimal(stripe),
-        internal_quantity=Decimal(ledger),
-        difference=Decimal(stripe) - Decimal(ledger),
-        status=status,
-        first_seen_run=first_seen_run or run_id,
-        last_seen_run=run_id,
-        alerted_at=alerted_at,
-        settles_at=settles_at,
+def settling_row(run_id: int, *, customer: str = "cus_A", **rest: Any) -> Discrepancy:
+    """A November discrepancy of `customer` (Stripe 15 against 10); `settles_at` as given."""
+    return discrepancy(
+        run_id=run_id,
+        customer=customer,
+        line_item=f"li_{customer}",
+        **{
+            "start": date(2026, 11, 1),
+            "end": date(2026, 12, 1),
+            "stripe": "15",
+            "ledger": "10",
+            **rest,
+        },
     )
 
 
@@ -80,14 +63,14 @@ def test_a_run_counts_its_discrepancies_still_settling(engine: Engine) -> None:
     later, earlier = utcnow() + 48 * HOUR, utcnow() - HOUR
     seed(
         engine,
-        discrepancy(run_id, customer="cus_settling", settles_at=later),
-        discrepancy(run_id, customer="cus_settled", settles_at=earlier),
-        discrepancy(run_id, customer="cus_never", settles_at=None),
-        discrepancy(run_id, customer="cus_alerted", settles_at=later, alerted_at=utcnow()),
-        discrepancy(
+        settling_row(run_id, customer="cus_settling", settles_at=later),
+        settling_row(run_id, customer="cus_settled", settles_at=earlier),
+        settling_row(run_id, customer="cus_never", settles_at=None),
+        settling_row(run_id, customer="cus_alerted", settles_at=later, alerted_at=utcnow()),
+        settling_row(
             run_id, customer="cus_resolved", settles_at=later, status=DiscrepancyStatus.RESOLVED
         ),
-        discrepancy(other, customer="cus_other_run", settles_at=later),
+        settling_row(other, customer="cus_other_run", settles_at=later),
     )
     with Session(engine) as session:
         assert settling_count(session=session, run_id=run_id) == 1
@@ -97,8 +80,8 @@ def test_the_alert_waits_for_settles_at_and_the_first_run_after_it_alerts_once(
     engine: Engine,
 ) -> None:
     first = new_run(engine)
-    (settling,) = seed(engine, discrepancy(first, settles_at=utcnow() + 72 * HOUR))
-    (plain,) = seed(engine, discrepancy(first, customer="cus_B", settles_at=None))
+    (settling,) = seed(engine, settling_row(first, settles_at=utcnow() + 72 * HOUR))
+    (plain,) = seed(engine, settling_row(first, customer="cus_B", settles_at=None))
     assert alerted_ids(engine, first) == (plain,)
     with session_scope(engine) as session:
         mark_alerted(session=session, ids=(plain,), at=utcnow())
@@ -117,20 +100,11 @@ def test_the_alert_waits_for_settles_at_and_the_first_run_after_it_alerts_once(
 
 def test_a_run_that_started_before_settles_at_does_not_alert_it(engine: Engine) -> None:
     run_id = new_run(engine)
-    seed(engine, discrepancy(run_id, settles_at=utcnow() + HOUR))
+    seed(engine, settling_row(run_id, settles_at=utcnow() + HOUR))
     assert alerted_ids(engine, run_id) == ()
 
 
 # ------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture
-def fast_task_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        reconcile_module,
-        "reconcile_pairs",
-        reconcile_pairs.with_options(retry_delay_seconds=0.05, retry_jitter_factor=None),
-    )
 
 
 @pytest.fixture
@@ -197,7 +171,7 @@ def test_a_run_neither_alerts_nor_forgets_a_row_still_settling(
     earlier = new_run(engine)
     start = period_end - timedelta(days=2)
     settles = datetime.combine(period_end, datetime.min.time(), UTC) + 72 * HOUR
-    seed(engine, discrepancy(earlier, start=start, end=period_end, settles_at=settles))
+    seed(engine, settling_row(earlier, start=start, end=period_end, settles_at=settles))
     first = run_window()
     assert (first.new, first.alerted, first.settling) == (0, 0, 1)
     assert the_row(engine).last_seen_run == first.run_id

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-import flows.reconcile as reconcile_module
 from flows.reconcile import reconcile_meters
 from flows.windows import utc_today
 from flows.wrong_meter import diagnose_run
@@ -21,7 +20,6 @@ from models.pairs import track_by_hand
 from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus, Trigger
 from simulator import StripeSimulator
 from tasks.compare import Tolerance
-from tasks.reconcile_pairs import reconcile_pairs
 from tests.builders import csv_file, new_run
 from tests.world import noon
 
@@ -157,15 +155,6 @@ def test_acknowledged_rows_are_diagnosed_too(engine: Engine) -> None:
 
 
 # ------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture
-def fast_task_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        reconcile_module,
-        "reconcile_pairs",
-        reconcile_pairs.with_options(retry_delay_seconds=0.05, retry_jitter_factor=None),
-    )
 
 
 @pytest.mark.usefixtures("fast_task_retries")
