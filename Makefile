@@ -1,10 +1,12 @@
 # Two commands: `make demo` runs the main job end to end, `make test` runs every check.
+# `make test-fast`: lint and the tests that need no Prefect server or PostgreSQL, under 2 minutes
+# (tests/conftest.py marks the others `slow` and `postgres`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench clean
+.PHONY: test test-fast lint typecheck pytest pytest-fast demo bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meter-recon needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -24,6 +26,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+test-fast: $(STAMP) lint typecheck pytest-fast
+
+pytest-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not postgres"
 
 demo: $(STAMP)
 	$(BIN)/meter-recon demo
