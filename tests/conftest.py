@@ -58,6 +58,7 @@ STARTS_A_SERVER: dict[str, str] = {
     "tests/test_prefect_server.py::test_a_first_start_is_waited_for": "spawns a server process",
     "tests/test_reliability.py": "runs `meter-recon run` in child processes that start servers",
     "tests/test_prefect_server.py::test_the_demo_starts_on_a_new_prefect_home": "runs the demo",
+    "tests/test_ui.py": "starts `prefect server start` for a browser to read its UI",
 }
 #: Tests that start no server but take seconds anyway, and why.
 TAKES_SECONDS: dict[str, str] = {
