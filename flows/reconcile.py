@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from flows.fanout import FanOut, Plan
 from flows.history import TaskRuns, wait_for_history
+from flows.hooks import alert_run_ended
 from flows.task_runners import in_flight_for, pairs_per_task_for, task_runner_for
 from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
@@ -38,6 +39,7 @@ from models.types import utcnow
 from tasks.alert import alert_finance
 from tasks.discover import Discovery, discover_pairs
 from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
+from tasks.last_completed import record_gap
 from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
@@ -166,6 +168,8 @@ def resolve_window(
     task_runner=task_runner_for(get_settings()),
     log_prints=False,
     validate_parameters=True,
+    on_failure=[alert_run_ended],
+    on_crashed=[alert_run_ended],
 )
 def reconcile_meters(
     start: date | None = None,
@@ -208,8 +212,11 @@ def reconcile_meters(
             parameters=parameters,
             flow_run_id=str(flow_run.id) if flow_run else None,
         )
+        gap = record_gap(session=session, run=run)
     run_id = run.id
     assert run_id is not None
+    if gap:
+        logger.warning(gap)
     if stale:
         logger.warning("marked stale run(s) %s as failed", ", ".join(map(str, stale)))
     logger.info("run %d: window %s..%s (%s)", run_id, window_start, window_end, trigger.value)

@@ -18,6 +18,7 @@ from models.engine import get_engine, session_scope
 from models.runs import failed_pairs, get_run
 from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun
 from models.types import canonical_decimal, utcnow
+from tasks.last_completed import gap_line
 from tasks.report import compact_period, largest_first, money, summarize_money
 
 MAX_LINES = 50
@@ -115,9 +116,10 @@ def build_alert(
     """The run's message, or None when there is nothing new to say.
 
     RE-OPENED comes from `reopened_at`, so a row whose first alert was not delivered is
-    still NEW the next time.
+    still NEW the next time. A gap since the last completed run is told on its own too.
     """
-    if not pending and not failed and not run.discovery_error:
+    gap = gap_line(run.counts)
+    if not pending and not failed and not run.discovery_error and gap is None:
         return None
     reopened = sum(1 for row in pending if row.reopened_at is not None)
     parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
@@ -129,7 +131,7 @@ def build_alert(
     amounts = _per_currency(pending)
     if amounts:
         title += f"; {amounts}"
-    lines = _body_lines(pending)
+    lines = ([gap, ""] if gap else []) + _body_lines(pending)
     if failed:
         lines.append("")
         lines.append("Pairs not reconciled (their discrepancies were left as they were):")

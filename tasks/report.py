@@ -31,6 +31,7 @@ from models.tables import (
     ReconciliationRun,
 )
 from models.types import canonical_decimal
+from tasks.last_completed import gap_line
 
 SUMMARY_KEY = "meter-recon-run-summary"
 OPEN_KEY = "meter-recon-open-discrepancies"
@@ -127,6 +128,7 @@ class RunSummary:
     causes: tuple[tuple[str, int], ...]
     meters: tuple[MeterAmount, ...]
     failed: tuple[FailedPair, ...]
+    last_completed: str | None = None  # how long since a run completed, when over two days
 
 
 def _size(value: Decimal | None) -> Decimal:
@@ -287,6 +289,7 @@ def build_summary(*, session: Session, run_id: int | None = None) -> RunSummary:
             FailedPair(customer=p.stripe_customer_id, meter=p.meter_id, error=p.error or "")
             for p in failed
         ),
+        last_completed=gap_line(counts),
     )
 
 
@@ -325,6 +328,8 @@ def _overview(s: RunSummary) -> list[str]:
         f"trigger `{s.trigger}`.",
         "",
     ]
+    if s.last_completed:
+        lines += [f"**No run completed for a while:** {s.last_completed}", ""]
     if s.error:
         lines += [f"**The run failed:** {_cell(s.error)}", ""]
     if s.discovery_error:
@@ -521,6 +526,7 @@ def summary_json(summary: RunSummary) -> dict[str, Any]:
             "flow_run_id": summary.flow_run_id,
             "error": summary.error,
             "discovery_error": summary.discovery_error,
+            "last_completed": summary.last_completed,
         },
         "counts": {
             "pairs_total": summary.pairs_total,
