@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.states import Crashed, Failed
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 import flows.reconcile as reconcile_module
+from flows.hooks import alert_run_ended
 from flows.reconcile import reconcile_meters, refresh_meters
 from flows.windows import utc_today
 from integrations.settings import get_settings
@@ -176,3 +179,38 @@ def test_the_first_run_after_days_without_a_completed_one_says_so_first_in_its_a
     assert current.counts["last_completed"]["run_id"] == last_id
     reconcile_meters(start=world.start, end=world.end, trigger=Trigger.MANUAL)
     assert len(alert_inbox.messages) == 1  # the gap is closed: nothing new, nothing sent
+
+
+def ended_flow_run(parameters: dict[str, object]) -> FlowRun:
+    return FlowRun(flow_id=uuid.uuid4(), name="crafty-fox", parameters=parameters)
+
+
+@pytest.mark.usefixtures("prefect_server")  # the hook logs to the flow run on the API
+def test_a_nightly_run_without_a_record_is_alerted_with_its_nightly_window(
+    database_url: str, alert_inbox: AlertInbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METER_RECON_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    flow_run = ended_flow_run({"lookback_days": 5})
+    alert_run_ended(reconcile_meters, flow_run, Crashed(message="Execution was interrupted."))
+    (message,) = alert_inbox.messages
+    window = f"{utc_today() - timedelta(days=5)}..{utc_today()}"
+    assert message["message"].startswith(
+        f"meter-recon flow run crafty-fox ({flow_run.id}) over {window} (UTC days, end "
+        "exclusive) crashed: Execution was interrupted"
+    )
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_hook_whose_alert_is_refused_logs_it_and_does_not_raise(
+    database_url: str,
+    alert_inbox: AlertInbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("METER_RECON_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    alert_inbox.fail_with = 500
+    alert_run_ended(reconcile_meters, ended_flow_run({}), Failed(message="boom"))
+    assert alert_inbox.messages == []
+    assert "could not alert finance that the run failed: AlertNotDelivered" in caplog.text
