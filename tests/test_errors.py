@@ -14,7 +14,7 @@ from rich.console import Console
 
 import meter_recon.errors
 import models.errors
-from flows.reconcile import RunSummary
+from flows.reconcile import RunOutcome
 from flows.windows import BadWindow, check_window
 from integrations.prefect_server import PrefectServerError
 from meter_recon.cli import report_error
@@ -124,8 +124,8 @@ def test_nothing_imports_the_command_line_back(path: str) -> None:
     assert "meter_recon.cli" not in _imports(ROOT / path)
 
 
-def _summary(status: str) -> RunSummary:
-    return RunSummary(
+def _summary(status: str) -> RunOutcome:
+    return RunOutcome(
         run_id=7,
         status=status,
         window_start=date(2026, 11, 1),
