@@ -138,6 +138,7 @@ class SimulatorData:
         self._subscriptions: dict[str, SubscriptionRecord] = {}
         self._items: dict[str, ItemRecord] = {}
         self._invoices: dict[str, InvoiceRecord] = {}
+        self._invoice_order: list[InvoiceRecord] | None = None  # sorted once per change
         self._line_ids: set[str] = set()
         self.event_count = 0
         self.duplicates_ignored = 0
@@ -344,6 +345,7 @@ class SimulatorData:
                     raise SimulatorDataError(f"{where}: invoice line {line.id!r} already exists")
                 seen.add(line.id)
             self._invoices[record.id] = record
+            self._invoice_order = None
             self._line_ids.update(seen)
         return record
 
@@ -424,8 +426,13 @@ class SimulatorData:
     def invoices(self) -> list[InvoiceRecord]:
         """Every invoice, newest created first (ties: the greater id first)."""
         with self._lock:
-            records = list(self._invoices.values())
-        return sorted(records, key=lambda record: (record.created, record.id), reverse=True)
+            if self._invoice_order is None:
+                self._invoice_order = sorted(
+                    self._invoices.values(),
+                    key=lambda record: (record.created, record.id),
+                    reverse=True,
+                )
+            return list(self._invoice_order)
 
     def meter(self, meter_id: str) -> MeterRecord | None:
         with self._lock:
