@@ -34,7 +34,7 @@ def simulate_stripe(
         TCP port to listen on (0 picks a free one).
     data
         JSON data file: {"meters", "events", "prices", "subscriptions", "adjustments",
-        "invoices"}, each an optional array (see the README).
+        "invoices"}, each an optional array (see docs/development.md, "The Stripe simulator").
     api_key
         Accept only this key (else any key starting with sk_ or rk_).
     latency
