@@ -11,7 +11,8 @@ from models.runs import last_completed_run
 from models.tables import ReconciliationRun, RunStatus, Trigger
 from tasks.alert import build_alert
 from tasks.last_completed import KEY, elapsed_words, gap_line, gap_record, record_gap
-from tasks.report import build_summary, summary_json, summary_markdown
+from tasks.report import render_json, render_markdown
+from tasks.summary import build_summary
 
 NOW = datetime(2026, 12, 5, 7, 10, tzinfo=UTC)
 LINE = "The last completed run finished 3 days 4 hours ago (run 41, 2026-12-02 03:10 UTC)."
@@ -103,8 +104,8 @@ def test_a_run_starting_after_a_gap_keeps_it_in_its_counts_and_the_summary_shows
     with Session(engine) as session:
         assert session.get(ReconciliationRun, current_id).counts[KEY]["seconds"] == 3 * 86400  # type: ignore[union-attr]
         summary = build_summary(session=session, run_id=current_id)
-    assert f"**No run completed for a while:** {expected}" in summary_markdown(summary)
-    assert summary_json(summary)["run"]["last_completed"] == expected
+    assert f"**No run completed for a while:** {expected}" in render_markdown(summary)
+    assert render_json(summary)["run"]["last_completed"] == expected
 
 
 def test_a_run_after_a_recent_completed_one_records_nothing(engine: Engine) -> None:
@@ -117,8 +118,8 @@ def test_a_run_after_a_recent_completed_one_records_nothing(engine: Engine) -> N
         assert record_gap(session=session, run=current) is None
         assert KEY not in current.counts
         summary = build_summary(session=session, run_id=current.id)
-    assert "No run completed" not in summary_markdown(summary)
-    assert summary_json(summary)["run"]["last_completed"] is None
+    assert "No run completed" not in render_markdown(summary)
+    assert render_json(summary)["run"]["last_completed"] is None
 
 
 def test_a_gap_is_alerted_first_even_when_nothing_else_is_new() -> None:
