@@ -67,6 +67,9 @@ class LikelyCause(StrEnum):
     DUPLICATED_USAGE = "duplicated_usage"
     UNIT_SCALE = "unit_scale"
     WRONG_METER = "wrong_meter"
+    # The `stripe` ledger's own causes (DESIGN "What Stripe invoiced").
+    CANCELLED_USAGE = "cancelled_usage"
+    NOT_SUBSCRIBED = "not_subscribed"
 
 
 __all__ = [
