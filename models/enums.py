@@ -67,7 +67,7 @@ class LikelyCause(StrEnum):
     DUPLICATED_USAGE = "duplicated_usage"
     UNIT_SCALE = "unit_scale"
     WRONG_METER = "wrong_meter"
-    # The `stripe` ledger's own causes (DESIGN "What Stripe invoiced").
+    # The `stripe` ledger's own causes: usage moved after Stripe finalized its invoice.
     CANCELLED_USAGE = "cancelled_usage"
     NOT_SUBSCRIBED = "not_subscribed"
 
