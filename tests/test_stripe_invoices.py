@@ -1,8 +1,9 @@
 """The Stripe client's invoices, invoice lines and usage totals, over real HTTP.
 
-Until the project's simulator serves invoices, `InvoiceServer` below plays Stripe's invoice
-endpoints on 127.0.0.1: Stripe's own fixture invoice and line, changed per test, paged the
-way Stripe pages them (newest first, `limit`, `starting_after`, ten lines inline).
+Usage totals run against the project's simulator. Until it serves invoices, `InvoiceServer`
+below plays Stripe's invoice endpoints on 127.0.0.1: Stripe's own fixture invoice and line,
+changed per test, paged the way Stripe pages them (newest first, `limit`, `starting_after`,
+ten lines inline).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from integrations.stripe import (
     StripeConnectionError,
 )
 from integrations.stripe.client import invoice_lines_path, invoices_params
+from simulator import StripeSimulator
 from tests.fixtures.stripe import TEST_KEY
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -127,11 +129,10 @@ def invoice(
 
 
 class InvoiceServer:
-    """Stripe's invoice and event-summary endpoints on 127.0.0.1, from canned objects."""
+    """Stripe's invoice endpoints on 127.0.0.1, from canned objects."""
 
     def __init__(self) -> None:
         self.invoices: list[dict[str, Any]] = []
-        self.totals: dict[tuple[str, int, int], str] = {}
         self.targets: list[str] = []
         self.fail_next = 0
         server = self
@@ -181,22 +182,6 @@ class InvoiceServer:
             invoice_id = path.split("/")[3]
             [found] = [inv for inv in self.invoices if inv["id"] == invoice_id]
             return 200, self.page(found["lines"], query, path, inline=False)
-        if path.endswith("/event_summaries"):
-            meter = path.split("/")[4]
-            start, end = int(query["start_time"]), int(query["end_time"])
-            value = self.totals.get((query["customer"], start, end))
-            data = (
-                []
-                if value is None
-                else [
-                    json.loads(
-                        f'{{"id": "mtrusg_1", "object": "billing.meter_event_summary", '
-                        f'"aggregated_value": {value}, "start_time": {start}, '
-                        f'"end_time": {end}, "livemode": false, "meter": "{meter}"}}'
-                    )
-                ]
-            )
-            return 200, {"object": "list", "data": data, "has_more": False, "url": path}
         return 404, {"error": {"type": "invalid_request_error", "message": "no such path"}}
 
     def page(
@@ -497,11 +482,17 @@ def test_a_failed_page_is_retried_and_every_attempt_counted_and_rate_limited(
 
 
 def test_usage_total_asks_one_summary_without_a_grouping_window_rounded_to_the_minute(
-    server: InvoiceServer, client_for: Callable[..., StripeClient]
+    simulator: StripeSimulator, stripe_client: StripeClient
 ) -> None:
-    server.totals[("cus_1", OCT_1 + 600, NOV_1 + 60)] = "41.75"
-    client = client_for()
-    total = client.usage_total(
+    simulator.add_meter("mtr_1", event_name="api_call")
+    for at, value in [
+        (590, "100"),
+        (610, "40"),
+        (NOV_1 - OCT_1 + 30, "1.75"),
+        (NOV_1 - OCT_1 + 60, "1000"),
+    ]:
+        simulator.add_event("api_call", "cus_1", OCT_1 + at, value)
+    total = stripe_client.usage_total(
         meter="mtr_1", customer="cus_1", start_time=OCT_1 + 659, end_time=NOV_1 + 61
     )
     assert (total.value, total.start_time, total.end_time, total.requests) == (
@@ -510,29 +501,29 @@ def test_usage_total_asks_one_summary_without_a_grouping_window_rounded_to_the_m
         NOV_1 + 60,
         1,
     )
-    assert server.targets == [
+    assert list(simulator.stats.targets) == [
         f"GET /v1/billing/meters/mtr_1/event_summaries?customer=cus_1&start_time={OCT_1 + 600}"
         f"&end_time={NOV_1 + 60}&limit=100"
     ]
 
 
 def test_usage_total_without_a_summary_is_zero(
-    server: InvoiceServer, client_for: Callable[..., StripeClient]
+    simulator: StripeSimulator, stripe_client: StripeClient
 ) -> None:
-    total = client_for().usage_total(
+    simulator.add_meter("mtr_1", event_name="api_call")
+    total = stripe_client.usage_total(
         meter="mtr_1", customer="cus_1", start_time=OCT_1, end_time=NOV_1
     )
     assert total.value == Decimal(0) and total.requests == 1
 
 
 def test_usage_total_of_a_range_inside_one_minute_makes_no_request(
-    server: InvoiceServer, client_for: Callable[..., StripeClient]
+    simulator: StripeSimulator, stripe_client: StripeClient
 ) -> None:
-    client = client_for()
-    total = client.usage_total(
+    total = stripe_client.usage_total(
         meter="mtr_1", customer="cus_1", start_time=OCT_1 + 5, end_time=OCT_1 + 50
     )
-    assert (total.value, total.requests, client.requests_made) == (Decimal(0), 0, 0)
+    assert (total.value, total.requests, stripe_client.requests_made) == (Decimal(0), 0, 0)
 
 
 def test_usage_total_refuses_two_summaries_for_one_range() -> None:
