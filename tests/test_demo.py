@@ -30,7 +30,6 @@ from meter_recon.demo import (
     _remove_demo_files,
     _state_for,
     cause_line,
-    money_lines,
     post_meter_events,
     run_demo,
 )
@@ -40,6 +39,7 @@ from models.ledger import import_line_items
 from models.migrate import upgrade
 from models.tables import DiscrepancyKind, LikelyCause
 from simulator import SimulatorData
+from tasks.report import render_terminal
 
 CUSTOMERS = 8
 SEED = 3
@@ -174,11 +174,13 @@ def test_first_run_ends_with_the_money_the_causes_and_prefects_ui(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
     outcome = demo_runs[0].outcome
+    assert outcome.report.run_id == outcome.summary.run_id
+    assert outcome.report.at_stake == len(outcome.open_records)
     tail = demo_runs[0].output.rsplit("money at stake in the", 1)[1]
-    for line in money_lines(outcome.open_records)[1:]:
+    for line in render_terminal(outcome.report)[1:]:
         assert line in tail
-    for currency in ("EUR", "JPY", "USD"):
-        assert f"  {currency}: " in tail
+    for currency in ("eur", "jpy", "usd"):
+        assert f" {currency} not billed, " in tail
     assert cause_line(outcome.open_records) in tail
     assert "prefect server start" in tail and "PREFECT_API_URL=" in tail
 
@@ -357,20 +359,16 @@ def test_another_cause_another_amount_a_miss_and_an_extra_each_disagree() -> Non
     )
     assert any("but not found" in line for line in lines)
     assert any("was found but not planted" in line for line in lines)
+    # Apart by less than a cent: the same money shown, so the exact decimals say how.
+    assert any(f"(exactly {valued['amount_at_stake']}, planted " in line for line in lines)
 
 
-def test_money_is_totalled_per_currency_never_across() -> None:
+def test_causes_are_counted_in_rule_order_with_the_rows_without_one() -> None:
     records: list[dict[str, Any]] = [
         {"amount_at_stake": "1.5", "currency": "usd", "likely_cause": None},
         {"amount_at_stake": "-0.25", "currency": "usd", "likely_cause": "late_usage"},
         {"amount_at_stake": "-3600", "currency": "jpy", "likely_cause": None},
         {"amount_at_stake": None, "currency": None, "likely_cause": "wrong_meter"},
-    ]
-    assert money_lines(records) == [
-        "money at stake in the 4 open discrepancies, per currency:",
-        "  JPY: 0 not billed, -3600 over-billed",
-        "  USD: 1.5 not billed, -0.25 over-billed",
-        "  not valued: 1",
     ]
     assert cause_line(records) == "likely causes: late_usage 1, wrong_meter 1, no cause 2"
 
