@@ -239,6 +239,7 @@ def discrepancies(
     cause: list[str] | None = None,
     customer: list[str] | None = None,
     meter: list[str] | None = None,
+    ledger: str | None = None,
     sort: str | None = None,
     format: OutputFormat = OutputFormat.TABLE,
     database_url_: DatabaseUrl = None,
@@ -258,6 +259,8 @@ def discrepancies(
         Only this Stripe customer (repeatable).
     meter
         Only this Stripe meter (repeatable).
+    ledger
+        Only against this ledger: internal (your ledger) or stripe (Stripe's invoices).
     sort
         id, amount or difference (amount and difference by absolute value, largest first);
         without it, by customer, meter, period and kind.
@@ -266,9 +269,10 @@ def discrepancies(
     """
     from models.discrepancies import COLUMNS, SortBy, as_record, list_discrepancies
     from models.engine import get_engine, session_scope
-    from models.enums import LikelyCause
+    from models.enums import Ledger, LikelyCause
     from models.tables import DiscrepancyKind, DiscrepancyStatus
 
+    ledgers = _choices(Ledger, ledger, "--ledger")
     statuses = _choices(DiscrepancyStatus, status, "--status", allow_all=True)
     kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
     causes = [c for value in cause or [] for c in _choices(LikelyCause, value, "--cause")]
@@ -283,6 +287,7 @@ def discrepancies(
                 customers=customer or [],
                 meters=meter or [],
                 causes=causes,
+                ledgers=ledgers,
                 sort=order[0] if order else None,
             )
         ]
@@ -367,6 +372,7 @@ def ack(
     meter: list[str] | None = None,
     kind: list[str] | None = None,
     cause: list[str] | None = None,
+    ledger: str | None = None,
     database_url_: DatabaseUrl = None,
 ) -> int:
     """Acknowledge discrepancies: finance has seen them; each re-opens if its numbers change.
@@ -387,16 +393,21 @@ def ack(
         Every open one of this kind (repeatable).
     cause
         Every open one with this likely cause (repeatable).
+    ledger
+        Every open one against this ledger: internal or stripe.
     """
     from models.discrepancies import acknowledge_many, acknowledge_matching
     from models.engine import get_engine, session_scope
+    from models.enums import Ledger
     from models.tables import DiscrepancyKind
 
-    filters = bool(customer or meter or kind or cause)
+    filters = bool(customer or meter or kind or cause or ledger)
     if bool(ids) == filters:
         raise BadInput(
-            "Give discrepancy ids, or filters (--customer, --meter, --kind, --cause), not both."
+            "Give discrepancy ids, or filters (--customer, --meter, --kind, --cause, --ledger), "
+            "not both."
         )
+    ledgers = _choices(Ledger, ledger, "--ledger")
     kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
     with session_scope(get_engine(database_url(database_url_))) as session:
         if ids:
@@ -409,6 +420,7 @@ def ack(
                 customers=customer or [],
                 meters=meter or [],
                 causes=cause or [],
+                ledgers=ledgers,
             )
         for row in rows:
             console.print(

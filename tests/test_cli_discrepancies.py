@@ -97,7 +97,7 @@ def test_json_carries_amount_currency_valuation_cause_and_settles_at(
         },
     )
     (record,) = listed(database_url, capsys)
-    assert list(record)[14:] == [
+    assert list(record)[14:20] == [
         "amount_at_stake",
         "currency",
         "valuation",

@@ -35,6 +35,7 @@ from meter_recon.demo import (
 )
 from meter_recon.seed import MIN_CUSTOMERS, DemoData, default_window, generate
 from models.engine import dispose_engines, get_engine
+from models.enums import INTERNAL_LEDGER_CAUSES
 from models.ledger import import_line_items
 from models.migrate import upgrade
 from models.tables import DiscrepancyKind, LikelyCause
@@ -134,7 +135,7 @@ def test_first_run_gives_one_discrepancy_of_each_likely_cause(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
     causes = Counter(r["likely_cause"] for r in demo_runs[0].outcome.open_records)
-    assert {cause.value for cause in LikelyCause} <= set(causes)
+    assert {cause.value for cause in INTERNAL_LEDGER_CAUSES} <= set(causes)
     assert causes[LikelyCause.LATE_USAGE.value] == 1
     assert causes[LikelyCause.WRONG_METER.value] == 2
 
@@ -161,7 +162,7 @@ def test_first_run_prints_the_report(demo_runs: tuple[DemoRun, DemoRun]) -> None
     assert f"{len(demo_runs[0].outcome.data.expected) - len(late)} new, 0 re-opened" in output
     for kind in DiscrepancyKind:
         assert kind.value in output
-    for cause in LikelyCause:
+    for cause in INTERNAL_LEDGER_CAUSES:
         assert cause.value in output
     assert "all 23 planted discrepancies were found, each with its planted amount" in output
     assert "the invoice was cut before the last day's usage arrived" in output

@@ -22,6 +22,7 @@ from meter_recon.seed import (
     generate,
 )
 from models.canonical import utc_midnight
+from models.enums import INTERNAL_LEDGER_CAUSES
 from models.keys import DiscrepancyKey
 from models.ledger import import_line_items
 from models.tables import DiscrepancyKind, InvoiceLineItem, LikelyCause, PairSource, TrackedPair
@@ -424,7 +425,7 @@ def test_a_yen_customer_is_valued_in_whole_yen() -> None:
 def test_one_planted_discrepancy_of_each_cause_and_money_in_three_currencies() -> None:
     data = generate(anchor=ANCHOR, customers=MIN_CUSTOMERS, seed=1)
     causes = Counter(e.cause for e in data.expected)
-    assert set(causes) == {*LikelyCause, None}
+    assert set(causes) == {*INTERNAL_LEDGER_CAUSES, None}
     assert causes[LikelyCause.WRONG_METER] == 2  # one pair of pairs
     assert {e.currency for e in data.expected} == {"usd", "eur", "jpy", None}
     assert all((e.amount_at_stake is None) == (e.currency is None) for e in data.expected)
