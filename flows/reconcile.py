@@ -47,7 +47,7 @@ PAGE_SIZE = 1000  # tracked pairs read at a time
 
 
 @dataclass(frozen=True, slots=True)
-class RunSummary:
+class RunOutcome:
     """What a run did; the CLI prints it and chooses its exit code from `status`."""
 
     run_id: int
@@ -80,7 +80,7 @@ class RunSummary:
         alerted: int,
         task_runs_recorded: int,
         task_runs_expected: int,
-    ) -> RunSummary:
+    ) -> RunOutcome:
         """The finished run's record, plus what only the flow knows."""
         assert run.id is not None
         discovery = run.counts.get("discovery") or {}
@@ -174,7 +174,7 @@ def reconcile_meters(
     meters: list[str] | None = None,
     lookback_days: int | None = None,
     trigger: Trigger = Trigger.SCHEDULED,
-) -> RunSummary:
+) -> RunOutcome:
     """Reconcile Stripe's metered usage with the ledger over UTC days [start, end).
 
     Without start and end: the last `lookback_days` complete days (the nightly window).
@@ -245,7 +245,7 @@ def _run(
     customers: list[str],
     meters: list[str],
     flow_run_id: Any,
-) -> RunSummary:
+) -> RunOutcome:
     """The run's steps, in order; each names what it does."""
     settings = get_settings()
     tasks = TaskRuns()
@@ -419,9 +419,9 @@ def _history(flow_run_id: Any, tasks: TaskRuns) -> int:
     return wait_for_history(flow_run_id, expected=tasks.started, timeout=60 + tasks.started / 50)
 
 
-def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunSummary:
+def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunOutcome:
     with Session(get_engine(get_settings().database_url)) as session:
-        summary = RunSummary.of(
+        summary = RunOutcome.of(
             get_run(session=session, run_id=run_id),
             alerted=alerted,
             task_runs_recorded=recorded,

@@ -58,10 +58,13 @@ from meter_recon.seed import (
     generate,
 )
 from models.canonical import canonical_decimal
+from models.enums import Ledger
+from models.money import format_money
 from models.tables import DiscrepancyKey, DiscrepancyKind
 
 if TYPE_CHECKING:
-    from flows.reconcile import RunSummary
+    from flows.reconcile import RunOutcome
+    from tasks.summary import RunSummary
 
 STATE_FILE = "demo.json"
 DATABASE_FILE = "meter_recon.db"
@@ -139,8 +142,10 @@ class DemoOutcome:
     data: DemoData
     seeded: bool
     #: The flow runs, in order: with `seeded`, before and after the late events.
-    summaries: tuple[RunSummary, ...]
+    summaries: tuple[RunOutcome, ...]
     database_url: str
+    #: The last run's summary, built as `meter-recon report` builds it: the money it ends with.
+    report: RunSummary
     alerts: list[dict[str, Any]] = field(default_factory=list)
     open_records: list[dict[str, Any]] = field(default_factory=list)
     found: frozenset[PlantedKey] = frozenset()
@@ -148,7 +153,7 @@ class DemoOutcome:
     disagreements: tuple[str, ...] = ()
 
     @property
-    def summary(self) -> RunSummary:
+    def summary(self) -> RunOutcome:
         """The last run's summary."""
         return self.summaries[-1]
 
@@ -499,7 +504,7 @@ def _serve_and_run(
     window: tuple[date, date],
     database_url: str,
     late_between_runs: bool,
-) -> tuple[list[RunSummary], list[dict[str, Any]]]:
+) -> tuple[list[RunOutcome], list[dict[str, Any]]]:
     """Serve the simulator and the inbox, run the flow over the window; what it alerted.
 
     With `late_between_runs` (a demo just seeded) the flow runs twice, the late meter events
@@ -525,7 +530,7 @@ def _serve_and_run(
             )
             settings = settings_for(database_url)
 
-            def run() -> RunSummary:
+            def run() -> RunOutcome:
                 with quiet_task_runs():
                     return execute_or_fail(
                         console=console,
@@ -606,7 +611,7 @@ def _report(
     data: DemoData,
     state: DemoState,
     seeded: bool,
-    summaries: list[RunSummary],
+    summaries: list[RunOutcome],
     alerts: list[dict[str, Any]],
     database_url: str,
     directory: Path,
@@ -615,6 +620,8 @@ def _report(
     from meter_recon.terminal import print_run_summary
     from models.discrepancies import as_record, list_discrepancies
     from models.engine import get_engine, session_scope
+    from tasks.report import render_terminal
+    from tasks.summary import build_summary
 
     exit_code = 0
     for summary in summaries:
@@ -631,6 +638,7 @@ def _report(
 
     with session_scope(get_engine(database_url)) as session:
         records = [as_record(row) for row in list_discrepancies(session=session)]
+        report = build_summary(session=session, run_id=summaries[-1].run_id)
     found = frozenset(_identity(record) for record in records)
     planted = {e.planted_key: e for e in data.expected}
     _print_discrepancies(console, records, planted=planted)
@@ -643,6 +651,7 @@ def _report(
         seeded=seeded,
         summaries=tuple(summaries),
         database_url=database_url,
+        report=report,
         alerts=alerts,
         open_records=records,
         found=found,
@@ -677,7 +686,7 @@ def _report(
         f"meter-recon nightly --database-url {url}",
     )
     _say(console, "")
-    for line in money_lines(records):
+    for line in render_terminal(report):
         _say(console, line)
     _say(console, cause_line(records))
     _say(console, prefect_ui_lines(prefect_api_url))
@@ -687,7 +696,8 @@ def _report(
 
 def _identity(record: dict[str, Any]) -> PlantedKey:
     """A found discrepancy's ledger (`internal` where none is recorded) and identity."""
-    return str(record.get("ledger") or INTERNAL), DiscrepancyKey(
+    ledger = Ledger(record.get("ledger") or INTERNAL)
+    return ledger, DiscrepancyKey(
         stripe_customer_id=record["customer"],
         meter_id=record["meter"],
         kind=DiscrepancyKind(record["kind"]),
@@ -695,6 +705,7 @@ def _identity(record: dict[str, Any]) -> PlantedKey:
         period_end=date.fromisoformat(record["period_end"]),
         line_item_id=record["line_item_id"] or "",
         other_line_item_id=record["other_line_item_id"] or "",
+        ledger=ledger,
     )
 
 
@@ -708,17 +719,21 @@ def _currency(record: dict[str, Any]) -> str | None:
     return None if value is None else str(value).lower()
 
 
+def _exact(amount: Decimal | None) -> str:
+    return "none" if amount is None else canonical_decimal(amount)
+
+
 def _cause(record: dict[str, Any]) -> str | None:
     value = record.get("likely_cause")
     return None if value is None else str(value)
 
 
+def _money_text(amount: Decimal | None, currency: str | None) -> str:
+    return "not valued" if amount is None or currency is None else format_money(amount, currency)
+
+
 def _planted_text(expected: ExpectedDiscrepancy) -> str:
-    amount = (
-        "not valued"
-        if expected.amount_at_stake is None
-        else f"{canonical_decimal(expected.amount_at_stake)} {expected.currency}"
-    )
+    amount = _money_text(expected.amount_at_stake, expected.currency)
     return f"cause {expected.cause or 'none'}, {amount}"
 
 
@@ -746,7 +761,11 @@ def _disagreements(
         if (amount, currency) != (expected.amount_at_stake, expected.currency) or (
             cause != (str(expected.cause) if expected.cause else None)
         ):
-            shown = "not valued" if amount is None else f"{canonical_decimal(amount)} {currency}"
+            shown = _money_text(amount, currency)
+            planted_money = (expected.amount_at_stake, expected.currency)
+            if (amount, currency) != planted_money and shown == _money_text(*planted_money):
+                # Apart by less than the minor unit: the exact decimals say how.
+                shown += f" (exactly {_exact(amount)}, planted {_exact(expected.amount_at_stake)})"
             yield (
                 f"{label} was planted with {_planted_text(expected)} "
                 f"but found with cause {cause or 'none'}, {shown}"
@@ -765,41 +784,8 @@ def not_invoiced_line(records: list[dict[str, Any]]) -> str:
             totals[currency] = totals.get(currency, Decimal(0)) + amount
     if not totals:
         return "Stripe metered but did not invoice: nothing"
-    shown = ", ".join(
-        f"{_money(totals[currency], currency)} {currency}" for currency in sorted(totals)
-    )
+    shown = ", ".join(format_money(totals[currency], currency) for currency in sorted(totals))
     return f"Stripe metered but did not invoice: {shown}"
-
-
-def _money(amount: Decimal, currency: str) -> str:
-    """An amount in the currency's major unit, to its minor unit (`12.35`, `4,420` yen)."""
-    from models.money import currency_exponent
-
-    places = currency_exponent(currency)
-    return f"{amount.quantize(Decimal(1).scaleb(-places)):,}"
-
-
-def money_lines(records: list[dict[str, Any]]) -> list[str]:
-    """The money at stake per currency: not billed (positive) and over-billed (negative)
-    totals, never added across currencies, and how many are not valued."""
-    totals: dict[str, list[Decimal]] = {}
-    not_valued = 0
-    for record in records:
-        amount, currency = _amount(record), _currency(record)
-        if amount is None or currency is None:
-            not_valued += 1
-            continue
-        sums = totals.setdefault(currency, [Decimal(0), Decimal(0)])
-        sums[0 if amount > 0 else 1] += amount
-    lines = [f"money at stake in the {len(records)} open discrepancies, per currency:"]
-    for currency in sorted(totals):
-        under, over = totals[currency]
-        lines.append(
-            f"  {currency.upper()}: {canonical_decimal(under)} not billed, "
-            f"{canonical_decimal(over)} over-billed"
-        )
-    lines.append(f"  not valued: {not_valued}")
-    return lines
 
 
 def cause_line(records: list[dict[str, Any]]) -> str:
@@ -901,7 +887,7 @@ def _table(
             row["stripe_quantity"],
             row["internal_quantity"],
             row["difference"],
-            "-" if amount is None else f"{canonical_decimal(amount)} {(currency or '').upper()}",
+            "-" if amount is None or currency is None else format_money(amount, currency),
             _cause(row) or "-",
         ]
         if notes is not None:

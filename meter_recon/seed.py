@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from models.canonical import canonical_decimal, utc_midnight
-from models.enums import DiscrepancyKind, LikelyCause
+from models.enums import DiscrepancyKind, Ledger, LikelyCause
 from models.keys import DiscrepancyKey
 from models.ledger import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from tasks.value import charge, price_from_stripe
@@ -69,12 +69,11 @@ Kind = DiscrepancyKind
 Cause = LikelyCause
 
 #: The two ledgers a discrepancy belongs to: what the company billed, what Stripe invoiced.
-INTERNAL = "internal"
-STRIPE = "stripe"
-#: The `stripe` ledger's own likely causes (`LikelyCause` members once the stripe ledger
-#: lands; a `StrEnum` member equals its value, so the two compare equal).
-CANCELLED_USAGE = "cancelled_usage"
-NOT_SUBSCRIBED = "not_subscribed"
+INTERNAL = Ledger.INTERNAL
+STRIPE = Ledger.STRIPE
+#: The `stripe` ledger's own likely causes.
+CANCELLED_USAGE = LikelyCause.CANCELLED_USAGE
+NOT_SUBSCRIBED = LikelyCause.NOT_SUBSCRIBED
 #: Stripe creates a period's invoice an hour after the period ends and finalizes it an hour
 #: later (within its 72 h grace); a day is unbilled once it ended 72 h before the run.
 _INVOICE_DELAY = _HOUR
@@ -434,6 +433,7 @@ class ExpectedDiscrepancy:
             period_end=self.period_end,
             line_item_id=self.line_item_id,
             other_line_item_id=self.other_line_item_id,
+            ledger=Ledger(self.ledger),
         )
 
     @property

@@ -30,17 +30,18 @@ from meter_recon.demo import (
     _remove_demo_files,
     _state_for,
     cause_line,
-    money_lines,
     not_invoiced_line,
     post_meter_events,
     run_demo,
 )
 from meter_recon.seed import MIN_CUSTOMERS, DemoData, default_window, generate
 from models.engine import dispose_engines, get_engine
+from models.enums import INTERNAL_LEDGER_CAUSES
 from models.ledger import import_line_items
 from models.migrate import upgrade
 from models.tables import DiscrepancyKind, LikelyCause
 from simulator import SimulatorData
+from tasks.report import render_terminal
 
 CUSTOMERS = 13
 SEED = 3
@@ -143,7 +144,7 @@ def test_first_run_gives_one_discrepancy_of_each_likely_cause(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
     causes = Counter(r["likely_cause"] for r in demo_runs[0].outcome.open_records)
-    assert {cause.value for cause in LikelyCause} <= set(causes)
+    assert {cause.value for cause in INTERNAL_LEDGER_CAUSES} <= set(causes)
     assert causes[LikelyCause.LATE_USAGE.value] == 1
     assert causes[LikelyCause.WRONG_METER.value] == 2
 
@@ -170,7 +171,7 @@ def test_first_run_prints_the_report(demo_runs: tuple[DemoRun, DemoRun]) -> None
     assert f"{len(demo_runs[0].outcome.data.expected) - len(late)} new, 0 re-opened" in output
     for kind in DiscrepancyKind:
         assert kind.value in output
-    for cause in LikelyCause:
+    for cause in INTERNAL_LEDGER_CAUSES:
         assert cause.value in output
     assert "all 23 planted discrepancies were found, each with its planted amount" in output
     assert "the invoice was cut before the last day's usage arrived" in output
@@ -183,11 +184,13 @@ def test_first_run_ends_with_the_money_the_causes_and_prefects_ui(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
     outcome = demo_runs[0].outcome
+    assert outcome.report.run_id == outcome.summary.run_id
+    assert outcome.report.at_stake == len(outcome.open_records)
     tail = demo_runs[0].output.rsplit("money at stake in the", 1)[1]
-    for line in money_lines(outcome.open_records)[1:]:
+    for line in render_terminal(outcome.report)[1:]:
         assert line in tail
-    for currency in ("EUR", "JPY", "USD"):
-        assert f"  {currency}: " in tail
+    for currency in ("eur", "jpy", "usd"):
+        assert f" {currency} not billed, " in tail
     assert cause_line(outcome.open_records) in tail
     assert "prefect server start" in tail and "PREFECT_API_URL=" in tail
 
@@ -367,20 +370,16 @@ def test_another_cause_another_amount_a_miss_and_an_extra_each_disagree() -> Non
     )
     assert any("but not found" in line for line in lines)
     assert any("was found but not planted" in line for line in lines)
+    # Apart by less than a cent: the same money shown, so the exact decimals say how.
+    assert any(f"(exactly {valued['amount_at_stake']}, planted " in line for line in lines)
 
 
-def test_money_is_totalled_per_currency_never_across() -> None:
+def test_causes_are_counted_in_rule_order_with_the_rows_without_one() -> None:
     records: list[dict[str, Any]] = [
         {"amount_at_stake": "1.5", "currency": "usd", "likely_cause": None},
         {"amount_at_stake": "-0.25", "currency": "usd", "likely_cause": "late_usage"},
         {"amount_at_stake": "-3600", "currency": "jpy", "likely_cause": None},
         {"amount_at_stake": None, "currency": None, "likely_cause": "wrong_meter"},
-    ]
-    assert money_lines(records) == [
-        "money at stake in the 4 open discrepancies, per currency:",
-        "  JPY: 0 not billed, -3600 over-billed",
-        "  USD: 1.5 not billed, -0.25 over-billed",
-        "  not valued: 1",
     ]
     assert cause_line(records) == "likely causes: late_usage 1, wrong_meter 1, no cause 2"
 

@@ -29,6 +29,7 @@ from meter_recon.seed import (
     generate,
 )
 from models.canonical import utc_midnight
+from models.enums import INTERNAL_LEDGER_CAUSES, Ledger
 from models.keys import DiscrepancyKey
 from models.ledger import import_line_items
 from models.tables import DiscrepancyKind, InvoiceLineItem, LikelyCause, PairSource, TrackedPair
@@ -440,7 +441,7 @@ def test_a_yen_customer_is_valued_in_whole_yen() -> None:
 def test_one_planted_discrepancy_of_each_cause_and_money_in_three_currencies() -> None:
     data = generate(anchor=ANCHOR, customers=MIN_CUSTOMERS, seed=1)
     causes = Counter(e.cause for e in data.expected_in(INTERNAL))
-    assert set(causes) == {*LikelyCause, None} - {CANCELLED_USAGE, NOT_SUBSCRIBED}
+    assert set(causes) == {*INTERNAL_LEDGER_CAUSES, None}
     assert causes[LikelyCause.WRONG_METER] == 2  # one pair of pairs
     assert {e.currency for e in data.expected} == {"usd", "eur", "jpy", None}
     assert all((e.amount_at_stake is None) == (e.currency is None) for e in data.expected)
@@ -593,7 +594,7 @@ def found_in_stripe_ledger(
         if formulas[item.meter] != "last":
             cause = LikelyCause.LATE_USAGE.value if stripe > item.quantity else CANCELLED_USAGE
         kind = Kind.QUANTITY_MISMATCH if stripe else Kind.MISSING_IN_STRIPE
-        key = DiscrepancyKey(item.customer, item.meter, kind, *days, item.id, "")
+        key = DiscrepancyKey(item.customer, item.meter, kind, *days, item.id, "", Ledger.STRIPE)
         found[key] = (stripe, item.quantity, cause)
     subscribed = [
         (s.customer, i.price.meter, s.status, i.current_period_start, i.current_period_end)
@@ -621,7 +622,14 @@ def found_in_stripe_ledger(
             ):
                 continue
             key = DiscrepancyKey(
-                customer, meter_id, Kind.UNBILLED_USAGE, day, day + timedelta(days=1)
+                customer,
+                meter_id,
+                Kind.UNBILLED_USAGE,
+                day,
+                day + timedelta(days=1),
+                "",
+                "",
+                STRIPE,
             )
             found[key] = (value, Decimal(0), None if own else NOT_SUBSCRIBED)
     return found
