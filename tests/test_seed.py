@@ -43,6 +43,12 @@ from tasks.compare import (
     Window,
     compare_pair,
 )
+from tasks.compare_stripe import (
+    SubscribedItem,
+    compare_stripe_pair,
+    group_line_items,
+    metered_price,
+)
 from tasks.diagnose import WrongMeterCandidate, diagnose, hourly_spans, needs_hourly, wrong_meter
 from tasks.value import (
     Valued,
@@ -762,3 +768,97 @@ def test_the_stripe_ledgers_planted_stories_carry_their_numbers_and_causes() -> 
     trial = by_scenario["trial_customer_never_billed"]
     assert trial and all(e.period_start <= ANCHOR - timedelta(days=4) for e in trial)
     assert {e.kind for e in stripe} == {Kind.QUANTITY_MISMATCH, Kind.UNBILLED_USAGE}
+
+
+@dataclass(frozen=True)
+class WireLine:
+    """A simulator invoice line as the stripe ledger's grouping reads one."""
+
+    id: str
+    subscription_item: str | None
+    price_id: str | None
+    period_start: int
+    period_end: int
+    quantity: Decimal
+    amount: int
+
+
+@pytest.mark.parametrize("anchor", [date(2026, 11, 25), date(2026, 12, 1), date(2027, 1, 3)])
+def test_the_stripe_ledgers_own_comparison_finds_what_was_planted_with_its_money_and_cause(
+    anchor: date,
+) -> None:
+    """`tasks.compare_stripe`, pair by pair, over the simulator's invoices, subscriptions and
+    usage after the late events: exactly the planted stripe rows, amounts and causes."""
+    data = generate(anchor=anchor, customers=14, seed=11)
+    simulator = simulator_of(data, late_events=True)
+    run_started = datetime.combine(anchor, time(9, 30), tzinfo=UTC)
+    priced = {p.id: metered_price(wire.price_object(p, tiers=True)) for p in simulator.prices()}
+    prices = {pid: m for pid, m in priced.items() if m is not None}
+    items = [
+        item
+        for invoice in simulator.invoices()
+        for item in group_line_items(
+            invoice,
+            [
+                WireLine(
+                    line.id,
+                    line.item.id,
+                    line.price.id,
+                    line.period_start,
+                    line.period_end,
+                    line.quantity_decimal,
+                    line.amount,
+                )
+                for line in invoice.lines
+            ],
+            prices,
+        )
+    ]
+    found = {}
+    for customer, meter_id in sorted(data.pairs()):
+        meter = simulator.meter(meter_id)
+        assert meter is not None
+        own = [i for i in items if (i.customer, i.meter) == (customer, meter_id)]
+        subscribed = [
+            SubscribedItem(s.status, i.current_period_start, i.current_period_end)
+            for s in simulator.subscriptions()
+            if s.customer == customer
+            for i in s.items
+            if i.price.meter == meter_id
+        ]
+        pair_price = data.price_of(customer, meter_id)
+        result = compare_stripe_pair(
+            items=own,
+            stripe_usage={
+                i.id: exact_usage(
+                    simulator,
+                    customer,
+                    meter_id,
+                    int(i.period_start_at.timestamp()),
+                    int(i.period_end_at.timestamp()),
+                )
+                for i in own
+            },
+            daily=daily_usage(simulator, customer, meter_id, *data.window),
+            window=Window(*data.window),
+            today=anchor,
+            run_started=run_started,
+            formula=Formula(meter.formula),
+            prices={pid: m.price for pid, m in prices.items()},
+            pair_price=None if pair_price is None else prices[pair_price.id].price,
+            subscription_items=subscribed,
+            customer=customer,
+            meter=meter_id,
+        )
+        for f in result.findings:
+            key = DiscrepancyKey(customer, meter_id, *f.identity, ledger=STRIPE)
+            found[key] = (
+                f.stripe_quantity,
+                f.internal_quantity,
+                f.valued.amount_at_stake,
+                f.likely_cause,
+            )
+    assert found == {
+        e.identity: (e.stripe_quantity, e.internal_quantity, e.amount_at_stake, e.cause)
+        for e in data.expected_in(STRIPE)
+    }
