@@ -49,12 +49,16 @@ from meter_recon.errors import UserError
 from meter_recon.seed import (
     DEFAULT_CUSTOMERS,
     DEFAULT_SEED,
+    INTERNAL,
+    STRIPE,
     DemoData,
     DemoEvent,
     ExpectedDiscrepancy,
+    PlantedKey,
     generate,
 )
 from models.canonical import canonical_decimal
+from models.enums import Ledger
 from models.money import format_money
 from models.tables import DiscrepancyKey, DiscrepancyKind
 
@@ -144,7 +148,7 @@ class DemoOutcome:
     report: RunSummary
     alerts: list[dict[str, Any]] = field(default_factory=list)
     open_records: list[dict[str, Any]] = field(default_factory=list)
-    found: frozenset[DiscrepancyKey] = frozenset()
+    found: frozenset[PlantedKey] = frozenset()
     #: How what was found differs from what was planted, one line each (empty: it agrees).
     disagreements: tuple[str, ...] = ()
 
@@ -489,7 +493,7 @@ def post_meter_events(*, stripe_url: str, api_key: str, events: Sequence[DemoEve
 
 
 def _late_item(data: DemoData) -> ExpectedDiscrepancy | None:
-    return next((e for e in data.expected if e.after_late_events), None)
+    return next((e for e in data.expected_in(INTERNAL) if e.after_late_events), None)
 
 
 def _serve_and_run(
@@ -636,7 +640,7 @@ def _report(
         records = [as_record(row) for row in list_discrepancies(session=session)]
         report = build_summary(session=session, run_id=summaries[-1].run_id)
     found = frozenset(_identity(record) for record in records)
-    planted = {e.identity: e for e in data.expected}
+    planted = {e.planted_key: e for e in data.expected}
     _print_discrepancies(console, records, planted=planted)
     disagreements = tuple(_disagreements(records, planted))
 
@@ -686,11 +690,14 @@ def _report(
         _say(console, line)
     _say(console, cause_line(records))
     _say(console, prefect_ui_lines(prefect_api_url))
+    _say(console, "\n" + not_invoiced_line(records))
     return outcome
 
 
-def _identity(record: dict[str, Any]) -> DiscrepancyKey:
-    return DiscrepancyKey(
+def _identity(record: dict[str, Any]) -> PlantedKey:
+    """A found discrepancy's ledger (`internal` where none is recorded) and identity."""
+    ledger = Ledger(record.get("ledger") or INTERNAL)
+    return ledger, DiscrepancyKey(
         stripe_customer_id=record["customer"],
         meter_id=record["meter"],
         kind=DiscrepancyKind(record["kind"]),
@@ -698,6 +705,7 @@ def _identity(record: dict[str, Any]) -> DiscrepancyKey:
         period_end=date.fromisoformat(record["period_end"]),
         line_item_id=record["line_item_id"] or "",
         other_line_item_id=record["other_line_item_id"] or "",
+        ledger=ledger,
     )
 
 
@@ -729,23 +737,29 @@ def _planted_text(expected: ExpectedDiscrepancy) -> str:
     return f"cause {expected.cause or 'none'}, {amount}"
 
 
+def _label(key: PlantedKey) -> str:
+    ledger, identity = key
+    return (
+        f"{identity.kind} ({ledger} ledger) of {identity.stripe_customer_id} / "
+        f"{identity.meter_id} {identity.period_start}..{identity.period_end}"
+    )
+
+
 def _disagreements(
-    records: list[dict[str, Any]], planted: dict[DiscrepancyKey, ExpectedDiscrepancy]
+    records: list[dict[str, Any]], planted: dict[PlantedKey, ExpectedDiscrepancy]
 ) -> Iterator[str]:
-    """Each way the open discrepancies differ from the planted ones: missing, not planted,
-    or with another amount at stake, currency or likely cause."""
+    """Each way the open discrepancies differ from the planted ones (in either ledger):
+    missing, not planted, or with another amount at stake, currency or likely cause."""
     found = {_identity(record): record for record in records}
     for identity, expected in planted.items():
         record = found.get(identity)
-        label = f"{identity.kind} of {identity.stripe_customer_id} / {identity.meter_id} " + (
-            f"{identity.period_start}..{identity.period_end}"
-        )
+        label = _label(identity)
         if record is None:
             yield f"{label} was planted ({expected.why}) but not found"
             continue
         amount, currency, cause = _amount(record), _currency(record), _cause(record)
         if (amount, currency) != (expected.amount_at_stake, expected.currency) or (
-            cause != (expected.cause.value if expected.cause else None)
+            cause != (str(expected.cause) if expected.cause else None)
         ):
             shown = _money_text(amount, currency)
             planted_money = (expected.amount_at_stake, expected.currency)
@@ -756,11 +770,22 @@ def _disagreements(
                 f"{label} was planted with {_planted_text(expected)} "
                 f"but found with cause {cause or 'none'}, {shown}"
             )
-    for identity in found.keys() - planted.keys():
-        yield (
-            f"{identity.kind} of {identity.stripe_customer_id} / {identity.meter_id} "
-            f"{identity.period_start}..{identity.period_end} was found but not planted"
-        )
+    for identity in sorted(found.keys() - planted.keys()):
+        yield f"{_label(identity)} was found but not planted"
+
+
+def not_invoiced_line(records: list[dict[str, Any]]) -> str:
+    """What Stripe metered but did not invoice, per currency: the positive amounts of the
+    stripe ledger's open discrepancies (never added across currencies)."""
+    totals: dict[str, Decimal] = {}
+    for record in records:
+        amount, currency = _amount(record), _currency(record)
+        if record.get("ledger") == STRIPE and amount is not None and currency and amount > 0:
+            totals[currency] = totals.get(currency, Decimal(0)) + amount
+    if not totals:
+        return "Stripe metered but did not invoice: nothing"
+    shown = ", ".join(format_money(totals[currency], currency) for currency in sorted(totals))
+    return f"Stripe metered but did not invoice: {shown}"
 
 
 def cause_line(records: list[dict[str, Any]]) -> str:
@@ -800,7 +825,7 @@ def _print_discrepancies(
     console: Console,
     records: list[dict[str, Any]],
     *,
-    planted: dict[DiscrepancyKey, ExpectedDiscrepancy],
+    planted: dict[PlantedKey, ExpectedDiscrepancy],
 ) -> None:
     if not records:
         _say(console, "\nno open discrepancies")
@@ -825,7 +850,7 @@ def _print_discrepancies(
         console.print()
 
 
-def _note(record: dict[str, Any], planted: dict[DiscrepancyKey, ExpectedDiscrepancy]) -> str:
+def _note(record: dict[str, Any], planted: dict[PlantedKey, ExpectedDiscrepancy]) -> str:
     """The line item(s) of a discrepancy, why the demo planted it, and the planted cause."""
     items = " / ".join(i for i in (record["line_item_id"], record["other_line_item_id"]) if i)
     expected = planted.get(_identity(record))
