@@ -20,6 +20,7 @@ FORBIDDEN = ["sqlalchemy", "sqlmodel", "httpx", "prefect"]
 #: what it must not import beyond `FORBIDDEN`.
 PURE_MODULES: dict[str, list[str]] = {
     "tasks.compare": [],
+    "tasks.compare_stripe": [],
     "tasks.value": ["pydantic"],  # prices arrive as plain data, not Stripe's models
     "tasks.diagnose": [],
     "models.enums": [],
