@@ -476,9 +476,8 @@ def test_the_planted_evidence_gives_each_planted_cause_and_no_other(anchor: date
         assert diagnosed(data, today=anchor) == expected
 
 
-def _valued(data: DemoData, e: ExpectedDiscrepancy) -> Valued:
+def _valued(data: DemoData, simulator: SimulatorData, e: ExpectedDiscrepancy) -> Valued:
     """The pure valuation of a planted discrepancy, at the price Stripe serves for the pair."""
-    simulator = simulator_of(data)
     price = data.price_of(e.customer, e.meter)
     stripe_price = None
     if price is not None:
@@ -505,8 +504,9 @@ def _valued(data: DemoData, e: ExpectedDiscrepancy) -> Valued:
 def test_each_planted_amount_at_stake_is_what_the_valuation_gives(anchor: date) -> None:
     for customers, seed in ((MIN_CUSTOMERS, 0), (14, 11)):
         data = generate(anchor=anchor, customers=customers, seed=seed)
+        simulator = simulator_of(data)  # loaded once: it serves every planted pair's price
         for e in data.expected:
-            valued = _valued(data, e)
+            valued = _valued(data, simulator, e)
             assert (valued.amount_at_stake, valued.currency) == (e.amount_at_stake, e.currency), e
             if e.amount_at_stake is not None:
                 assert e.amount_at_stake.as_tuple().exponent == -6  # 6 places, exact
