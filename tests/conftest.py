@@ -64,6 +64,7 @@ STARTS_A_SERVER: dict[str, str] = {
 TAKES_SECONDS: dict[str, str] = {
     "tests/test_dask.py::test_processes_sharing_the_gcl_never_start": "a second of real traffic",
     "tests/test_prefect_limit.py::test_when_one_worker_finishes_the_other_takes": "waits on decay",
+    "tests/test_rate_limit.py::test_sixteen_threads_": "2.5 s of real traffic, timing-sensitive",
 }
 
 
