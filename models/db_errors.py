@@ -85,6 +85,11 @@ def _cannot_use(url: str, reason: str) -> str:
     """ "Cannot reach ..." with the fix that fits the backend."""
     shown = shown_url(url)
     parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and "locked" in reason:
+        return (
+            f"The SQLite database {shown} stayed locked ({reason}): another process is writing "
+            "to it; try again when it is done, or use PostgreSQL for concurrent runs"
+        )
     if parsed.get_backend_name() == "sqlite":
         folder = Path(parsed.database or ".").expanduser().parent
         return (

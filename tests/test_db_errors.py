@@ -146,3 +146,24 @@ def test_a_url_meter_recon_cannot_use_is_refused_in_one_sentence(
 ) -> None:
     err = refusal(COMMANDS["discrepancies"], url, capsys)
     assert said in err and "secret" not in err
+
+
+def test_a_locked_sqlite_database_says_another_process_holds_it() -> None:
+    """SQLite gives up after its busy timeout (30 s): too long to wait for here, so the error
+    is the one sqlite3 raises then."""
+    import sqlite3
+
+    from sqlalchemy import exc
+
+    from models.db_errors import translate
+
+    locked = exc.OperationalError(
+        "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
+    )
+    problem = translate(locked, url="sqlite:////srv/meter_recon.db")
+    assert problem is not None
+    assert str(problem) == (
+        "The SQLite database sqlite:////srv/meter_recon.db stayed locked (database is locked): "
+        "another process is writing to it; try again when it is done, or use PostgreSQL for "
+        "concurrent runs."
+    )
