@@ -26,6 +26,7 @@ def execute_or_fail(
     *,
     console: Console,
     settings: Settings,
+    database_url: str | None = None,
     start: date | None,
     end: date | None,
     customers: list[str],
@@ -33,6 +34,9 @@ def execute_or_fail(
     manual: bool,
 ) -> RunSummary:
     """Run the flow with its progress on `console`; a failed flow becomes one `RunFailed`.
+
+    `settings` are the run's (the command's, or the demo's own); `database_url` the
+    command line's `--database-url`, if given.
 
     Prefect's server failing to start stays a `PrefectServerError`: it says what to fix.
     """
@@ -43,6 +47,7 @@ def execute_or_fail(
         try:
             summary = execute(
                 settings=settings,
+                database_url=database_url,
                 start=start,
                 end=end,
                 customers=customers,
