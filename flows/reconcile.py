@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from flows.fanout import FanOut, Plan
 from flows.history import TaskRuns, wait_for_history
+from flows.hooks import alert_run_ended
 from flows.task_runners import in_flight_for, pairs_per_task_for, task_runner_for
 from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
@@ -39,6 +40,7 @@ from models.types import utcnow
 from tasks.alert import alert_finance
 from tasks.discover import Discovery, discover_pairs
 from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
+from tasks.last_completed import record_gap
 from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
@@ -49,7 +51,7 @@ PAGE_SIZE = 1000  # tracked pairs read at a time
 
 
 @dataclass(frozen=True, slots=True)
-class RunSummary:
+class RunOutcome:
     """What a run did; the CLI prints it and chooses its exit code from `status`."""
 
     run_id: int
@@ -82,7 +84,7 @@ class RunSummary:
         alerted: int,
         task_runs_recorded: int,
         task_runs_expected: int,
-    ) -> RunSummary:
+    ) -> RunOutcome:
         """The finished run's record, plus what only the flow knows."""
         assert run.id is not None
         discovery = run.counts.get("discovery") or {}
@@ -160,7 +162,13 @@ def resolve_window(
     return check_window(start=start, end=end, today=today)
 
 
-@flow(name="meter-recon", log_prints=False, validate_parameters=True)
+@flow(
+    name="meter-recon",
+    log_prints=False,
+    validate_parameters=True,
+    on_failure=[alert_run_ended],
+    on_crashed=[alert_run_ended],
+)
 def reconcile_meters(
     start: date | None = None,
     end: date | None = None,
@@ -170,7 +178,7 @@ def reconcile_meters(
     trigger: Trigger = Trigger.SCHEDULED,
     database_url: SecretStr | None = None,
     config: RunConfig | None = None,
-) -> RunSummary:
+) -> RunOutcome:
     """Reconcile Stripe's metered usage with the ledger over UTC days [start, end).
 
     Without start and end: the last `lookback_days` complete days (the nightly window).
@@ -209,8 +217,11 @@ def reconcile_meters(
             parameters=parameters,
             flow_run_id=str(flow_run.id) if flow_run else None,
         )
+        gap = record_gap(session=session, run=run)
     run_id = run.id
     assert run_id is not None
+    if gap:
+        logger.warning(gap)
     if stale:
         logger.warning("marked stale run(s) %s as failed", ", ".join(map(str, stale)))
     logger.info("run %d: window %s..%s (%s)", run_id, window_start, window_end, trigger.value)
@@ -248,7 +259,7 @@ def _run(
     customers: list[str],
     meters: list[str],
     flow_run_id: Any,
-) -> RunSummary:
+) -> RunOutcome:
     """The run's steps, in order; each names what it does."""
     tasks = TaskRuns()
     _share_rate_limit(config)
@@ -430,9 +441,9 @@ def _history(flow_run_id: Any, tasks: TaskRuns) -> int:
 
 def _summary(
     config: RunConfig, run_id: int, *, alerted: int, recorded: int, expected: int
-) -> RunSummary:
+) -> RunOutcome:
     with Session(get_engine(config.database)) as session:
-        summary = RunSummary.of(
+        summary = RunOutcome.of(
             get_run(session=session, run_id=run_id),
             alerted=alerted,
             task_runs_recorded=recorded,

@@ -30,7 +30,13 @@ from meter_recon.errors import (
     RunFailed,
     UserError,
 )
-from meter_recon.terminal import console, err_console, execute_or_fail, print_run_summary
+from meter_recon.terminal import (
+    built_summary,
+    console,
+    err_console,
+    execute_or_fail,
+    print_run_summary,
+)
 
 if TYPE_CHECKING:
     from models.tables import StripePrice
@@ -235,6 +241,7 @@ def discrepancies(
     cause: list[str] | None = None,
     customer: list[str] | None = None,
     meter: list[str] | None = None,
+    ledger: str | None = None,
     sort: str | None = None,
     format: OutputFormat = OutputFormat.TABLE,
     database_url_: DatabaseUrl = None,
@@ -254,6 +261,8 @@ def discrepancies(
         Only this Stripe customer (repeatable).
     meter
         Only this Stripe meter (repeatable).
+    ledger
+        Only against this ledger: internal (your ledger) or stripe (Stripe's invoices).
     sort
         id, amount or difference (amount and difference by absolute value, largest first);
         without it, by customer, meter, period and kind.
@@ -262,9 +271,10 @@ def discrepancies(
     """
     from models.discrepancies import COLUMNS, SortBy, as_record, list_discrepancies
     from models.engine import get_engine, session_scope
-    from models.enums import LikelyCause
+    from models.enums import Ledger, LikelyCause
     from models.tables import DiscrepancyKind, DiscrepancyStatus
 
+    ledgers = _choices(Ledger, ledger, "--ledger")
     statuses = _choices(DiscrepancyStatus, status, "--status", allow_all=True)
     kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
     causes = [c for value in cause or [] for c in _choices(LikelyCause, value, "--cause")]
@@ -279,6 +289,7 @@ def discrepancies(
                 customers=customer or [],
                 meters=meter or [],
                 causes=causes,
+                ledgers=ledgers,
                 sort=order[0] if order else None,
             )
         ]
@@ -327,31 +338,20 @@ def _discrepancy_table(records: list[dict[str, object]]) -> Table:
 
 
 def _amount_label(record: dict[str, object]) -> str:
-    """Money with its currency ("12.50 usd"); a row still settling says until when."""
+    """Money as Stripe bills it ("12.50 usd"); a row still settling says until when."""
     from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from models.money import format_money
 
     amount, currency = record["amount_at_stake"], record["currency"]
     text = ""
-    if isinstance(amount, str):
-        text = f"{_in_minor_units(amount, currency)} {currency or ''}".strip()
+    if isinstance(amount, str) and isinstance(currency, str):
+        text = format_money(Decimal(amount), currency)
     settles = record["settles_at"]
     if isinstance(settles, str) and datetime.fromisoformat(settles) > datetime.now(UTC):
         text = f"{text} (settling until {settles[:16].replace('T', ' ')} UTC)".strip()
     return text
-
-
-def _in_minor_units(amount: str, currency: object) -> str:
-    """At least the currency's decimal places (12.5 usd reads 12.50), never fewer digits."""
-    from decimal import Decimal
-
-    from models.money import currency_exponent
-
-    value = Decimal(amount)
-    places = currency_exponent(currency) if isinstance(currency, str) and currency else 0
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent < places:
-        value = value.quantize(Decimal(1).scaleb(-places))
-    return format(value, "f")
 
 
 def _choices(enum: type[E], value: str | None, option: str, *, allow_all: bool = False) -> list[E]:
@@ -374,6 +374,7 @@ def ack(
     meter: list[str] | None = None,
     kind: list[str] | None = None,
     cause: list[str] | None = None,
+    ledger: str | None = None,
     database_url_: DatabaseUrl = None,
 ) -> int:
     """Acknowledge discrepancies: finance has seen them; each re-opens if its numbers change.
@@ -394,16 +395,21 @@ def ack(
         Every open one of this kind (repeatable).
     cause
         Every open one with this likely cause (repeatable).
+    ledger
+        Every open one against this ledger: internal or stripe.
     """
     from models.discrepancies import acknowledge_many, acknowledge_matching
     from models.engine import get_engine, session_scope
+    from models.enums import Ledger
     from models.tables import DiscrepancyKind
 
-    filters = bool(customer or meter or kind or cause)
+    filters = bool(customer or meter or kind or cause or ledger)
     if bool(ids) == filters:
         raise BadInput(
-            "Give discrepancy ids, or filters (--customer, --meter, --kind, --cause), not both."
+            "Give discrepancy ids, or filters (--customer, --meter, --kind, --cause, --ledger), "
+            "not both."
         )
+    ledgers = _choices(Ledger, ledger, "--ledger")
     kinds = [k for value in kind or [] for k in _choices(DiscrepancyKind, value, "--kind")]
     with session_scope(get_engine(database_url(database_url_))) as session:
         if ids:
@@ -416,6 +422,7 @@ def ack(
                 customers=customer or [],
                 meters=meter or [],
                 causes=cause or [],
+                ledgers=ledgers,
             )
         for row in rows:
             console.print(
@@ -448,14 +455,15 @@ def report(
         markdown (for people, as Prefect's UI shows it) or json (for tools).
     """
     from models.engine import get_engine, session_scope
-    from tasks.report import build_summary, summary_json, summary_markdown
+    from tasks.report import render_json, render_markdown
+    from tasks.summary import build_summary
 
     with session_scope(get_engine(database_url(database_url_))) as session:
         summary = build_summary(session=session, run_id=run)
     if format is ReportFormat.JSON:
-        print(json.dumps(summary_json(summary), indent=2))
+        print(json.dumps(render_json(summary), indent=2))
     else:
-        print(summary_markdown(summary), end="")
+        print(render_markdown(summary), end="")
     return EXIT_OK
 
 
@@ -518,7 +526,8 @@ def _checked_run(
         meters=meters,
         manual=manual,
     )
-    return print_run_summary(console, summary)
+    report = built_summary(settings.database_url, summary.run_id)
+    return print_run_summary(console, summary, report)
 
 
 @app.command

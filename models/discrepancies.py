@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from models.enums import LikelyCause
+from models.enums import Ledger, LikelyCause
 from models.errors import UserError
 from models.keys import DiscrepancyKey
 from models.tables import Discrepancy, DiscrepancyKind, DiscrepancyStatus
@@ -26,7 +26,8 @@ MONEY_COLUMNS = (
     "cause_detail",
     "settles_at",
 )
-# The listing's columns, in JSON and CSV alike: today's, then the money and the cause.
+# The listing's columns, in JSON and CSV alike: today's, then the money and the cause, then
+# the ledger the discrepancy is against (appended, so tools reading columns by place still work).
 COLUMNS = (
     "id",
     "customer",
@@ -43,6 +44,7 @@ COLUMNS = (
     "first_seen_run",
     "last_seen_run",
     *MONEY_COLUMNS,
+    "ledger",
 )
 
 #: The kinds a likely cause is looked for (overlapping line items never get one).
@@ -82,6 +84,7 @@ def list_discrepancies(
     customers: Iterable[str] = (),
     meters: Iterable[str] = (),
     causes: Iterable[LikelyCause | str] = (),
+    ledgers: Iterable[Ledger | str] = (),
     sort: SortBy | None = None,
 ) -> Sequence[Discrepancy]:
     """Discrepancies matching every filter given, in a stable order (pair, period, kind),
@@ -93,6 +96,7 @@ def list_discrepancies(
         (Discrepancy.stripe_customer_id, list(customers)),
         (Discrepancy.meter_id, list(meters)),
         (Discrepancy.likely_cause, list(causes)),
+        (Discrepancy.ledger, list(ledgers)),
     ):
         if values:
             statement = statement.where(col(column).in_(values))
@@ -227,6 +231,7 @@ def acknowledge_matching(
     customers: Iterable[str] = (),
     meters: Iterable[str] = (),
     causes: Iterable[str] = (),
+    ledgers: Iterable[Ledger | str] = (),
 ) -> list[Discrepancy]:
     """Acknowledge every open discrepancy matching all the filters given."""
     rows = list_discrepancies(
@@ -236,6 +241,7 @@ def acknowledge_matching(
         customers=customers,
         meters=meters,
         causes=causes,
+        ledgers=ledgers,
     )
     return _set_status(session=session, rows=rows, status=DiscrepancyStatus.ACKNOWLEDGED, note=note)
 
@@ -266,6 +272,7 @@ def as_record(row: Discrepancy) -> dict[str, Any]:
         "first_seen_run": row.first_seen_run,
         "last_seen_run": row.last_seen_run,
         **money_record(row),
+        "ledger": row.ledger.value,
     }
 
 

@@ -67,13 +67,45 @@ class LikelyCause(StrEnum):
     DUPLICATED_USAGE = "duplicated_usage"
     UNIT_SCALE = "unit_scale"
     WRONG_METER = "wrong_meter"
+    # The stripe ledger's own (see "Two ledgers" in the design).
+    CANCELLED_USAGE = "cancelled_usage"
+    NOT_SUBSCRIBED = "not_subscribed"
+
+
+#: The causes the internal ledger's rules (1-6) give; the stripe ledger adds its own.
+INTERNAL_LEDGER_CAUSES: tuple[LikelyCause, ...] = (
+    LikelyCause.LATE_USAGE,
+    LikelyCause.PERIOD_OFF_BY_ONE,
+    LikelyCause.TIMEZONE_SHIFT,
+    LikelyCause.DUPLICATED_USAGE,
+    LikelyCause.UNIT_SCALE,
+    LikelyCause.WRONG_METER,
+)
+
+
+class Ledger(StrEnum):
+    """Whose bill a line item (and a discrepancy) belongs to: ours, or what Stripe invoiced."""
+
+    INTERNAL = "internal"
+    STRIPE = "stripe"
+
+
+class LineItemSource(StrEnum):
+    """Where a line item came from: the CSV import, the ledger query, or a Stripe invoice."""
+
+    CSV = "csv"
+    QUERY = "query"
+    STRIPE_INVOICE = "stripe_invoice"
 
 
 __all__ = [
+    "INTERNAL_LEDGER_CAUSES",
     "DiscrepancyKind",
     "DiscrepancyStatus",
     "Formula",
+    "Ledger",
     "LikelyCause",
+    "LineItemSource",
     "PairSource",
     "PairStatus",
     "RunStatus",

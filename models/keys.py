@@ -10,14 +10,16 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any, NamedTuple
 
-from models.enums import DiscrepancyKind
+from models.enums import DiscrepancyKind, Ledger
 
 
 class DiscrepancyKey(NamedTuple):
-    """(customer, meter, kind, period, line item ids): field names are the table's columns.
+    """(customer, meter, kind, period, line item ids, ledger): field names are the columns.
 
     Ids are empty strings where they do not apply (as stored, so the unique constraint
-    holds on every database). Keys sort by pair first, then as a pair's findings do.
+    holds on every database). Keys sort by pair first, then as a pair's findings do. The
+    ledger comes last, defaulting to `internal`, so the internal comparison's keys read as
+    they did before there were two ledgers.
     """
 
     stripe_customer_id: str
@@ -27,6 +29,7 @@ class DiscrepancyKey(NamedTuple):
     period_end: date
     line_item_id: str = ""
     other_line_item_id: str = ""
+    ledger: Ledger = Ledger.INTERNAL
 
     @classmethod
     def from_mapping(cls, values: Mapping[Any, Any]) -> DiscrepancyKey:
@@ -35,8 +38,9 @@ class DiscrepancyKey(NamedTuple):
         The kind becomes the enum (a stored or JSON string is accepted) and a null id the
         empty string, so every key of one discrepancy is equal and hashes the same.
         """
-        fields = {name: values[name] for name in cls._fields}
+        fields = {name: values[name] for name in cls._fields if name != "ledger"}
         fields["kind"] = DiscrepancyKind(fields["kind"])
+        fields["ledger"] = Ledger(values.get("ledger") or Ledger.INTERNAL)
         for name in ("line_item_id", "other_line_item_id"):
             fields[name] = fields[name] or ""
         return cls(**fields)
@@ -45,7 +49,8 @@ class DiscrepancyKey(NamedTuple):
 #: The columns that make a discrepancy's identity, in the key's order.
 DISCREPANCY_IDENTITY: tuple[str, ...] = DiscrepancyKey._fields
 
-#: The part of the identity that tells one pair's discrepancies apart (a finding's identity).
-WITHIN_PAIR: tuple[str, ...] = DiscrepancyKey._fields[2:]
+#: The part of the identity that tells one pair's discrepancies apart within one ledger (a
+#: finding's identity): everything after the pair, but the ledger.
+WITHIN_PAIR: tuple[str, ...] = DiscrepancyKey._fields[2:-1]
 
 __all__ = ["DISCREPANCY_IDENTITY", "WITHIN_PAIR", "DiscrepancyKey"]

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from models.enums import Ledger, LineItemSource
 from models.pairs import track_from_ledger
 from models.tables import InvoiceLineItem
 from models.types import utcnow
@@ -29,6 +30,7 @@ REQUIRED_COLUMNS = (
 )
 OPTIONAL_COLUMNS = ("currency", "amount")
 BATCH_SIZE = 5000
+_KEY = ["ledger", "id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +197,18 @@ def _upsert(session: Session, batch: dict[str, dict[str, Any]]) -> int:
     if not batch:
         return 0
     now = utcnow()
-    rows = [{**row, "imported_at": now} for row in batch.values()]
+    rows = [
+        {
+            **row,
+            "ledger": Ledger.INTERNAL,
+            "source": LineItemSource.CSV,
+            "withdrawn_at": None,
+            "imported_at": now,
+        }
+        for row in batch.values()
+    ]
     table = InvoiceLineItem.__table__  # type: ignore[attr-defined]
     statement = insert_for(session, table)
-    updated = {c: statement.excluded[c] for c in rows[0] if c != "id"}
-    session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updated), rows)
+    updated = {c: statement.excluded[c] for c in rows[0] if c not in _KEY}
+    session.execute(statement.on_conflict_do_update(index_elements=_KEY, set_=updated), rows)
     return len(rows)

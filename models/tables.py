@@ -18,7 +18,9 @@ from models.enums import (
     DiscrepancyKind,
     DiscrepancyStatus,
     Formula,
+    Ledger,
     LikelyCause,
+    LineItemSource,
     PairSource,
     PairStatus,
     RunStatus,
@@ -55,7 +57,11 @@ def timestamp_column(*, nullable: bool = False) -> Any:
 
 
 class InvoiceLineItem(SQLModel, table=True):
-    """One row of the internal ledger, as invoiced."""
+    """One line item of a ledger, as invoiced: ours (`internal`) or Stripe's (`stripe`).
+
+    Keyed by (ledger, id): each ledger's ids are its own. Never deleted: a line item its
+    source no longer holds is withdrawn (`withdrawn_at`), and is no longer compared.
+    """
 
     __tablename__ = "invoice_line_item"
     __table_args__ = (
@@ -63,6 +69,17 @@ class InvoiceLineItem(SQLModel, table=True):
         sa.Index("ix_line_item_pair_period", "stripe_customer_id", "meter_id", "period_start"),
     )
 
+    ledger: Ledger = Field(
+        default=Ledger.INTERNAL,
+        sa_column=enum_column(
+            Ledger,
+            "line_item_ledger",
+            primary_key=True,
+            nullable=False,
+            default=Ledger.INTERNAL,
+            server_default=Ledger.INTERNAL.value,
+        ),
+    )
     id: str = Field(primary_key=True, max_length=255)
     invoice_id: str = Field(max_length=255)
     stripe_customer_id: str = Field(max_length=255)
@@ -73,6 +90,25 @@ class InvoiceLineItem(SQLModel, table=True):
     currency: str | None = Field(default=None, max_length=3)
     amount: Decimal | None = Field(default=None, sa_column=quantity_column(nullable=True))
     imported_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    source: LineItemSource = Field(
+        default=LineItemSource.CSV,
+        sa_column=enum_column(
+            LineItemSource,
+            "line_item_source",
+            nullable=False,
+            default=LineItemSource.CSV,
+            server_default=LineItemSource.CSV.value,
+        ),
+    )
+    withdrawn_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    # A Stripe line's exact instants, price and invoice state (null in the internal ledger).
+    period_start_at: datetime | None = Field(
+        default=None, sa_column=timestamp_column(nullable=True)
+    )
+    period_end_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    price_id: str | None = Field(default=None, max_length=255)
+    invoice_status: str | None = Field(default=None, max_length=32)
+    finalized_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
 class TrackedPair(SQLModel, table=True):
@@ -257,6 +293,16 @@ class Discrepancy(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     stripe_customer_id: str = Field(max_length=255)
     meter_id: str = Field(max_length=255)
+    ledger: Ledger = Field(
+        default=Ledger.INTERNAL,
+        sa_column=enum_column(
+            Ledger,
+            "discrepancy_ledger",
+            nullable=False,
+            default=Ledger.INTERNAL,
+            server_default=Ledger.INTERNAL.value,
+        ),
+    )
     kind: DiscrepancyKind = Field(
         sa_column=enum_column(DiscrepancyKind, "discrepancy_kind", nullable=False)
     )
@@ -301,7 +347,9 @@ __all__ = [
     "DiscrepancyStatus",
     "Formula",
     "InvoiceLineItem",
+    "Ledger",
     "LikelyCause",
+    "LineItemSource",
     "Meter",
     "PairResult",
     "PairSource",

@@ -26,7 +26,7 @@ from decimal import (
 from operator import attrgetter
 
 from models.canonical import EXACT, EXACT_DIGITS, canonical_decimal
-from models.enums import DiscrepancyKind, Formula
+from models.enums import DiscrepancyKind, Formula, Ledger
 from models.keys import WITHIN_PAIR, DiscrepancyKey
 
 __all__ = [
@@ -153,9 +153,9 @@ class Finding:
         identity: tuple[Kind, date, date, str, str] = _WITHIN_PAIR(self)
         return identity
 
-    def key(self, *, customer: str, meter: str) -> DiscrepancyKey:
+    def key(self, *, customer: str, meter: str, ledger: Ledger = Ledger.INTERNAL) -> DiscrepancyKey:
         """The identity of the discrepancy this finding is, as the table's unique key."""
-        return DiscrepancyKey(customer, meter, *self.identity)
+        return DiscrepancyKey(customer, meter, *self.identity, ledger)
 
 
 # The fields of a finding that are its identity, named by the key (so the two cannot drift).
@@ -171,12 +171,17 @@ class Scope:
     line item is in ``compared_line_item_ids``; its kind is ``overlapping_line_items``
     and both its ids are in ``considered_line_item_ids``; its kind is ``unbilled_usage``
     and its day lies in ``unbilled_days`` (``[start, end)``, empty when start == end).
+    Only the discrepancies of ``ledger`` are re-evaluated. A line item of
+    ``withdrawn_line_item_ids`` is no longer in its ledger: every discrepancy naming it
+    (its own, or an overlap) no longer holds.
     """
 
     window: Window
     compared_line_item_ids: frozenset[str]
     considered_line_item_ids: frozenset[str]
     unbilled_days: tuple[date, date]
+    ledger: Ledger = Ledger.INTERNAL
+    withdrawn_line_item_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

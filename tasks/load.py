@@ -9,6 +9,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from models.enums import Ledger
 from models.tables import InvoiceLineItem
 from tasks.compare import LineItem
 from tasks.value import LedgerPrice, ledger_price_for_unbilled, ledger_price_of
@@ -17,7 +18,10 @@ _items = InvoiceLineItem.__table__  # type: ignore[attr-defined]
 _PAIR = (
     _items.c.stripe_customer_id == sa.bindparam("customer"),
     _items.c.meter_id == sa.bindparam("meter"),
+    _items.c.ledger == Ledger.INTERNAL.value,
 )
+# Withdrawn line items are no longer in the ledger: not compared, covering no day.
+_HELD = (*_PAIR, _items.c.withdrawn_at.is_(None))
 # Built once: run for every pair, it is cheaper as a cached Core statement than as ORM objects.
 _OVERLAPPING = sa.select(
     _items.c.id,
@@ -27,15 +31,17 @@ _OVERLAPPING = sa.select(
     _items.c.amount,
     _items.c.currency,
 ).where(
-    *_PAIR,
+    *_HELD,
     _items.c.period_start < sa.bindparam("end"),
     _items.c.period_end > sa.bindparam("start"),
 )
+# The pair's withdrawn line items, whatever their period: their discrepancies no longer hold.
+_WITHDRAWN = sa.select(_items.c.id).where(*_PAIR, _items.c.withdrawn_at.is_not(None))
 # Every line item of the pair that could price it: read only for a pair with unbilled days.
 _PRICED = sa.select(
     _items.c.id, _items.c.period_end, _items.c.quantity, _items.c.amount, _items.c.currency
 ).where(
-    *_PAIR,
+    *_HELD,
     _items.c.amount.is_not(None),
     _items.c.currency.is_not(None),
 )  # a zero quantity is refused by `ledger_price_of` (quantities are exact text on SQLite)
@@ -54,10 +60,12 @@ class LedgerEntry:
 
 @dataclass(frozen=True, slots=True)
 class PairLedger:
-    """The pair's line items overlapping the window, and each one's amount and currency."""
+    """The pair's line items overlapping the window, and each one's amount and currency;
+    `withdrawn`: the ids of the pair's line items its source no longer holds."""
 
     items: list[LineItem]
     billed: dict[str, tuple[Decimal | None, str | None]] = field(default_factory=dict)
+    withdrawn: frozenset[str] = frozenset()
 
     def price_of(self, item: LineItem) -> LedgerPrice | None:
         """The line item's own price (`ledger_price_of`), or None when it has none."""
@@ -70,7 +78,8 @@ class PairLedger:
 def load_ledger(
     *, session: Session, customer: str, meter: str, start: date, end: date
 ) -> PairLedger:
-    """The pair's line items whose period overlaps `[start, end)`, with their amounts."""
+    """The pair's internal line items whose period overlaps `[start, end)`, with their
+    amounts, and which of the pair's line items are withdrawn."""
     rows = session.execute(
         _OVERLAPPING, {"customer": customer, "meter": meter, "start": start, "end": end}
     )
@@ -82,7 +91,8 @@ def load_ledger(
         )
         if amount is not None or currency is not None:
             billed[id_] = (amount, currency)
-    return PairLedger(items=items, billed=billed)
+    withdrawn = session.scalars(_WITHDRAWN, {"customer": customer, "meter": meter})
+    return PairLedger(items=items, billed=billed, withdrawn=frozenset(withdrawn))
 
 
 def load_line_items(

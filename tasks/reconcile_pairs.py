@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -129,6 +129,9 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
         active_from=pair.active_from,
         active_to=pair.active_to,
     )
+    if ledger.withdrawn:
+        scope = replace(result.scope, withdrawn_line_item_ids=ledger.withdrawn)
+        result = replace(result, scope=scope)
     notes: list[str] = []
     assessments: list[Assessment] = []
     if result.findings:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from models.engine import session_scope
-from models.enums import LikelyCause, Valuation
+from models.enums import Ledger, LikelyCause, Valuation
 from models.keys import DISCREPANCY_IDENTITY, DiscrepancyKey
 from models.tables import (
     Discrepancy,
@@ -259,7 +259,15 @@ def record_findings(
     existing = _existing(session=session, customer=customer, meter=meter)
     now = utcnow()
     rows = [
-        _row(finding, assessment, run_id=run_id, customer=customer, meter=meter, now=now)
+        _row(
+            finding,
+            assessment,
+            run_id=run_id,
+            customer=customer,
+            meter=meter,
+            ledger=scope.ledger,
+            now=now,
+        )
         for finding, assessment in zip(
             findings, assessments or [NOT_ASSESSED] * len(findings), strict=True
         )
@@ -333,10 +341,11 @@ def _row(
     run_id: int,
     customer: str,
     meter: str,
+    ledger: Ledger,
     now: datetime,
 ) -> dict[str, Any]:
     return {
-        **finding.key(customer=customer, meter=meter)._asdict(),
+        **finding.key(customer=customer, meter=meter, ledger=ledger)._asdict(),
         "stripe_quantity": finding.stripe_quantity,
         "internal_quantity": finding.internal_quantity,
         "difference": finding.difference,
@@ -444,7 +453,7 @@ def _upsert_discrepancies(dialect: str) -> Any:
     """The lifecycle, decided by the database row by row, so racing writers agree.
 
     `reopen` here and `_reopens` (what the run counts) are one rule written twice, in SQL
-    and in Python; tests/test_lifecycle_rule.py holds both to the README's lifecycle table.
+    and in Python; tests/test_lifecycle_rule.py holds both to docs/comparison.md's lifecycle table.
     """
     table = Discrepancy.__table__  # type: ignore[attr-defined]
     insert = insert_for_dialect(dialect, table)
@@ -527,6 +536,11 @@ def _classify(rows: Iterable[Mapping[str, Any]], existing: Existing) -> dict[str
 
 def _in_scope(key: DiscrepancyKey, scope: Scope) -> bool:
     """Whether this run re-evaluated the discrepancy, so its absence means it is resolved."""
+    if key.ledger is not scope.ledger:
+        return False
+    withdrawn = scope.withdrawn_line_item_ids
+    if withdrawn and (key.line_item_id in withdrawn or key.other_line_item_id in withdrawn):
+        return key.kind is not DiscrepancyKind.UNBILLED_USAGE
     if key.kind in _LINE_ITEM_KINDS:
         return key.line_item_id in scope.compared_line_item_ids
     if key.kind is DiscrepancyKind.OVERLAPPING_LINE_ITEMS:

@@ -232,3 +232,111 @@ def test_downgrading_to_the_first_revision_and_up_again_keeps_the_rows(upgraded_
     upgrade(upgraded_url)
     for table in ROWS_0001:
         assert len(_read(upgraded_url, table)) == 1, table
+
+
+# -- 0004 -> 0005: two ledgers ------------------------------------------------------------------
+
+
+def _populate_at_0004(url: str) -> None:
+    """Today's rows as revision 0004 stores them: a line item and its discrepancy."""
+    command.upgrade(alembic_config(url), "0004")
+    engine = get_engine(url)
+    metadata = sa.MetaData()
+    metadata.reflect(engine)
+    with engine.begin() as connection:
+        for table, row in ROWS_0001.items():
+            connection.execute(metadata.tables[table].insert(), [row])
+        connection.execute(
+            metadata.tables["invoice_line_item"].insert(),
+            [{**ROWS_0001["invoice_line_item"], "id": "li_2", "quantity": "7"}],
+        )
+
+
+@pytest.fixture
+def upgraded_from_0004(empty_database_url: str) -> str:
+    _populate_at_0004(empty_database_url)
+    command.upgrade(alembic_config(empty_database_url), "0005")
+    return empty_database_url
+
+
+def test_line_items_of_before_the_upgrade_are_the_internal_ledger_from_csv(
+    upgraded_from_0004: str,
+) -> None:
+    rows = sorted(_read(upgraded_from_0004, "invoice_line_item"), key=lambda row: str(row["id"]))
+    assert [row["id"] for row in rows] == ["li_1", "li_2"]
+    for row in rows:
+        assert (row["ledger"], row["source"]) == ("internal", "csv")
+        for column in (
+            "withdrawn_at",
+            "period_start_at",
+            "period_end_at",
+            "price_id",
+            "invoice_status",
+            "finalized_at",
+        ):
+            assert row[column] is None, column
+    assert Decimal(str(rows[1]["quantity"])) == Decimal(7)
+
+
+def test_discrepancies_of_before_the_upgrade_are_against_the_internal_ledger(
+    upgraded_from_0004: str,
+) -> None:
+    (row,) = _read(upgraded_from_0004, "discrepancy")
+    assert row["ledger"] == "internal"
+    assert (row["status"], row["note"]) == ("acknowledged", "known: late usage")
+
+
+def test_a_stripe_line_may_share_an_internal_line_items_id_but_not_another_stripe_lines(
+    upgraded_from_0004: str,
+) -> None:
+    insert = sa.text(
+        "INSERT INTO invoice_line_item (ledger, source, id, invoice_id, stripe_customer_id, "
+        "meter_id, period_start, period_end, quantity, imported_at) VALUES ('stripe', "
+        "'stripe_invoice', 'li_1', 'in_9', 'cus_A', 'mtr_api', :start, :end, '3', :now)"
+    )
+    values = {"start": date(2026, 11, 1), "end": date(2026, 12, 1), "now": NOW}
+    engine = get_engine(upgraded_from_0004)
+    with engine.begin() as connection:
+        connection.execute(insert, values)
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert, values)
+
+
+def test_the_discrepancy_identity_includes_its_ledger_after_the_upgrade(
+    upgraded_from_0004: str,
+) -> None:
+    row = {**ROWS_0001["discrepancy"], "ledger": "stripe", "status": "open"}
+    engine = get_engine(upgraded_from_0004)
+    table = sa.Table("discrepancy", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as connection:
+        connection.execute(table.insert(), [row])
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(table.insert(), [row])
+
+
+def test_the_upgraded_ledger_columns_refuse_unknown_values(upgraded_from_0004: str) -> None:
+    engine = get_engine(upgraded_from_0004)
+    for statement in (
+        "UPDATE invoice_line_item SET ledger = 'erp'",
+        "UPDATE invoice_line_item SET source = 'guess'",
+        "UPDATE discrepancy SET ledger = 'erp'",
+    ):
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(sa.text(statement))
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE discrepancy SET likely_cause = 'cancelled_usage'"))
+
+
+def test_downgrading_to_0004_and_up_again_keeps_every_internal_row(
+    upgraded_from_0004: str,
+) -> None:
+    command.downgrade(alembic_config(upgraded_from_0004), "0004")
+    assert current_revision(upgraded_from_0004) == "0004"
+    assert len(_read(upgraded_from_0004, "invoice_line_item")) == 2
+    assert len(_read(upgraded_from_0004, "discrepancy")) == 1
+    upgrade(upgraded_from_0004)
+    items = _read(upgraded_from_0004, "invoice_line_item")
+    assert sorted(str(row["id"]) for row in items) == ["li_1", "li_2"]
+    assert {row["ledger"] for row in items} == {"internal"}
+    (row,) = _read(upgraded_from_0004, "discrepancy")
+    assert (row["ledger"], row["status"]) == ("internal", "acknowledged")

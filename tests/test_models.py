@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 
 import models.enums
 import models.tables
+from models.enums import Ledger
 from models.keys import DISCREPANCY_IDENTITY, DiscrepancyKey
 from models.tables import (
     Discrepancy,
@@ -42,7 +43,7 @@ def test_quantities_round_trip_exactly(engine: Engine, value: str) -> None:
         session.add(line_item("li_x", quantity=value))
         session.commit()
     with Session(engine) as session:
-        stored = session.get(InvoiceLineItem, "li_x")
+        stored = session.get(InvoiceLineItem, (Ledger.INTERNAL, "li_x"))
         assert stored is not None
         assert isinstance(stored.quantity, Decimal)
         assert stored.quantity == Decimal(value)
