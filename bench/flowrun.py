@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from integrations.prefect_server import started_first, wait_until_ready  # noqa: E402
+from integrations.settings import Settings  # noqa: E402
 
 # What the console script imports before it runs a command (cyclopts, rich, the settings).
 from meter_recon.cli import get_settings, skip_final_collection  # noqa: E402
@@ -34,15 +35,16 @@ def main() -> None:
     args = parser.parse_args()
     # As `meter-recon run`: Prefect's server first (unless PREFECT_API_URL is set or
     # METER_RECON_EARLY_PREFECT_SERVER is false), then the imports, the wait, the flow.
-    with started_first(enabled=get_settings().early_prefect_server):
-        run(args)
+    settings = get_settings()
+    with started_first(enabled=settings.early_prefect_server):
+        run(args, settings)
     skip_final_collection()  # as the console script does last
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, settings: Settings) -> None:
     marks: dict[str, float] = {"python_ready": time.time()}
     import flows.reconcile  # noqa: F401  (Prefect and the flow: what `meter-recon run` imports)
-    from meter_recon.launch import execute, settings_for
+    from meter_recon.launch import execute
 
     marks["imports_done"] = time.time()
     from flows import progress
@@ -55,7 +57,6 @@ def run(args: argparse.Namespace) -> None:
 
     progress.set_listener(on_progress)
     time_discovery(marks)
-    settings = settings_for(None)
     wait_until_ready()  # what `execute` does first; here to time it
     marks["server_ready"] = time.time()
     summary: Any = execute(
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> None:
     )
     marks["flow_returned"] = time.time()
     from flows.task_runners import pairs_per_task_for
+    from tasks.run_config import RunConfig
 
     result = {
         "summary": {k: str(v) if isinstance(v, date) else v for k, v in asdict(summary).items()},
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
         "client_peak_rss_kib": peak_rss_kib(),
         "settings": {
             "max_workers": settings.max_workers,
-            "pairs_per_task": pairs_per_task_for(settings, summary.pairs_total),
+            "pairs_per_task": pairs_per_task_for(RunConfig.of(settings), summary.pairs_total),
             "task_runner": settings.task_runner.value,
             "max_requests_per_second": settings.max_requests_per_second,
         },
@@ -104,10 +106,10 @@ def time_discovery(marks: dict[str, float]) -> None:
 
     discover = tasks.discover.discover
 
-    def timed() -> Any:
+    def timed(config: Any) -> Any:
         marks["discovery_started"] = time.time()
         try:
-            return discover()
+            return discover(config)
         finally:
             marks["discovery_done"] = time.time()
 

@@ -22,6 +22,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.events.worker import EventsWorker
 from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner
+from prefect.utilities.callables import get_call_parameters
 
 FINAL_STATES = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
 STALL_SECONDS = 20.0
@@ -38,6 +40,9 @@ class TaskRuns:
 
     def __init__(self) -> None:
         self.started = 0
+        #: The runner `submit` hands task runs to: the run's own (chosen by its configuration,
+        #: `flows.task_runners.task_runner_for`) while it is open, else the flow's.
+        self.runner: TaskRunner[Any] | None = None
 
     def call(self, task: Task[..., R], *args: Any) -> State[R]:
         """Run a task in the flow's thread; its final state, failed or not."""
@@ -48,7 +53,10 @@ class TaskRuns:
     def submit(self, task: Task[..., R], *args: Any) -> PrefectFuture[R]:
         """Hand a task run to the task runner."""
         self.started += 1
-        return task.submit(*args)
+        if self.runner is None:
+            return task.submit(*args)
+        future: PrefectFuture[R] = self.runner.submit(task, get_call_parameters(task.fn, args, {}))
+        return future
 
 
 def recorded_task_runs(flow_run_id: UUID) -> int:

@@ -11,6 +11,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.logging import get_run_logger
+from pydantic import SecretStr
 from sqlmodel import Session
 
 from flows.fanout import FanOut, Plan
@@ -19,7 +20,7 @@ from flows.hooks import alert_run_ended
 from flows.task_runners import in_flight_for, pairs_per_task_for, task_runner_for
 from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
-from integrations.settings import Settings, TaskRunnerKind, get_settings
+from integrations.settings import TaskRunnerKind, get_settings
 from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
@@ -50,6 +51,7 @@ from tasks.last_completed import record_gap
 from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
+from tasks.run_config import RunConfig
 
 HEARTBEAT_SECONDS = 10.0
 PAGE_SIZE = 1000  # tracked pairs read at a time
@@ -125,11 +127,10 @@ class RunOutcome:
     retry_condition_fn=retry_unless_key_refused,
     cache_policy=NO_CACHE,
 )
-def refresh_meters() -> dict[str, str]:
+def refresh_meters(config: RunConfig) -> dict[str, str]:
     """Cache Stripe's meter configuration; the formula decides how days add up."""
-    settings = get_settings()
-    meters = fetch_meters(settings)
-    with session_scope(get_engine(settings.database_url)) as session:
+    meters = fetch_meters(config)
+    with session_scope(get_engine(config.database)) as session:
         upsert_meters(session=session, meters=meters)
     return {m.id: m.formula for m in meters}
 
@@ -137,17 +138,17 @@ def refresh_meters() -> dict[str, str]:
 class _Heartbeat:
     """Keeps `heartbeat_at` fresh so a later run can tell this one from a killed one."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, config: RunConfig) -> None:
         self._run_id = run_id
+        self._config = config
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._beat, name="meter-recon-heartbeat", daemon=True
         )
 
     def _beat(self) -> None:
-        settings = get_settings()
-        engine = get_engine(settings.database_url)
-        interval = min(HEARTBEAT_SECONDS, settings.stale_after_seconds / 4)
+        engine = get_engine(self._config.database)
+        interval = min(HEARTBEAT_SECONDS, self._config.stale_after_seconds / 4)
         while not self._stop.wait(interval):
             try:
                 with session_scope(engine) as session:
@@ -165,12 +166,10 @@ class _Heartbeat:
 
 
 def resolve_window(
-    *, start: date | None, end: date | None, lookback_days: int | None, today: date
+    *, start: date | None, end: date | None, lookback_days: int, today: date
 ) -> tuple[date, date]:
     if start is None and end is None:
-        return nightly_window(
-            today=today, lookback_days=lookback_days or get_settings().lookback_days
-        )
+        return nightly_window(today=today, lookback_days=lookback_days)
     if start is None or end is None:
         raise ValueError("Give both start and end, or neither for the nightly window.")
     return check_window(start=start, end=end, today=today)
@@ -178,7 +177,6 @@ def resolve_window(
 
 @flow(
     name="meter-recon",
-    task_runner=task_runner_for(get_settings()),
     log_prints=False,
     validate_parameters=True,
     on_failure=[alert_run_ended],
@@ -191,18 +189,24 @@ def reconcile_meters(
     meters: list[str] | None = None,
     lookback_days: int | None = None,
     trigger: Trigger = Trigger.SCHEDULED,
+    database_url: SecretStr | None = None,
+    config: RunConfig | None = None,
 ) -> RunOutcome:
     """Reconcile Stripe's metered usage with the ledger over UTC days [start, end).
 
     Without start and end: the last `lookback_days` complete days (the nightly window).
+    The run's configuration is `config` when its caller read the settings already (the
+    command line, the demo), else the settings read here, once; `database_url` (a secret:
+    Prefect stores it masked) points the run at another database. The fan-out's task runner
+    is the configuration's (`flows.task_runners.task_runner_for`), whatever the flow's own.
     """
     logger = get_run_logger()
-    settings = get_settings()
+    config = (config or RunConfig.of(get_settings())).using_database(database_url)
     today = utc_today()
     window_start, window_end = resolve_window(
-        start=start, end=end, lookback_days=lookback_days, today=today
+        start=start, end=end, lookback_days=lookback_days or config.lookback_days, today=today
     )
-    engine = get_engine(settings.database_url)
+    engine = get_engine(config.database)
     flow_run = get_run_context().flow_run  # type: ignore[union-attr]
     parameters: dict[str, Any] = {
         "start": window_start.isoformat(),
@@ -210,12 +214,13 @@ def reconcile_meters(
         "customers": customers or [],
         "meters": meters or [],
         "lookback_days": lookback_days,
-        "max_workers": settings.max_workers,
-        "task_runner": settings.task_runner.value,
+        "max_workers": config.max_workers,
+        "task_runner": config.task_runner.value,
+        "config": config.recorded(),
     }
     with session_scope(engine) as session:
         stale = fail_stale_runs(
-            session=session, stale_after=timedelta(seconds=settings.stale_after_seconds)
+            session=session, stale_after=timedelta(seconds=config.stale_after_seconds)
         )
         run = start_run(
             session=session,
@@ -234,8 +239,9 @@ def reconcile_meters(
         logger.warning("marked stale run(s) %s as failed", ", ".join(map(str, stale)))
     logger.info("run %d: window %s..%s (%s)", run_id, window_start, window_end, trigger.value)
     try:
-        with _Heartbeat(run_id):
+        with _Heartbeat(run_id, config):
             return _run(
+                config,
                 run_id=run_id,
                 parameters=parameters,
                 window=(window_start, window_end),
@@ -246,7 +252,7 @@ def reconcile_meters(
             )
     except BaseException as error:
         # A database lost mid-run (here or in marking the run failed) leaves as one sentence.
-        with database_errors(settings.database_url):
+        with database_errors(config.database):
             with session_scope(engine) as session:
                 finish_run(
                     session=session,
@@ -259,6 +265,7 @@ def reconcile_meters(
 
 
 def _run(
+    config: RunConfig,
     *,
     run_id: int,
     parameters: dict[str, Any],
@@ -269,53 +276,52 @@ def _run(
     flow_run_id: Any,
 ) -> RunOutcome:
     """The run's steps, in order; each names what it does."""
-    settings = get_settings()
     tasks = TaskRuns()
-    _share_rate_limit(settings)
-    formulas = _meters(tasks)
-    if settings.discover_pairs:
-        _discover(tasks, run_id)
+    _share_rate_limit(config)
+    formulas = _meters(tasks, config)
+    if config.discover_pairs:
+        _discover(tasks, config, run_id)
     context = RunContext(
         run_id=run_id,
         window_start=window[0],
         window_end=window[1],
         today=today,
-        abs_tol=str(settings.abs_tol),
-        rel_tol=str(settings.rel_tol),
+        config=config,
         now=utcnow(),
     )
-    plan = _plan(settings, customers=customers, meters=meters, formulas=formulas)
+    plan = _plan(config, customers=customers, meters=meters, formulas=formulas)
     pairs_total = _fan_out(
         tasks, context, plan, customers=customers, meters=meters, formulas=formulas
     )
     tasks.call(diagnose_wrong_meter, context).result()
     _finish(
+        config,
         run_id,
         pairs_total=pairs_total,
         parameters={**parameters, "pairs_per_task": plan.pairs_per_task},
     )
-    tasks.call(publish_report, run_id).result()
-    alerted = _alert(tasks, run_id)
+    tasks.call(publish_report, run_id, config.database_url).result()
+    alerted = _alert(tasks, config, run_id)
     recorded = _history(flow_run_id, tasks)
-    return _summary(run_id, alerted=alerted, recorded=recorded, expected=tasks.started)
+    return _summary(config, run_id, alerted=alerted, recorded=recorded, expected=tasks.started)
 
 
-def _share_rate_limit(settings: Settings) -> None:
+def _share_rate_limit(config: RunConfig) -> None:
     """Dask workers share Stripe's rate limit through a Prefect GCL: create it (or bring it
     to this run's rate) before any task asks Stripe for anything."""
-    if settings.task_runner is TaskRunnerKind.DASK:
-        rate = plan_for(settings.max_requests_per_second)
+    if config.task_runner is TaskRunnerKind.DASK:
+        rate = plan_for(config.max_requests_per_second)
         ensure_limit(rate)
         get_run_logger().info("Stripe rate limit shared through Prefect: %s", rate)
 
 
-def _meters(tasks: TaskRuns) -> dict[str, str]:
+def _meters(tasks: TaskRuns, config: RunConfig) -> dict[str, str]:
     """Each meter's formula: from Stripe, else the cached configuration, else the error."""
-    refreshed = tasks.call(refresh_meters)
+    refreshed = tasks.call(refresh_meters, config)
     if refreshed.is_completed():
         return refreshed.result()
     _stop_if_key_refused(refreshed.result(raise_on_failure=False))
-    with Session(get_engine(get_settings().database_url)) as session:
+    with Session(get_engine(config.database)) as session:
         formulas = cached_formulas(session=session)
     if not formulas:
         refreshed.result()  # raises: no meters from Stripe and none cached
@@ -323,17 +329,16 @@ def _meters(tasks: TaskRuns) -> dict[str, str]:
     return formulas
 
 
-def _discover(tasks: TaskRuns, run_id: int) -> None:
+def _discover(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
     """Track the pairs Stripe bills and cache their prices; a discovery that fails after its
     retries leaves the run going on the cached pairs and prices (it is not a failed pair).
 
     Its requests are counted here, around the task and its retries: the flow makes no other
     request meanwhile (the meters are refreshed, the fan-out has not started).
     """
-    settings = get_settings()
-    before = _requests_made(settings)
-    state = tasks.call(discover_pairs)
-    requests = _requests_made(settings) - before
+    before = _requests_made(config)
+    state = tasks.call(discover_pairs, config)
+    requests = _requests_made(config) - before
     found: Discovery | None = None
     error: str | None = None
     if state.is_completed():
@@ -347,7 +352,7 @@ def _discover(tasks: TaskRuns, run_id: int) -> None:
         get_run_logger().warning(
             "discovery failed; going on with the cached pairs and prices: %s", error
         )
-    with session_scope(get_engine(settings.database_url)) as session:
+    with session_scope(get_engine(config.database)) as session:
         record_discovery(
             session=session,
             run_id=run_id,
@@ -371,27 +376,27 @@ def _stop_if_key_refused(failure: object) -> None:
         raise refused
 
 
-def _requests_made(settings: Settings) -> int:
+def _requests_made(config: RunConfig) -> int:
     """HTTP attempts of the process's Stripe client so far (0 without a key: none made)."""
     try:
-        return stripe_client(settings).requests_made
+        return stripe_client(config).requests_made
     except MissingApiKey:
         return 0
 
 
 def _plan(
-    settings: Settings, *, customers: list[str], meters: list[str], formulas: dict[str, str]
+    config: RunConfig, *, customers: list[str], meters: list[str], formulas: dict[str, str]
 ) -> Plan:
     """Pairs per task for this run's size, from counts (no pair is loaded to decide)."""
     known = [m for m in meters if m in formulas] if meters else list(formulas)
-    with Session(read_only(get_engine(settings.database_url))) as session:
+    with Session(read_only(get_engine(config.database))) as session:
         total = count_pairs(session=session, customers=customers, meters=meters)
         runnable = count_pairs(session=session, customers=customers, meters=known) if known else 0
     return Plan(
         pairs_total=total,
         runnable=runnable,
-        pairs_per_task=pairs_per_task_for(settings, runnable),
-        in_flight=in_flight_for(settings),
+        pairs_per_task=pairs_per_task_for(config, runnable),
+        in_flight=in_flight_for(config),
     )
 
 
@@ -404,17 +409,18 @@ def _fan_out(
     meters: list[str],
     formulas: dict[str, str],
 ) -> int:
-    """Reconcile every tracked pair, a slice in flight at a time; returns how many were read."""
-    settings = get_settings()
+    """Reconcile every tracked pair, a slice in flight at a time, on the task runner the run's
+    configuration names; returns how many pairs were read."""
+    config = context.config
     get_run_logger().info(
         "reconciling %d pair(s) in %d task(s) on %s, at most %d in flight",
         plan.runnable,
         plan.tasks,
-        settings.task_runner.value,
+        config.task_runner.value,
         plan.in_flight,
     )
     pages = pair_pages(
-        engine=get_engine(settings.database_url),
+        engine=get_engine(config.database),
         page_size=PAGE_SIZE,
         customers=customers,
         meters=meters,
@@ -426,17 +432,24 @@ def _fan_out(
         reconcile=reconcile_pairs,
         record_failures=record_failed_pairs,
     )
-    return fan_out.run(pages, formulas)
+    with task_runner_for(config) as runner:
+        tasks.runner = runner
+        try:
+            return fan_out.run(pages, formulas)
+        finally:
+            tasks.runner = None
 
 
-def _finish(run_id: int, *, pairs_total: int, parameters: dict[str, Any]) -> None:
-    with session_scope(get_engine(get_settings().database_url)) as session:
+def _finish(
+    config: RunConfig, run_id: int, *, pairs_total: int, parameters: dict[str, Any]
+) -> None:
+    with session_scope(get_engine(config.database)) as session:
         complete_run(session=session, run_id=run_id, pairs_total=pairs_total, parameters=parameters)
 
 
-def _alert(tasks: TaskRuns, run_id: int) -> int:
+def _alert(tasks: TaskRuns, config: RunConfig, run_id: int) -> int:
     """How many discrepancies finance was alerted of; an undelivered alert waits for next run."""
-    state = tasks.call(alert_finance, run_id)
+    state = tasks.call(alert_finance, run_id, config)
     if state.is_completed():
         return int(state.result())
     get_run_logger().error("alert not delivered; the next run will send it again")
@@ -450,8 +463,10 @@ def _history(flow_run_id: Any, tasks: TaskRuns) -> int:
     return wait_for_history(flow_run_id, expected=tasks.started, timeout=60 + tasks.started / 50)
 
 
-def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunOutcome:
-    with Session(get_engine(get_settings().database_url)) as session:
+def _summary(
+    config: RunConfig, run_id: int, *, alerted: int, recorded: int, expected: int
+) -> RunOutcome:
+    with Session(get_engine(config.database)) as session:
         summary = RunOutcome.of(
             get_run(session=session, run_id=run_id),
             alerted=alerted,
@@ -485,7 +500,7 @@ def record_failed_pairs(context: RunContext, failures: list[tuple[PairRef, str]]
     """Pairs not recorded OK in this run become `fetch_failed`, all in one transaction (a
     failure part-way writes none, and the retry records them all); nothing else changes."""
     logger = get_run_logger()
-    engine = get_engine(get_settings().database_url)
+    engine = get_engine(context.config.database)
     with session_scope(engine) as session:
         ok = ok_pairs(
             session=session, run_id=context.run_id, customers=(p.customer for p, _ in failures)

@@ -1,4 +1,4 @@
-"""The task runner a run fans out on, chosen by settings with no code change in the flow.
+"""The task runner a run fans out on, chosen by the run's configuration with no code change.
 
 - `threads` (default): Prefect's `ThreadPoolTaskRunner`, `max_workers` threads; Stripe's rate
   limit is a per-process limiter.
@@ -16,7 +16,8 @@ from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from integrations.settings import Settings, TaskRunnerKind
+from integrations.settings import TaskRunnerKind
+from tasks.run_config import RunConfig
 
 LOCAL_CLUSTER_WORKERS = 2
 
@@ -93,37 +94,39 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def pairs_per_task_for(settings: Settings, pairs: int) -> int:
+def pairs_per_task_for(config: RunConfig, pairs: int) -> int:
     """Pairs per task: the setting when given, else chosen for this run's size and rate."""
-    if "pairs_per_task" in settings.model_fields_set or pairs <= ONE_TASK_PER_PAIR_UP_TO:
-        return settings.pairs_per_task
-    per_second = TASKS_PER_SECOND[settings.task_runner]
-    wanted = math.ceil(settings.max_requests_per_second / per_second)
+    if config.pairs_per_task is not None:
+        return config.pairs_per_task
+    if pairs <= ONE_TASK_PER_PAIR_UP_TO:
+        return 1
+    per_second = TASKS_PER_SECOND[config.task_runner]
+    wanted = math.ceil(config.max_requests_per_second / per_second)
     # At least two tasks per worker thread, so the last ones do not run alone for long.
-    balanced = pairs // (2 * settings.max_workers)
+    balanced = pairs // (2 * config.max_workers)
     return max(1, min(wanted, balanced, 1000))
 
 
-def in_flight_for(settings: Settings) -> int:
+def in_flight_for(config: RunConfig) -> int:
     """Tasks a run keeps submitted at once: two per worker thread keeps every thread busy
     while the flow holds only a bounded slice of the run (not all of it) in memory."""
-    return max(2, 2 * settings.max_workers)
+    return max(2, 2 * config.max_workers)
 
 
-def task_runner_for(settings: Settings) -> TaskRunner[Any]:
+def task_runner_for(config: RunConfig) -> TaskRunner[Any]:
     """A bounded thread pool on one machine, or a Dask cluster to scale out."""
-    if settings.task_runner is TaskRunnerKind.DASK:
+    if config.task_runner is TaskRunnerKind.DASK:
         runner = __getattr__("SharedApiDaskTaskRunner")
-        if settings.dask_address:
-            return runner(address=settings.dask_address)  # type: ignore[no-any-return]
+        if config.dask_address:
+            return runner(address=config.dask_address)  # type: ignore[no-any-return]
         return runner(  # type: ignore[no-any-return]
             cluster_kwargs={
                 "n_workers": LOCAL_CLUSTER_WORKERS,
                 # Each worker gets every thread: the shared limit hands the whole rate to one
                 # worker at a time, in batches (`integrations.stripe.prefect_limit`).
-                "threads_per_worker": settings.max_workers,
+                "threads_per_worker": config.max_workers,
                 "processes": True,
                 "dashboard_address": None,
             }
         )
-    return ThreadPoolTaskRunner(max_workers=settings.max_workers)
+    return ThreadPoolTaskRunner(max_workers=config.max_workers)

@@ -30,10 +30,11 @@ def triage_discrepancies(ids: list[int], action: TriageAction, note: str) -> int
     An unknown or resolved id fails the run and changes nothing. Returns how many changed.
     """
     logger = get_run_logger()
+    database_url = get_settings().database_url
     if not ids:
         raise ValueError("Give at least one discrepancy id.")
     change = acknowledge_many if action is TriageAction.ACKNOWLEDGE else reopen_many
-    with session_scope(get_engine(get_settings().database_url)) as session:
+    with session_scope(get_engine(database_url)) as session:
         rows = change(session=session, ids=ids, note=note)
         changed = [row.id for row in rows]
     logger.info("%s: %s (%s)", action.value, ", ".join(map(str, changed)), note)

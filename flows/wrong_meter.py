@@ -8,14 +8,12 @@ same period. This step reads the run's rows still without a cause and names the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from sqlalchemy import Engine
 
-from integrations.settings import get_settings
 from models.discrepancies import set_causes, uncaused_in_run
 from models.engine import get_engine, session_scope
 from models.enums import LikelyCause
@@ -70,9 +68,9 @@ def diagnose_run(*, engine: Engine, run_id: int, tolerance: Tolerance) -> int:
 def diagnose_wrong_meter(context: RunContext) -> int:
     """Rule 6 for this run, after its pairs are recorded; returns how many rows it named."""
     found = diagnose_run(
-        engine=get_engine(get_settings().database_url),
+        engine=get_engine(context.config.database),
         run_id=context.run_id,
-        tolerance=Tolerance(abs_tol=Decimal(context.abs_tol), rel_tol=Decimal(context.rel_tol)),
+        tolerance=context.tolerance,
     )
     if found:
         get_run_logger().info("%d discrepancies likely on the wrong meter", found)

@@ -4,9 +4,10 @@ Without `PREFECT_API_URL`, Prefect starts its embedded ("ephemeral") server on i
 call: the process first imports `prefect.server.api.server` (~5 s of CPU on 2 cores) only to
 reach `SubprocessASGIServer`, then spawns the server, which imports it all again and boots
 (~8 s). Here the commands that run the flow spawn that very server process first, with the
-command, environment and port range `SubprocessASGIServer` uses, and set `PREFECT_API_URL`
-for this process, which is Prefect's own way to use a running server: the server boots while
+command, environment and port range `SubprocessASGIServer` uses: the server boots while
 this process imports Prefect and the flow, and Prefect never imports its server code here.
+This process's calls to Prefect's API go to it through Prefect's own settings context
+(`prefect_settings()`, its `PREFECT_API_URL`); the process environment is never written.
 
 - `started_first()` (a context manager) spawns it when Prefect is not imported yet and would
   start its embedded server (no API URL in Prefect's settings, ephemeral mode on), unless
@@ -18,11 +19,13 @@ this process imports Prefect and the flow, and Prefect never imports its server 
   The first start on a new Prefect home creates and migrates Prefect's database, which takes
   longer than Prefect's own 20 s on a busy machine: then it says so in one line and waits up
   to `FIRST_START_TIMEOUT`.
-- `flow_run_settings()`: the flow runs without Prefect's flow-run heartbeats on that server.
+- `prefect_settings()`: Prefect's settings around every use of Prefect's API in this process
+  (the flow run, reading the key's Secret block): the server `started_first` started, without
+  flow-run heartbeats, and Prefect's telemetry off unless the user turned it on.
 
 The server gets this process's environment without Stripe's or meter-recon's variables, nor
 anything that looks like a secret (Prefect's own `PREFECT_*` settings all stay), and with
-Prefect's telemetry off unless the environment turns it on.
+Prefect's telemetry off unless the environment turns it on (its own `env=` mapping).
 
 This module imports nothing heavy: it runs before Prefect is imported.
 """
@@ -422,8 +425,8 @@ _current: PrefectServer | None = None
 
 @contextlib.contextmanager
 def started_first(*, enabled: bool = True) -> Iterator[PrefectServer | None]:
-    """Start Prefect's embedded server now if Prefect would start one later, and point this
-    process (and what it starts) at it with `PREFECT_API_URL`; stop it on the way out.
+    """Start Prefect's embedded server now if Prefect would start one later, for
+    `prefect_settings()` to point this process's Prefect at; stop it on the way out.
 
     Yields the server, or None when none was started (`enabled` false, an API URL is set,
     Prefect would not start one, or Prefect is imported already).
@@ -434,15 +437,12 @@ def started_first(*, enabled: bool = True) -> Iterator[PrefectServer | None]:
         return
     server = spawn()
     _current = server
-    os.environ["PREFECT_API_URL"] = server.api_url
     atexit.register(_stop, server)  # if the `with` is skipped (os._exit is not covered)
     try:
         yield server
     finally:
         _current = None
         _stop(server)
-        if os.environ.get("PREFECT_API_URL") == server.api_url:
-            del os.environ["PREFECT_API_URL"]
         atexit.unregister(_stop)
 
 
@@ -481,18 +481,28 @@ def first_start_notice(database: Path, timeout: float) -> str:
     )
 
 
-def flow_run_settings() -> contextlib.AbstractContextManager[object]:
-    """Prefect settings for a flow run of this process (Prefect is imported by then).
+def prefect_settings() -> contextlib.AbstractContextManager[object]:
+    """Prefect's settings around this process's use of Prefect's API (it imports Prefect).
 
-    On the server `started_first` started: no flow-run heartbeats. They let a server that
-    outlives a run mark it crashed; this one dies with the process. And Prefect's heartbeat
-    thread sleeps in 1-s steps, so joining it held every finished run up to 1 s.
+    Telemetry is off unless the user's settings turn it on (a default: their value wins),
+    which also reaches a server Prefect starts itself (it hands its settings to it). On the
+    server `started_first` started: its API URL, and no flow-run heartbeats. They let a server
+    that outlives a run mark it crashed; this one dies with the process. And Prefect's
+    heartbeat thread sleeps in 1-s steps, so joining it held every finished run up to 1 s.
     """
-    if _current is None:
-        return contextlib.nullcontext()
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
 
-    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    updates: dict[Any, Any] = {}
+    if _current is not None:
+        updates = {PREFECT_API_URL: _current.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    return temporary_settings(
+        updates=updates, set_defaults={PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    )
 
 
 def _stop(server: PrefectServer) -> None:

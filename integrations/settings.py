@@ -11,6 +11,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///meter_recon.db"
+#: The ledgers a run can compare, in the order `METER_RECON_LEDGERS` defaults to.
+LEDGERS = ("internal", "stripe")
 
 
 class TaskRunnerKind(StrEnum):
@@ -66,6 +68,10 @@ class Settings(BaseSettings):
         le=24 * 35,
         description="Hours after a period ends before its new discrepancies are alerted.",
     )
+    ledgers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=LEDGERS,
+        description="The ledgers a run compares, comma-separated: internal, stripe.",
+    )
     early_prefect_server: bool = Field(
         default=True,
         description=(
@@ -80,6 +86,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("ledgers", mode="before")
+    @classmethod
+    def _split_ledgers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("ledgers")
+    @classmethod
+    def _known_ledgers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in LEDGERS]
+        if unknown:
+            raise ValueError(f"unknown ledger(s) {', '.join(unknown)}; use {', '.join(LEDGERS)}")
+        if not value:
+            raise ValueError(f"name at least one ledger: {', '.join(LEDGERS)}")
+        return tuple(dict.fromkeys(value))
 
     @field_validator("abs_tol", "rel_tol")
     @classmethod

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 from cyclopts import App, CycloptsError, Parameter
 from rich.table import Table
 
-from integrations.prefect_server import PrefectServerError, started_first
+from integrations.prefect_server import PrefectServerError, prefect_settings, started_first
 from integrations.settings import Settings, get_settings
 from meter_recon.errors import (
     EXIT_BAD_INPUT,
@@ -149,21 +149,22 @@ def pairs_sync(*, database_url_: DatabaseUrl = None) -> int:
     exit code 1 when Stripe could not be read (nothing is changed then).
     """
     from integrations.stripe.errors import StripeError
-    from meter_recon.launch import settings_for
     from tasks.discover import discover
     from tasks.fetch import key_refused, resolve_api_key
     from tasks.reconcile_pairs import describe_error
+    from tasks.run_config import RunConfig
 
-    settings = settings_for(database_url_)
-    resolve_api_key(settings)
-    try:
-        with open_database(settings.database_url):
-            found = discover()
-    except StripeError as error:
-        if refused := key_refused(error):
-            raise refused from error
-        err_console.print(f"discovery failed: {describe_error(error)}", markup=False)
-        return EXIT_PAIRS_FAILED
+    config = RunConfig.of(get_settings()).using_database(database_url_)
+    with prefect_settings():  # the key may come from a Prefect Secret block
+        resolve_api_key(config)
+        try:
+            with open_database(config.database):
+                found = discover(config)
+        except StripeError as error:
+            if refused := key_refused(error):
+                raise refused from error
+            err_console.print(f"discovery failed: {describe_error(error)}", markup=False)
+            return EXIT_PAIRS_FAILED
     for customer, meter in found.added:
         console.print(f"tracking {customer} / {meter} (source stripe)", markup=False)
     console.print(
@@ -498,16 +499,16 @@ def _run_flow(
     manual: bool,
 ) -> int:
     from flows.windows import check_window, utc_today
-    from meter_recon.launch import settings_for
 
     if start is not None and end is not None:
         check_window(
             start=start, end=end, today=utc_today(), start_name="--start", end_name="--end"
         )
-    settings = settings_for(database_url_)
-    with started_first(enabled=settings.early_prefect_server):
+    settings = get_settings()
+    with started_first(enabled=settings.early_prefect_server), prefect_settings():
         return _checked_run(
             settings=settings,
+            database_url_=database_url_,
             start=start,
             end=end,
             customers=customers,
@@ -519,6 +520,7 @@ def _run_flow(
 def _checked_run(
     *,
     settings: Settings,
+    database_url_: str | None,
     start: date | None,
     end: date | None,
     customers: list[str],
@@ -527,12 +529,15 @@ def _checked_run(
 ) -> int:
     from models.db_errors import require_current_schema
     from tasks.fetch import resolve_api_key
+    from tasks.run_config import RunConfig
 
-    resolve_api_key(settings)
-    require_current_schema(settings.database_url)
+    url = database_url_ or settings.database_url
+    resolve_api_key(RunConfig.of(settings))
+    require_current_schema(url)
     summary = execute_or_fail(
         console=console,
         settings=settings,
+        database_url=database_url_,
         start=start,
         end=end,
         customers=customers,

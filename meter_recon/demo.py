@@ -38,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
 from rich import box
 from rich.console import Console
 from rich.measure import Measurement
@@ -45,6 +46,7 @@ from rich.table import Table
 from rich.text import Text
 
 from integrations.prefect_server import started_first
+from integrations.settings import Settings, TaskRunnerKind
 from meter_recon.errors import UserError
 from meter_recon.seed import (
     DEFAULT_CUSTOMERS,
@@ -218,26 +220,6 @@ class AlertInbox:
         self._thread.join(timeout=5)
 
 
-@contextmanager
-def patched_environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration, then put back what was there."""
-    from integrations.settings import get_settings
-
-    names = {*values, "METER_RECON_DATABASE_URL"}
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
-
-
 class _TaskRunChatter(logging.Filter):
     """Drops task runs' INFO lines (one "Finished in state Completed()" per pair)."""
 
@@ -353,13 +335,18 @@ def run_demo(
     fresh: bool = False,
     console: Console,
     prefect_api_url: str | None = None,
+    settings: Settings | None = None,
 ) -> DemoOutcome:
     """Seed (once), serve the simulator and an alert inbox, run the flow, print the report.
 
     `prefect_api_url` is the Prefect server the user chose (`PREFECT_API_URL` as the command
-    started, before any embedded server set it): the report's closing lines point to it.
+    started): the report's closing lines point to it. `settings` are the command's (read
+    once when not given); the flow runs with the demo's own values over them.
     """
+    from integrations.settings import get_settings
     from models.engine import get_engine
+
+    settings = settings or get_settings()
 
     database_url = sqlite_url(directory / DATABASE_FILE)
     state = _prepare_directory(
@@ -377,6 +364,7 @@ def run_demo(
     try:
         summaries, alerts = _serve_and_run(
             console,
+            settings=settings,
             data=data,
             stripe_file=stripe_file,
             window=state.window,
@@ -449,23 +437,30 @@ def _seed_database(data: DemoData, *, ledger: Path, database_url: str) -> bool:
     return seeded
 
 
-def _demo_settings(*, stripe_url: str, alert_url: str) -> dict[str, str]:
-    """The environment the flow runs with: the simulator, the inbox and the demo's numbers."""
-    return {
-        "STRIPE_API_KEY": DEMO_API_KEY,
-        "STRIPE_API_BASE": stripe_url,
-        "METER_RECON_ALERT_URLS": alert_url,
-        # The demo's own numbers, whatever a local .env says.
-        "METER_RECON_ABS_TOL": "0.000001",
-        "METER_RECON_REL_TOL": "0",
-        # What the planted causes and the customer only Stripe knows need.
-        "METER_RECON_DISCOVER_PAIRS": "true",
-        "METER_RECON_DIAGNOSE": "true",
-        "METER_RECON_SETTLE_HOURS": "0",
-        "METER_RECON_TASK_RUNNER": "threads",
-        # The simulator on 127.0.0.1 has no rate limit to respect.
-        "METER_RECON_MAX_REQUESTS_PER_SECOND": "200",
-    }
+def demo_settings(
+    settings: Settings, *, stripe_url: str, alert_url: str, database_url: str
+) -> Settings:
+    """The settings the flow runs with: the simulator, the inbox, the demo's database and
+    numbers, over the command's own settings."""
+    return settings.model_copy(
+        update={
+            "stripe_api_key": SecretStr(DEMO_API_KEY),
+            "stripe_secret_block": None,
+            "stripe_api_base": stripe_url,
+            "alert_urls": [alert_url],
+            "database_url": database_url,
+            # The demo's own numbers, whatever a local .env says.
+            "abs_tol": Decimal("0.000001"),
+            "rel_tol": Decimal(0),
+            # What the planted causes and the customer only Stripe knows need.
+            "discover_pairs": True,
+            "diagnose": True,
+            "settle_hours": 0,
+            "task_runner": TaskRunnerKind.THREADS,
+            # The simulator on 127.0.0.1 has no rate limit to respect.
+            "max_requests_per_second": 200.0,
+        }
+    )
 
 
 def post_meter_events(*, stripe_url: str, api_key: str, events: Sequence[DemoEvent]) -> None:
@@ -499,6 +494,7 @@ def _late_item(data: DemoData) -> ExpectedDiscrepancy | None:
 def _serve_and_run(
     console: Console,
     *,
+    settings: Settings,
     data: DemoData,
     stripe_file: Path,
     window: tuple[date, date],
@@ -510,7 +506,6 @@ def _serve_and_run(
     With `late_between_runs` (a demo just seeded) the flow runs twice, the late meter events
     posted in between; otherwise Stripe got them long ago: they are posted first, one run.
     """
-    from meter_recon.launch import settings_for
     from meter_recon.terminal import execute_or_fail
     from simulator import SimulatorData, StripeSimulator
     from tasks.fetch import close_clients
@@ -520,7 +515,6 @@ def _serve_and_run(
         with (
             AlertInbox() as inbox,
             StripeSimulator(data=SimulatorData.load(stripe_file), api_key=DEMO_API_KEY) as stripe,
-            patched_environment(_demo_settings(stripe_url=stripe.url, alert_url=inbox.apprise_url)),
         ):
             _say(
                 console,
@@ -528,13 +522,18 @@ def _serve_and_run(
                 f"running the flow over {start}..{end} (UTC days, end exclusive) "
                 "on Prefect's embedded server unless PREFECT_API_URL is set ...",
             )
-            settings = settings_for(database_url)
+            run_settings = demo_settings(
+                settings,
+                stripe_url=stripe.url,
+                alert_url=inbox.apprise_url,
+                database_url=database_url,
+            )
 
             def run() -> RunOutcome:
                 with quiet_task_runs():
                     return execute_or_fail(
                         console=console,
-                        settings=settings,
+                        settings=run_settings,
                         start=start,
                         end=end,
                         customers=[],
@@ -922,8 +921,9 @@ def demo(
     from integrations.settings import get_settings
     from meter_recon.terminal import console
 
-    chosen = os.environ.get("PREFECT_API_URL")  # before an embedded server sets it
-    with started_first(enabled=get_settings().early_prefect_server):
+    settings = get_settings()
+    chosen = os.environ.get("PREFECT_API_URL")  # the user's own server, if any
+    with started_first(enabled=settings.early_prefect_server):
         outcome = run_demo(
             directory=directory,
             customers=customers,
@@ -931,5 +931,6 @@ def demo(
             fresh=fresh,
             console=console,
             prefect_api_url=chosen,
+            settings=settings,
         )
     return outcome.exit_code

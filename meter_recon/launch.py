@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -12,14 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows import progress
-from integrations.prefect_server import PRIVACY_DEFAULTS
-from integrations.settings import Settings, get_settings
+from integrations.settings import Settings
 
 logger = logging.getLogger("meter_recon.run")
-
-# No telemetry from Prefect by default, here and in what this process starts.
-for _name, _value in PRIVACY_DEFAULTS.items():
-    os.environ.setdefault(_name, _value)
 
 
 @contextmanager
@@ -66,6 +60,7 @@ def progress_display(console: Console) -> Iterator[None]:
 def execute(
     *,
     settings: Settings,
+    database_url: str | None = None,
     start: date | None,
     end: date | None,
     customers: list[str],
@@ -75,30 +70,28 @@ def execute(
 ) -> object:
     """Run the flow in this process (Prefect's embedded server unless PREFECT_API_URL is set).
 
-    A server `prefect_server.started_first` started is waited for here, after the imports,
-    and the flow runs on it without flow-run heartbeats (`prefect_server.flow_run_settings`).
+    The settings the command read (or the demo built) reach the flow as its `config`
+    parameter, `--database-url` as its `database_url` parameter (a secret: Prefect stores it
+    masked); nothing goes through the process environment. A server
+    `prefect_server.started_first` started is waited for here, after the imports, and the
+    flow runs on it in `prefect_server.prefect_settings()`.
     """
+    from pydantic import SecretStr
+
     from flows.reconcile import reconcile_meters
-    from flows.task_runners import task_runner_for
-    from integrations.prefect_server import flow_run_settings, wait_until_ready
+    from integrations.prefect_server import prefect_settings, wait_until_ready
     from models.tables import Trigger
+    from tasks.run_config import RunConfig
 
     wait_until_ready()
-    flow = reconcile_meters.with_options(task_runner=task_runner_for(settings))
-    with flow_run_settings():
-        return flow(
+    with prefect_settings():
+        return reconcile_meters(
             start=start,
             end=end,
             customers=customers or None,
             meters=meters or None,
             lookback_days=lookback_days,
             trigger=Trigger.MANUAL if manual else Trigger.SCHEDULED,
+            database_url=SecretStr(database_url) if database_url else None,
+            config=RunConfig.of(settings),
         )
-
-
-def settings_for(database_url: str | None) -> Settings:
-    """Settings with the command line's --database-url, visible to every task and worker."""
-    if database_url:
-        os.environ["METER_RECON_DATABASE_URL"] = database_url
-    get_settings.cache_clear()
-    return get_settings()

@@ -26,6 +26,7 @@ def execute_or_fail(
     *,
     console: Console,
     settings: Settings,
+    database_url: str | None = None,
     start: date | None,
     end: date | None,
     customers: list[str],
@@ -33,6 +34,9 @@ def execute_or_fail(
     manual: bool,
 ) -> RunOutcome:
     """Run the flow with its progress on `console`; a failed flow becomes one `RunFailed`.
+
+    `settings` are the run's (the command's, or the demo's own); `database_url` the
+    command line's `--database-url`, if given.
 
     A `UserError` stays itself, since it says what to fix (Prefect's server did not start,
     Stripe refused the key), and so does a database failure, as its `DatabaseProblem`.
@@ -44,6 +48,7 @@ def execute_or_fail(
         try:
             summary = execute(
                 settings=settings,
+                database_url=database_url,
                 start=start,
                 end=end,
                 customers=customers,
@@ -56,7 +61,7 @@ def execute_or_fail(
             from models.db_errors import translate
             from tasks.reconcile_pairs import describe_error
 
-            problem = translate(exc, url=settings.database_url)
+            problem = translate(exc, url=database_url or settings.database_url)
             if problem is not None:
                 raise problem from exc
             raise RunFailed(describe_error(exc)) from exc

@@ -12,7 +12,6 @@ from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_UI_URL
 from sqlmodel import Session, col, select
 
-from integrations.settings import get_settings
 from integrations.stripe.redaction import redact
 from models.engine import get_engine, session_scope
 from models.money import format_money
@@ -21,6 +20,7 @@ from models.tables import Discrepancy, DiscrepancyStatus, PairResult, Reconcilia
 from models.types import canonical_decimal, utcnow
 from tasks.last_completed import gap_line
 from tasks.report import compact_period
+from tasks.run_config import RunConfig
 from tasks.summary import CurrencyTotal, largest_first, summarize_money
 
 MAX_LINES = 50
@@ -200,23 +200,22 @@ def mark_alerted(*, session: Session, ids: tuple[int, ...], at: datetime) -> Non
 
 
 @task(name="alert-finance", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
-def alert_finance(run_id: int) -> int:
+def alert_finance(run_id: int, config: RunConfig) -> int:
     """Alert what is new or re-opened and not yet alerted; returns how many were alerted."""
     logger = get_run_logger()
-    settings = get_settings()
-    engine = get_engine(settings.database_url)
+    engine = get_engine(config.database)
     with Session(engine) as session:
         alert = pending_alert(session=session, run_id=run_id, ui_url=PREFECT_UI_URL.value())
     if alert is None:
         logger.info("nothing new to alert")
         return 0
-    if not settings.alert_urls:
+    if not config.alert_urls:
         logger.warning(
             "no METER_RECON_ALERT_URLS set: %d discrepancies wait to be alerted",
             len(alert.discrepancy_ids),
         )
         return 0
-    deliver(alert, settings.alert_urls)
+    deliver(alert, config.alert_targets)
     with session_scope(engine) as session:
         mark_alerted(session=session, ids=alert.discrepancy_ids, at=utcnow())
     logger.info("alerted finance: %s", alert.title)

@@ -16,7 +16,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from integrations.settings import get_settings
 from integrations.stripe.models import Subscription
 from models.billing import (
     IGNORED_STATUS,
@@ -29,6 +28,7 @@ from models.engine import get_engine, session_scope
 from models.pairs import track_from_stripe
 from models.types import utcnow
 from tasks.fetch import retry_unless_key_refused, stripe_client
+from tasks.run_config import RunConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,15 +123,14 @@ def _item_row(item: MeteredItem, now: datetime) -> dict[str, Any]:
 ITEM_BATCH = 1000
 
 
-def discover() -> Discovery:
+def discover(config: RunConfig) -> Discovery:
     """Page Stripe's subscriptions, fetch tiered prices, and cache items, prices and pairs.
 
     Items are written a batch at a time as the pages come, so an account of 100,000s of
     items is never in memory at once; those no longer listed are dropped at the end.
     """
-    settings = get_settings()
-    engine = get_engine(settings.database_url)
-    client = stripe_client(settings)
+    engine = get_engine(config.database)
+    client = stripe_client(config)
     before = client.requests_made
     now = utcnow()
     prices: dict[str, Mapping[str, Any]] = {}
@@ -177,9 +176,9 @@ def _write_items(engine: Any, rows: list[dict[str, Any]]) -> int:
     retry_condition_fn=retry_unless_key_refused,
     cache_policy=NO_CACHE,
 )
-def discover_pairs() -> Discovery:
+def discover_pairs(config: RunConfig) -> Discovery:
     """Learn from Stripe which pairs it bills and at what price, before the fan-out."""
-    found = discover()
+    found = discover(config)
     get_run_logger().info(
         "discovered %d billed pair(s) in %d metered item(s), %d price(s); %d newly tracked",
         found.pairs,

@@ -1,4 +1,5 @@
-"""Stripe access for tasks: one client per process; the key from the env or a Secret block."""
+"""Stripe access for tasks: one client per process; the key from the run's configuration (the
+environment's STRIPE_API_KEY) or a Prefect Secret block."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from integrations.settings import Settings, TaskRunnerKind
+from integrations.settings import TaskRunnerKind
 from integrations.stripe import DailyUsage, HourlyUsage, Meter, RateLimiter, StripeClient
 from integrations.stripe.errors import AuthenticationError
 from models.errors import UserError
+from tasks.run_config import RunConfig
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -27,17 +29,17 @@ class MissingApiKey(UserError, RuntimeError):
     """No Stripe API key is configured; the message says where to set one."""
 
 
-def resolve_api_key(settings: Settings) -> SecretStr:
+def resolve_api_key(config: RunConfig) -> SecretStr:
     """STRIPE_API_KEY, else the Prefect Secret block named by METER_RECON_STRIPE_SECRET_BLOCK."""
-    if settings.stripe_api_key is not None and settings.stripe_api_key.get_secret_value():
-        return settings.stripe_api_key
-    if settings.stripe_secret_block:
+    if config.stripe_api_key is not None and config.stripe_api_key.get_secret_value():
+        return config.stripe_api_key
+    if config.stripe_secret_block:
         from prefect.blocks.system import Secret
 
         from integrations.prefect_server import wait_until_ready
 
         wait_until_ready()  # the block is read from Prefect's API
-        value = Secret.load(settings.stripe_secret_block).get()  # type: ignore[union-attr]
+        value = Secret.load(config.stripe_secret_block).get()  # type: ignore[union-attr]
         return SecretStr(str(value))
     raise MissingApiKey("No Stripe API key: set STRIPE_API_KEY or METER_RECON_STRIPE_SECRET_BLOCK.")
 
@@ -89,35 +91,35 @@ def configure_clients(**options: Any) -> None:
         _clients.clear()
 
 
-def _rate_limiter(settings: Settings) -> RateLimiter | None:
+def _rate_limiter(config: RunConfig) -> RateLimiter | None:
     """The override if any; on Dask, the Prefect GCL every worker process shares; else None
     (the client's per-process limiter)."""
     if _limiter_override is not None:
         return _limiter_override
-    if settings.task_runner is TaskRunnerKind.DASK:
+    if config.task_runner is TaskRunnerKind.DASK:
         from integrations.stripe.prefect_limit import shared_prefect_rate_limiter
 
-        return shared_prefect_rate_limiter(settings.max_requests_per_second)
+        return shared_prefect_rate_limiter(config.max_requests_per_second)
     return None
 
 
-def stripe_client(settings: Settings) -> StripeClient:
-    """The process-wide client for these settings (one connection pool, one rate limit)."""
-    key = resolve_api_key(settings)
+def stripe_client(config: RunConfig) -> StripeClient:
+    """The process-wide client for this configuration (one connection pool, one rate limit)."""
+    key = resolve_api_key(config)
     fingerprint = (
-        settings.stripe_api_base,
-        settings.max_requests_per_second,
+        config.stripe_api_base,
+        config.max_requests_per_second,
         str(hash(key.get_secret_value())),
-        settings.task_runner.value,
+        config.task_runner.value,
     )
     with _lock:
         client = _clients.get(fingerprint)
         if client is None:
             client = _clients[fingerprint] = StripeClient(
                 api_key=key,
-                api_base=settings.stripe_api_base,
-                max_requests_per_second=settings.max_requests_per_second,
-                rate_limiter=_rate_limiter(settings),
+                api_base=config.stripe_api_base,
+                max_requests_per_second=config.max_requests_per_second,
+                rate_limiter=_rate_limiter(config),
                 **_client_options,
             )
         return client
@@ -130,26 +132,26 @@ def close_clients() -> None:
         _clients.clear()
 
 
-def fetch_meters(settings: Settings) -> list[Meter]:
+def fetch_meters(config: RunConfig) -> list[Meter]:
     """Stripe's meters; a refused key raises `KeyRefused`, the sentence that ends the run."""
     try:
-        return stripe_client(settings).list_meters()
+        return stripe_client(config).list_meters()
     except AuthenticationError as error:
         raise refused_key(error) from error
 
 
 def fetch_daily_usage(
-    settings: Settings, *, meter: str, customer: str, start: date, end: date
+    config: RunConfig, *, meter: str, customer: str, start: date, end: date
 ) -> DailyUsage:
-    return stripe_client(settings).daily_usage(
+    return stripe_client(config).daily_usage(
         meter_id=meter, customer=customer, start=start, end=end
     )
 
 
 def fetch_hourly_usage(
-    settings: Settings, *, meter: str, customer: str, start: datetime, end: datetime
+    config: RunConfig, *, meter: str, customer: str, start: datetime, end: datetime
 ) -> HourlyUsage:
     """Hourly buckets over whole UTC hours `[start, end)`, for the time-zone diagnosis."""
-    return stripe_client(settings).hourly_usage(
+    return stripe_client(config).hourly_usage(
         meter_id=meter, customer=customer, start=start, end=end
     )

@@ -15,7 +15,6 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 from sqlmodel import Session
 
-from integrations.settings import Settings, get_settings
 from integrations.stripe import StripeError
 from integrations.stripe.redaction import redact
 from models.billing import price_for_pair
@@ -38,12 +37,14 @@ from tasks.diagnose import HourlyFailed
 from tasks.fetch import fetch_daily_usage, fetch_hourly_usage
 from tasks.load import PairLedger, load_ledger, load_unbilled_price
 from tasks.record import Assessment, PairStats, record_pair
+from tasks.run_config import RunConfig
 from tasks.value import UnsupportedPrice, price_from_stripe
 
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
-    """What every pair of a run shares; cheap to serialise.
+    """What every pair of a run shares, its configuration included; cheap to serialise
+    (Dask workers get it pickled, as a task argument).
 
     `now` is when the run started (timezone-aware UTC): the diagnosis's current hour and
     the start settling is measured from, so every pair of a run sees the same instant.
@@ -54,13 +55,12 @@ class RunContext:
     window_start: date
     window_end: date
     today: date
-    abs_tol: str
-    rel_tol: str
+    config: RunConfig
     now: datetime | None = None
 
     @property
     def tolerance(self) -> Tolerance:
-        return Tolerance(Decimal(self.abs_tol), Decimal(self.rel_tol))
+        return self.config.tolerance
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +98,8 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
     What the run's log should say about the pair (a price that cannot be valued, hourly
     usage that could not be fetched) comes back under `notes`.
     """
-    settings = get_settings()
-    engine = get_engine(settings.database_url)
+    config = context.config
+    engine = get_engine(config.database)
     window = Window(context.window_start, context.window_end)
     started = time.perf_counter()
     with Session(read_only(engine)) as session:
@@ -116,7 +116,7 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
     requests = 0
     if fetched is not None:
         usage = fetch_daily_usage(
-            settings, meter=pair.meter, customer=pair.customer, start=fetched[0], end=fetched[1]
+            config, meter=pair.meter, customer=pair.customer, start=fetched[0], end=fetched[1]
         )
         daily, requests = usage.values, usage.requests
     result = compare_pair(
@@ -135,7 +135,7 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
     notes: list[str] = []
     assessments: list[Assessment] = []
     if result.findings:
-        hourly = _HourlyFetcher(settings=settings, pair=pair, notes=notes)
+        hourly = _HourlyFetcher(config=config, pair=pair, notes=notes)
         assessments = _assess(
             context,
             pair,
@@ -179,8 +179,8 @@ def _assess(
     notes: list[str],
 ) -> list[Assessment]:
     """Value and diagnose the pair's findings; reads history before this run records any."""
-    settings = get_settings()
-    with Session(read_only(get_engine(settings.database_url))) as session:
+    config = context.config
+    with Session(read_only(get_engine(config.database))) as session:
         pricing = _pricing(session, pair, result.findings, ledger=ledger, notes=notes)
         first_known = (
             first_known_values(
@@ -202,9 +202,9 @@ def _assess(
         tolerance=context.tolerance,
         today=context.today,
         now=context.now or utcnow(),
-        diagnose_hourly=settings.diagnose,
+        diagnose_hourly=config.diagnose,
         fetch_hourly=hourly,
-        settle_hours=settings.settle_hours,
+        settle_hours=config.settle_hours,
     )
 
 
@@ -241,7 +241,7 @@ def _pricing(
 class _HourlyFetcher:
     """Fetches hourly usage for the diagnosis through the pair's client, counting requests."""
 
-    settings: Settings
+    config: RunConfig
     pair: PairRef
     notes: list[str]
     requests: int = 0
@@ -253,7 +253,7 @@ class _HourlyFetcher:
         for start, end in spans:
             try:
                 usage = fetch_hourly_usage(
-                    self.settings,
+                    self.config,
                     meter=self.pair.meter,
                     customer=self.pair.customer,
                     start=start,
@@ -272,7 +272,7 @@ class _HourlyFetcher:
 
 def _already_recorded(context: RunContext, pairs: list[PairRef]) -> set[tuple[str, str]]:
     """Pairs this run already recorded OK (a retried task does not redo them)."""
-    engine = get_engine(get_settings().database_url)
+    engine = get_engine(context.config.database)
     with Session(read_only(engine)) as session:
         return ok_pairs(
             session=session, run_id=context.run_id, customers=(p.customer for p in pairs)

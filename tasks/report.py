@@ -15,9 +15,9 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
 from sqlmodel import Session
 
-from integrations.settings import get_settings
 from models.discrepancies import as_record, list_discrepancies, money_record
 from models.engine import get_engine
 from models.money import format_money
@@ -347,9 +347,9 @@ def render_terminal(summary: RunSummary) -> list[str]:
 
 
 @task(name="publish-report", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def publish_report(run_id: int) -> str:
+def publish_report(run_id: int, database_url: SecretStr) -> str:
     """Markdown summary and a table of open discrepancies, keyed so the UI keeps their history."""
-    engine = get_engine(get_settings().database_url)
+    engine = get_engine(database_url.get_secret_value())
     with Session(engine) as session:
         markdown = render_markdown(build_summary(session=session, run_id=run_id))
         open_rows = [

@@ -35,20 +35,16 @@ pytest_plugins = [
 def _isolated_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    """Each test starts in an empty directory with the suite's environment, and leaves it so.
+    """Each test starts in an empty directory and reads the settings afresh.
 
-    The CLI sets METER_RECON_DATABASE_URL in the process environment on purpose (workers
-    inherit it); a test running the CLI in-process must not pass it on to the next test.
+    Product code never writes the environment (tests/test_config_travel.py); a test sets
+    its own with `monkeypatch`, undone after it, and the cached settings must not outlive it.
     """
     from integrations.settings import get_settings
 
-    saved = dict(os.environ)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     get_settings.cache_clear()
     yield
-    for name in set(os.environ) - set(saved):
-        del os.environ[name]
-    os.environ.update(saved)
     get_settings.cache_clear()
 
 

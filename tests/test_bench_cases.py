@@ -14,10 +14,12 @@ import pytest
 from bench.dataset import build, pair_list, write_ledger
 from bench.run import CASES, grouping_label, parse_args, parse_databases, runner_label
 from bench.stats import BenchStats
+from integrations.settings import get_settings
 from simulator import StripeSimulator, wire
 from simulator.app import ApiError, SimulatorApp, _status_matches, paginate
 from simulator.state import SimulatorState
 from tasks.discover import discover
+from tasks.run_config import RunConfig
 
 
 def test_every_case_is_registered_in_the_order_it_runs() -> None:
@@ -91,7 +93,7 @@ def test_discovery_finds_the_ledgers_pairs_and_tracks_none_anew(
     seeded = build(40)
     write_ledger(seeded, database_url)
     flow_env.data = seeded.data
-    found = discover()
+    found = discover(RunConfig.of(get_settings()))
     assert (found.pairs, found.added, found.prices) == (40, (), 4)
     assert found.requests == 2  # one page of 10 subscriptions, the tiered price with its tiers
 

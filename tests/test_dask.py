@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +26,7 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from flows.reconcile import RunOutcome, reconcile_meters
-from flows.task_runners import pairs_per_task_for, task_runner_for
+from flows.task_runners import pairs_per_task_for
 from integrations.settings import TaskRunnerKind, get_settings
 from integrations.stripe.prefect_limit import DEFAULT_LIMIT_NAME, PrefectRateLimiter, plan_for
 from models.engine import dispose_engines, get_engine, session_scope
@@ -34,6 +35,7 @@ from models.pairs import track_from_ledger
 from models.tables import InvoiceLineItem, ReconciliationRun, Trigger
 from simulator import StripeSimulator, max_in_window
 from tasks.fetch import close_clients, configure_clients
+from tasks.run_config import RunConfig
 from tests.fixtures.gcl import FakeGcl
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found, noon
@@ -89,9 +91,8 @@ def dask_env(
 
 
 def run(world: World) -> RunOutcome:
-    settings = get_settings()
-    flow = reconcile_meters.with_options(task_runner=task_runner_for(settings))
-    return flow(start=world.start, end=world.end, trigger=Trigger.MANUAL)
+    """The flow reads the settings as it starts; its fan-out runs on the runner they name."""
+    return reconcile_meters(start=world.start, end=world.end, trigger=Trigger.MANUAL)
 
 
 def reconcile_task_runs(summary: RunOutcome, database_url: str) -> int:
@@ -147,8 +148,8 @@ def test_the_dask_runner_finds_what_the_thread_runner_finds_within_the_rate_limi
         (threads, TaskRunnerKind.THREADS, threads_url),
         (dask, TaskRunnerKind.DASK, dask_url),
     ):
-        settings = get_settings().model_copy(update={"task_runner": kind})
-        per_task = pairs_per_task_for(settings, summary.pairs_total)
+        config = replace(RunConfig.of(get_settings()), task_runner=kind)
+        per_task = pairs_per_task_for(config, summary.pairs_total)
         assert per_task > 1
         assert summary.task_runs_recorded == summary.task_runs_expected
         assert reconcile_task_runs(summary, url) == math.ceil(summary.pairs_total / per_task)

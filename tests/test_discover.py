@@ -9,12 +9,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from integrations.settings import get_settings
 from integrations.stripe import Subscription, SubscriptionItem
 from models.billing import price_for_pair
 from models.tables import PairSource, StripePrice, TrackedPair
 from models.tables import SubscriptionItem as CachedItem
 from simulator import StripeSimulator
 from tasks.discover import discover, metered_items, tiered_price_ids
+from tasks.run_config import RunConfig
 
 CREATED = 1_759_276_800  # 2025-10-01
 
@@ -130,7 +132,7 @@ def test_discovery_tracks_every_billed_pair_with_source_stripe(
     flow_env: StripeSimulator, engine: Engine
 ) -> None:
     seed_billing(flow_env)
-    found = discover()
+    found = discover(RunConfig.of(get_settings()))
     assert found.added == (
         ("cus_A", "mtr_api"),
         ("cus_StripeOnly", "mtr_api"),
@@ -147,7 +149,7 @@ def test_discovery_caches_tiered_prices_with_their_tiers(
     flow_env: StripeSimulator, engine: Engine
 ) -> None:
     seed_billing(flow_env)
-    found = discover()
+    found = discover(RunConfig.of(get_settings()))
     assert found.requests == 2  # one page of subscriptions, one tiered price with its tiers
     with Session(engine) as session:
         storage = session.get(StripePrice, "price_storage")
@@ -164,8 +166,8 @@ def test_discovery_caches_tiered_prices_with_their_tiers(
 
 def test_discovering_again_adds_nothing(flow_env: StripeSimulator) -> None:
     seed_billing(flow_env)
-    discover()
-    assert discover().added == ()
+    discover(RunConfig.of(get_settings()))
+    assert discover(RunConfig.of(get_settings())).added == ()
 
 
 def test_a_subscription_with_more_items_than_stripe_inlines_has_them_all(
@@ -188,7 +190,7 @@ def test_a_subscription_with_more_items_than_stripe_inlines_has_them_all(
         created=CREATED,
         items=[{"id": f"si_{n:02}", "price": f"price_{n:02}"} for n in range(12)],
     )
-    assert discover().pairs == 12
+    assert discover(RunConfig.of(get_settings())).pairs == 12
 
 
 def test_discovery_written_a_few_items_at_a_time_caches_them_all(
@@ -196,7 +198,7 @@ def test_discovery_written_a_few_items_at_a_time_caches_them_all(
 ) -> None:
     monkeypatch.setattr("tasks.discover.ITEM_BATCH", 1)
     seed_billing(flow_env)
-    assert discover().items == 3
+    assert discover(RunConfig.of(get_settings())).items == 3
     with Session(engine) as session:
         assert sorted(session.exec(select(CachedItem.id))) == ["si_A1", "si_S1", "si_S2"]
 
@@ -205,7 +207,7 @@ def test_an_item_stripe_no_longer_lists_is_forgotten_by_the_next_discovery(
     flow_env: StripeSimulator, engine: Engine
 ) -> None:
     seed_billing(flow_env)
-    discover()
+    discover(RunConfig.of(get_settings()))
     key = flow_env.api_key
     flow_env.reset()  # Stripe now bills only cus_A
     flow_env.api_key = key
@@ -224,7 +226,7 @@ def test_an_item_stripe_no_longer_lists_is_forgotten_by_the_next_discovery(
         created=CREATED,
         items=[{"id": "si_A1", "price": "price_api"}],
     )
-    discover()
+    discover(RunConfig.of(get_settings()))
     with Session(engine) as session:
         assert sorted(session.exec(select(CachedItem.id))) == ["si_A1"]
         assert len(session.exec(select(TrackedPair)).all()) == 3  # tracked pairs stay

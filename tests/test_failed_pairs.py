@@ -12,11 +12,13 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session
 
 from flows.reconcile import record_failed_pairs
+from integrations.settings import get_settings
 from models.engine import session_scope
 from models.runs import failed_pairs, ok_pairs
 from models.tables import PairStatus
 from tasks.reconcile_pairs import PairRef, RunContext
 from tasks.record import PairStats, record_pair_result
+from tasks.run_config import RunConfig
 from tests.builders import new_run
 
 pytestmark = pytest.mark.usefixtures("flow_env")
@@ -34,8 +36,7 @@ def context_for(run_id: int) -> RunContext:
         window_start=date(2026, 11, 1),
         window_end=date(2026, 11, 4),
         today=date(2026, 11, 5),
-        abs_tol="0",
-        rel_tol="0",
+        config=RunConfig.of(get_settings()),
     )
 
 

@@ -8,17 +8,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 
 import pytest
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import SecretStr
 
 from flows import progress
 from flows.fanout import FanOut, Plan
 from flows.history import TaskRuns
 from models.tables import PairSource, TrackedPair
 from tasks.reconcile_pairs import PairRef, PairsFailed, RunContext
+from tasks.run_config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -27,8 +30,7 @@ CONTEXT = RunContext(
     window_start=date(2026, 11, 1),
     window_end=date(2026, 11, 4),
     today=date(2026, 11, 5),
-    abs_tol="0",
-    rel_tol="0",
+    config=RunConfig(database_url=SecretStr("sqlite://"), abs_tol=Decimal(0)),
 )
 FORMULAS = {"mtr_api": "sum"}
 

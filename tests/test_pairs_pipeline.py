@@ -8,6 +8,7 @@ when the day boundary may be shifted), and when it settles.
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,6 +39,7 @@ from tasks.assess import Pricing, value_finding
 from tasks.compare import Finding
 from tasks.discover import discover
 from tasks.reconcile_pairs import PairRef, RunContext, reconcile_one
+from tasks.run_config import RunConfig
 from tasks.value import NOT_VALUED, LedgerPrice
 from tests.builders import new_run
 
@@ -107,7 +109,7 @@ def price_in_stripe(stripe: StripeSimulator, **price: Any) -> None:
         created=at(TODAY - timedelta(days=60)),
         items=[{"id": "si_1", "price": "price_api"}],
     )
-    discover()
+    discover(RunConfig.of(get_settings()))
 
 
 def context(engine: Engine, *, now: datetime | None = None) -> RunContext:
@@ -116,8 +118,7 @@ def context(engine: Engine, *, now: datetime | None = None) -> RunContext:
         window_start=START,
         window_end=END,
         today=TODAY,
-        abs_tol="0.000001",
-        rel_tol="0",
+        config=RunConfig.of(get_settings()),
         now=now or midnight(TODAY),
     )
 
@@ -186,8 +187,7 @@ def test_a_long_window_with_month_long_items_is_still_one_request(
         window_start=window_start,
         window_end=window_end,
         today=TODAY,
-        abs_tol="0",
-        rel_tol="0",
+        config=replace(RunConfig.of(get_settings()), abs_tol=Decimal(0)),
         now=midnight(TODAY),
     )
 
@@ -504,8 +504,7 @@ def test_the_run_context_travels_whole() -> None:
         window_start=START,
         window_end=END,
         today=TODAY,
-        abs_tol="0",
-        rel_tol="0",
+        config=replace(RunConfig.of(get_settings()), abs_tol=Decimal(0)),
         now=midnight(TODAY),
     )
     # What Dask does with a task's parameters; the bytes are our own.

@@ -111,3 +111,23 @@ def test_a_negative_settling_time_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("METER_RECON_SETTLE_HOURS", "-1")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_a_run_compares_the_internal_ledger_with_stripe_by_default() -> None:
+    assert Settings().ledgers == ("internal", "stripe")
+
+
+def test_the_ledgers_are_read_comma_separated_in_the_order_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("METER_RECON_LEDGERS", " stripe , internal,stripe")
+    assert Settings().ledgers == ("stripe", "internal")
+
+
+@pytest.mark.parametrize("value", ["internal,netsuite", "", " , "])
+def test_only_the_internal_and_stripe_ledgers_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("METER_RECON_LEDGERS", value)
+    with pytest.raises(ValidationError, match="ledger"):
+        Settings()
