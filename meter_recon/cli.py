@@ -527,24 +527,25 @@ def _checked_run(
     meters: list[str],
     manual: bool,
 ) -> int:
-    from models.db_errors import require_current_schema
+    from models.db_errors import database_errors, require_current_schema
     from tasks.fetch import resolve_api_key
     from tasks.run_config import RunConfig
 
     url = database_url_ or settings.database_url
     resolve_api_key(RunConfig.of(settings))
-    require_current_schema(url)
-    summary = execute_or_fail(
-        console=console,
-        settings=settings,
-        database_url=database_url_,
-        start=start,
-        end=end,
-        customers=customers,
-        meters=meters,
-        manual=manual,
-    )
-    report = built_summary(settings.database_url, summary.run_id)
+    with database_errors(url):  # before, during and after the run: one sentence
+        require_current_schema(url)
+        summary = execute_or_fail(
+            console=console,
+            settings=settings,
+            database_url=database_url_,
+            start=start,
+            end=end,
+            customers=customers,
+            meters=meters,
+            manual=manual,
+        )
+        report = built_summary(url, summary.run_id)
     return print_run_summary(console, summary, report)
 
 
