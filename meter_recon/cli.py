@@ -544,7 +544,7 @@ def _checked_run(
         meters=meters,
         manual=manual,
     )
-    report = built_summary(settings.database_url, summary.run_id)
+    report = built_summary(url, summary.run_id)
     return print_run_summary(console, summary, report)
 
 
