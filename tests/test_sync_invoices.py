@@ -659,3 +659,95 @@ def test_the_command_that_cannot_read_stripe_exits_1_with_one_sentence(
     [err] = capsys.readouterr().err.strip().splitlines()
     assert err.startswith("invoice sync failed: StripeAPIError: ")
     assert TEST_KEY not in err
+
+
+# -- in a run -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_sync_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's retries of the sync stay real; only their delays shrink."""
+    import flows.reconcile as reconcile_module
+    from tasks.sync_invoices import sync_stripe_invoices
+
+    monkeypatch.setattr(
+        reconcile_module,
+        "sync_stripe_invoices",
+        sync_stripe_invoices.with_options(retry_delay_seconds=0.05, retry_jitter_factor=None),
+    )
+
+
+def run_last_three_days() -> int:
+    from datetime import timedelta
+
+    from flows.reconcile import reconcile_meters
+    from flows.windows import utc_today
+    from models.tables import Trigger
+
+    today = utc_today()
+    outcome = reconcile_meters(start=today - timedelta(days=3), end=today, trigger=Trigger.MANUAL)
+    assert outcome.status == "completed"
+    return outcome.run_id
+
+
+def invoice_in_the_window(simulator: StripeSimulator) -> None:
+    """cus_1's invoice for the day before the window, created on the window's first day."""
+    from flows.windows import utc_today
+    from models.canonical import utc_midnight
+
+    start = utc_midnight(utc_today()) - 3 * DAY
+    seed_billing(simulator)
+    period = {"start": start - DAY, "end": start}
+    add_invoice(simulator, "in_1", line("il_1", period=period), created=start + HOUR)
+
+
+def test_a_run_reads_the_invoices_and_its_summary_says_what_it_read(
+    flow_env: StripeSimulator, engine: Engine, fast_sync_retries: None
+) -> None:
+    from tasks.report import render_json, render_markdown
+    from tasks.summary import build_summary
+
+    invoice_in_the_window(flow_env)
+    run_id = run_last_three_days()
+    assert list(stripe_rows(engine)) == ["il_1"]
+    with Session(engine) as session:
+        summary = build_summary(session=session, run_id=run_id)
+    assert summary.invoice_sync is not None and summary.invoice_sync_error is None
+    assert (summary.invoice_sync.invoices, summary.invoice_sync.added) == (1, 1)
+    assert summary.invoice_sync.requests == 1  # the listing (discovery cached the price)
+    assert "| Stripe invoices read | 1 |" in render_markdown(summary)
+    assert render_json(summary)["counts"]["invoice_sync"]["line_items"] == 1
+
+
+def test_a_failed_sync_is_said_in_the_summary_and_alert_and_the_run_goes_on(
+    flow_env: StripeSimulator,
+    engine: Engine,
+    fast_sync_retries: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from tasks.alert import pending_alert
+    from tasks.report import render_markdown
+    from tasks.summary import build_summary
+    from tests.fixtures.prefect import LEAK_CANARY_KEY
+
+    invoice_in_the_window(flow_env)
+    flow_env.faults.script(*["500"] * 200, endpoint="invoices_list")
+    with caplog.at_level(logging.WARNING):
+        run_id = run_last_three_days()
+    attempts = flow_env.stats.requests_to("invoices_list")
+    flow_env.faults.clear()
+    with Session(engine) as session:
+        summary = build_summary(session=session, run_id=run_id)
+        alert = pending_alert(session=session, run_id=run_id)
+    error = summary.invoice_sync_error
+    assert error is not None and error.startswith("StripeAPIError: ")
+    assert LEAK_CANARY_KEY not in error and "\n" not in error
+    assert summary.invoice_sync is None
+    assert attempts > 3 and summary.requests >= attempts  # every attempt counts in the run's
+    assert "**Reading Stripe's invoices failed**" in render_markdown(summary)
+    assert alert is not None and "invoice sync failed" in alert.title
+    assert "Reading Stripe's invoices failed; the stripe ledger was compared" in alert.body
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("invoice sync failed; going on with the Stripe line items" in w for w in warnings)
