@@ -24,6 +24,7 @@ from integrations.settings import TaskRunnerKind, get_settings
 from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
+from models.enums import Ledger
 from models.meters import cached_formulas, upsert_meters
 from models.pairs import count_pairs, pair_pages
 from models.runs import (
@@ -34,6 +35,7 @@ from models.runs import (
     heartbeat,
     ok_pairs,
     record_discovery,
+    record_invoice_sync,
     start_run,
 )
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
@@ -52,6 +54,7 @@ from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 from tasks.run_config import RunConfig
+from tasks.sync_invoices import InvoiceSync, sync_stripe_invoices
 
 HEARTBEAT_SECONDS = 10.0
 PAGE_SIZE = 1000  # tracked pairs read at a time
@@ -281,6 +284,8 @@ def _run(
     formulas = _meters(tasks, config)
     if config.discover_pairs:
         _discover(tasks, config, run_id)
+    if Ledger.STRIPE in config.ledgers:
+        _sync_invoices(tasks, config, run_id, since=window[0], customers=customers)
     context = RunContext(
         run_id=run_id,
         window_start=window[0],
@@ -374,6 +379,39 @@ def _stop_if_key_refused(failure: object) -> None:
     refused = key_refused(failure)
     if refused is not None:
         raise refused
+
+
+def _sync_invoices(
+    tasks: TaskRuns, config: RunConfig, run_id: int, *, since: date, customers: list[str]
+) -> None:
+    """Bring what Stripe invoiced since the window's start into the `stripe` ledger; a sync
+    that fails after its retries leaves the run going with the line items already stored.
+
+    Its requests are counted around the task, like discovery's (the fan-out has not started).
+    """
+    before = _requests_made(config)
+    state = tasks.call(sync_stripe_invoices, config, since, tuple(customers))
+    requests = _requests_made(config) - before
+    found: InvoiceSync | None = None
+    error: str | None = None
+    if state.is_completed():
+        found = state.result()
+    else:
+        failure = state.result(raise_on_failure=False)
+        if not isinstance(failure, BaseException):
+            failure = RuntimeError(f"sync-invoices ended {state.type.value}")
+        error = describe_error(failure)
+        get_run_logger().warning(
+            "invoice sync failed; going on with the Stripe line items already stored: %s", error
+        )
+    with session_scope(get_engine(config.database)) as session:
+        record_invoice_sync(
+            session=session,
+            run_id=run_id,
+            requests=requests,
+            found=None if found is None else found.counts(),
+            error=error,
+        )
 
 
 def _requests_made(config: RunConfig) -> int:

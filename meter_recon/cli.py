@@ -53,8 +53,10 @@ app = App(
 )
 db_app = App(name="db", help="Create or migrate the database schema.")
 pairs_app = App(name="pairs", help="The (customer, meter) pairs that runs reconcile.")
+invoices_app = App(name="invoices", help="What Stripe invoiced: the stripe ledger's line items.")
 app.command(db_app)
 app.command(pairs_app)
+app.command(invoices_app)
 
 DatabaseUrl = Annotated[
     str | None,
@@ -170,6 +172,43 @@ def pairs_sync(*, database_url_: DatabaseUrl = None) -> int:
     console.print(
         f"{found.pairs} billed pair(s) in {found.items} metered item(s), "
         f"{found.prices} price(s); {len(found.added)} newly tracked; "
+        f"{found.requests} Stripe request(s)",
+        markup=False,
+    )
+    return EXIT_OK
+
+
+@invoices_app.command(name="sync")
+def invoices_sync(*, since: str | None = None, database_url_: DatabaseUrl = None) -> int:
+    """Read Stripe's invoices created since --since (YYYY-MM-DD, 00:00 UTC; default the first
+    day of last month) into the stripe ledger, now.
+
+    Metered lines become line items (void invoices' are withdrawn); pairs only an invoice
+    bills are tracked (source stripe). Exit code 1 when Stripe could not be read (what was
+    read before stays).
+    """
+    from flows.windows import utc_today
+    from integrations.stripe.errors import StripeError
+    from tasks.fetch import resolve_api_key
+    from tasks.reconcile_pairs import describe_error
+    from tasks.run_config import RunConfig
+    from tasks.sync_invoices import default_since, sync_invoices
+
+    day = default_since(utc_today()) if since is None else parse_day(since, "--since")
+    config = RunConfig.of(get_settings()).using_database(database_url_)
+    with prefect_settings():  # the key may come from a Prefect Secret block
+        resolve_api_key(config)
+        try:
+            found = sync_invoices(config, since=day)
+        except StripeError as error:
+            err_console.print(f"invoice sync failed: {describe_error(error)}", markup=False)
+            return EXIT_PAIRS_FAILED
+    for customer, meter in found.pairs_added:
+        console.print(f"tracking {customer} / {meter} (source stripe)", markup=False)
+    console.print(
+        f"{found.invoices} invoice(s) created since {day}: {found.line_items} metered line "
+        f"item(s), {found.added} added, {found.changed} changed, {found.withdrawn} withdrawn; "
+        f"{found.malformed} malformed skipped; {len(found.pairs_added)} newly tracked pair(s); "
         f"{found.requests} Stripe request(s)",
         markup=False,
     )

@@ -1,17 +1,19 @@
-"""Import ledger line items from CSV: validated whole, written in one transaction, streamed."""
+"""Ledger line items: the internal ledger's CSV import (validated whole, written in one
+transaction, streamed), and the `stripe` ledger's upsert of what Stripe invoiced."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from models.enums import Ledger, LineItemSource
 from models.pairs import track_from_ledger
@@ -212,3 +214,163 @@ def _upsert(session: Session, batch: dict[str, dict[str, Any]]) -> int:
     updated = {c: statement.excluded[c] for c in rows[0] if c not in _KEY}
     session.execute(statement.on_conflict_do_update(index_elements=_KEY, set_=updated), rows)
     return len(rows)
+
+
+# --- the `stripe` ledger: what Stripe invoiced ------------------------------------------------
+
+#: An invoice in this status was voided: its line items are withdrawn.
+VOID = "void"
+_STRIPE_COLUMNS = (
+    "invoice_id",
+    "stripe_customer_id",
+    "meter_id",
+    "period_start",
+    "period_end",
+    "quantity",
+    "currency",
+    "amount",
+    "period_start_at",
+    "period_end_at",
+    "price_id",
+    "invoice_status",
+    "finalized_at",
+    "withdrawn_at",
+)
+_ID_CHUNK = 500  # ids per `IN (...)`: well under every backend's bound-parameter limit
+
+
+class StripeLineFacts(Protocol):
+    """A line item of Stripe's invoices as the sync groups it (`tasks.compare_stripe`'s
+    `StripeLineItem` has it): exact instants, the UTC days they touch, the major-unit amount."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def invoice_id(self) -> str: ...
+    @property
+    def customer(self) -> str: ...
+    @property
+    def meter(self) -> str: ...
+    @property
+    def price_id(self) -> str: ...
+    @property
+    def period_start_at(self) -> datetime: ...
+    @property
+    def period_end_at(self) -> datetime: ...
+    @property
+    def period_start(self) -> date: ...
+    @property
+    def period_end(self) -> date: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def invoice_status(self) -> str: ...
+    @property
+    def finalized_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LineItemChanges:
+    """What an upsert changed: rows new, rows whose values changed, rows newly withdrawn."""
+
+    added: int = 0
+    changed: int = 0
+    withdrawn: int = 0
+
+    def __add__(self, other: LineItemChanges) -> LineItemChanges:
+        return LineItemChanges(
+            added=self.added + other.added,
+            changed=self.changed + other.changed,
+            withdrawn=self.withdrawn + other.withdrawn,
+        )
+
+
+def _stripe_values(item: StripeLineFacts, withdrawn_at: datetime | None) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "invoice_id": item.invoice_id,
+        "stripe_customer_id": item.customer,
+        "meter_id": item.meter,
+        "period_start": item.period_start,
+        "period_end": item.period_end,
+        "quantity": item.quantity,
+        "currency": item.currency,
+        "amount": item.amount,
+        "period_start_at": item.period_start_at,
+        "period_end_at": item.period_end_at,
+        "price_id": item.price_id,
+        "invoice_status": item.invoice_status,
+        "finalized_at": item.finalized_at,
+        "withdrawn_at": withdrawn_at,
+    }
+
+
+def _stored_stripe_items(session: Session, ids: list[str]) -> dict[str, InvoiceLineItem]:
+    stored: dict[str, InvoiceLineItem] = {}
+    for start in range(0, len(ids), _ID_CHUNK):
+        statement = select(InvoiceLineItem).where(
+            InvoiceLineItem.ledger == Ledger.STRIPE,
+            col(InvoiceLineItem.id).in_(ids[start : start + _ID_CHUNK]),
+        )
+        stored.update((row.id, row) for row in session.exec(statement))
+    return stored
+
+
+def upsert_stripe_line_items(
+    *, session: Session, items: Sequence[StripeLineFacts], now: datetime
+) -> LineItemChanges:
+    """Upsert Stripe's line items by id (ledger `stripe`, source `stripe_invoice`); only new or
+    changed rows are written. A void invoice's items are withdrawn (since the first sync that
+    saw them void); any other status brings a withdrawn item back."""
+    latest = {item.id: item for item in items}  # one row per id, whatever the batch holds
+    stored = _stored_stripe_items(session, sorted(latest))
+    rows: list[dict[str, Any]] = []
+    added = changed = withdrawn = 0
+    for item_id in sorted(latest):
+        item, old = latest[item_id], stored.get(item_id)
+        was_withdrawn = None if old is None else old.withdrawn_at
+        withdrawn_at = (was_withdrawn or now) if item.invoice_status == VOID else None
+        values = _stripe_values(item, withdrawn_at)
+        if old is not None and all(getattr(old, c) == values[c] for c in _STRIPE_COLUMNS):
+            continue
+        added += old is None
+        changed += old is not None
+        withdrawn += withdrawn_at is not None and was_withdrawn is None
+        rows.append(
+            {
+                **values,
+                "ledger": Ledger.STRIPE,
+                "source": LineItemSource.STRIPE_INVOICE,
+                "imported_at": now,
+            }
+        )
+    if rows:
+        table = InvoiceLineItem.__table__  # type: ignore[attr-defined]
+        statement = insert_for(session, table)
+        updated = {c: statement.excluded[c] for c in rows[0] if c not in _KEY}
+        session.execute(statement.on_conflict_do_update(index_elements=_KEY, set_=updated), rows)
+    return LineItemChanges(added=added, changed=changed, withdrawn=withdrawn)
+
+
+def withdraw_stripe_invoice(
+    *, session: Session, invoice_id: str, now: datetime, keep: Collection[str] = ()
+) -> int:
+    """Withdraw the invoice's Stripe line items not in `keep` (a void invoice: all of them; a
+    re-read invoice: those its lines no longer make); returns how many were withdrawn."""
+    table = InvoiceLineItem.__table__  # type: ignore[attr-defined]
+    statement = (
+        sa.update(table)
+        .where(
+            table.c.ledger == Ledger.STRIPE,
+            table.c.invoice_id == invoice_id,
+            table.c.withdrawn_at.is_(None),
+        )
+        .values(withdrawn_at=now)
+    )
+    if keep:
+        statement = statement.where(table.c.id.not_in(sorted(keep)))
+    return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]

@@ -43,7 +43,16 @@ def track_from_stripe(
     wanted = sorted(set(pairs))
     if not wanted:
         return []
-    known = set(session.exec(select(TrackedPair.stripe_customer_id, TrackedPair.meter_id)))
+    known: set[tuple[str, str]] = set()
+    customers = sorted({customer for customer, _ in wanted})
+    for start in range(0, len(customers), 500):  # only the wanted customers' pairs are read
+        known.update(
+            session.exec(
+                select(TrackedPair.stripe_customer_id, TrackedPair.meter_id).where(
+                    col(TrackedPair.stripe_customer_id).in_(customers[start : start + 500])
+                )
+            )
+        )
     new = [pair for pair in wanted if pair not in known]
     table = TrackedPair.__table__  # type: ignore[attr-defined]
     statement = insert_for(session, table).on_conflict_do_nothing(

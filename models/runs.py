@@ -193,6 +193,37 @@ def discovery_requests(run: ReconciliationRun) -> int:
     return int((run.counts.get("discovery") or {}).get("requests", 0))
 
 
+def record_invoice_sync(
+    *,
+    session: Session,
+    run_id: int,
+    requests: int,
+    found: dict[str, int] | None,
+    error: str | None,
+) -> None:
+    """What the run's invoice sync did, kept at once in its counts (`invoice_sync`; a failure,
+    one line, in `invoice_sync_error`): the run goes on with the line items already stored."""
+    run = get_run(session=session, run_id=run_id)
+    run.counts = {
+        **run.counts,
+        "invoice_sync": {**(found or {}), "requests": requests, "failed": error is not None},
+        "invoice_sync_error": error,
+    }
+    session.add(run)
+    session.flush()
+
+
+def invoice_sync_error(run: ReconciliationRun) -> str | None:
+    """Why the run's invoice sync failed (None: it did not fail, or did not run)."""
+    error = run.counts.get("invoice_sync_error")
+    return str(error) if error else None
+
+
+def invoice_sync_requests(run: ReconciliationRun) -> int:
+    """Stripe requests the run's invoice sync made (0 when it did not run)."""
+    return int((run.counts.get("invoice_sync") or {}).get("requests", 0))
+
+
 def settling_count(*, session: Session, run_id: int) -> int:
     """The run's discrepancies still settling: seen by it, not resolved, not alerted, and
     due to settle only after the run started (so not alerted by it)."""
@@ -239,7 +270,9 @@ def complete_run(
             "counts": {
                 **run.counts,
                 **kinds,
-                "requests": totals["requests"] + discovery_requests(run),
+                "requests": totals["requests"]
+                + discovery_requests(run)
+                + invoice_sync_requests(run),
             },
             "parameters": parameters,
         },

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from integrations.stripe.redaction import redact
 from models.engine import get_engine, session_scope
 from models.money import format_money
-from models.runs import failed_pairs, get_run
+from models.runs import failed_pairs, get_run, invoice_sync_error
 from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun
 from models.types import canonical_decimal, utcnow
 from tasks.last_completed import gap_line
@@ -122,7 +122,8 @@ def build_alert(
     still NEW the next time.
     """
     gap = gap_line(run.counts)  # a missed nightly is told on its own too
-    if not pending and not failed and not run.discovery_error and gap is None:
+    sync_error = invoice_sync_error(run)
+    if not pending and not failed and not run.discovery_error and not sync_error and gap is None:
         return None
     reopened = sum(1 for row in pending if row.reopened_at is not None)
     parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
@@ -130,6 +131,8 @@ def build_alert(
         parts.append(f"{len(failed)} pair(s) failed")
     if run.discovery_error:
         parts.append("discovery failed")
+    if sync_error:
+        parts.append("invoice sync failed")
     title = f"meter-recon run {run.id} ({run.window_start}..{run.window_end}): " + ", ".join(parts)
     amounts = _per_currency(pending)
     if amounts:
@@ -147,6 +150,12 @@ def build_alert(
             "",
             "Discovery of the pairs Stripe bills failed; the run used the pairs and prices "
             f"already cached: {run.discovery_error}",
+        ]
+    if sync_error:
+        lines += [
+            "",
+            "Reading Stripe's invoices failed; the stripe ledger was compared with the line "
+            f"items already read: {sync_error}",
         ]
     if ui_url and run.flow_run_id:
         lines += ["", f"Flow run: {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}"]

@@ -8,6 +8,7 @@ person reads goes through `models.money.format_money`; JSON keeps the exact deci
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -22,7 +23,7 @@ from models.discrepancies import as_record, list_discrepancies, money_record
 from models.engine import get_engine
 from models.money import format_money
 from models.types import canonical_decimal
-from tasks.summary import MeterAmount, RunSummary, build_summary
+from tasks.summary import InvoiceSyncCounts, MeterAmount, RunSummary, build_summary
 
 SUMMARY_KEY = "meter-recon-run-summary"
 OPEN_KEY = "meter-recon-open-discrepancies"
@@ -68,6 +69,12 @@ def _overview(s: RunSummary) -> list[str]:
             f"**Discovery of pairs and prices from Stripe failed:** {_cell(s.discovery_error)}",
             "",
         ]
+    if s.invoice_sync_error:
+        lines += [
+            "**Reading Stripe's invoices failed** (the stripe ledger holds the line items "
+            f"already read): {_cell(s.invoice_sync_error)}",
+            "",
+        ]
     return lines
 
 
@@ -103,6 +110,20 @@ def _counts_section(s: RunSummary) -> list[str]:
         f"| discrepancies resolved | {s.discrepancies_resolved} |",
         f"| discrepancies settling (not alerted yet) | {s.discrepancies_settling} |",
         f"| Stripe requests | {s.requests} |",
+        *_invoice_sync_rows(s.invoice_sync),
+    ]
+
+
+def _invoice_sync_rows(sync: InvoiceSyncCounts | None) -> list[str]:
+    """The invoice sync's counts, as rows of the counts table (none when it did not run)."""
+    if sync is None:
+        return []
+    return [
+        f"| Stripe invoices read | {sync.invoices} |",
+        f"| Stripe line items read (added, changed, withdrawn) | {sync.line_items} "
+        f"({sync.added}, {sync.changed}, {sync.withdrawn}) |",
+        f"| Stripe invoices or lines skipped as malformed | {sync.malformed} |",
+        f"| Stripe requests of the invoice sync | {sync.requests} |",
     ]
 
 
@@ -260,6 +281,7 @@ def render_json(summary: RunSummary) -> dict[str, Any]:
             "flow_run_id": summary.flow_run_id,
             "error": summary.error,
             "discovery_error": summary.discovery_error,
+            "invoice_sync_error": summary.invoice_sync_error,
             "last_completed": summary.last_completed,
         },
         "counts": {
@@ -275,6 +297,7 @@ def render_json(summary: RunSummary) -> dict[str, Any]:
             "discrepancies_settling": summary.discrepancies_settling,
             "requests": summary.requests,
             "open_by_kind": summary.open_by_kind,
+            "invoice_sync": None if summary.invoice_sync is None else asdict(summary.invoice_sync),
         },
         "at_stake": summary.at_stake,
         "not_valued": summary.not_valued,
@@ -343,6 +366,8 @@ def render_terminal(summary: RunSummary) -> list[str]:
         for t in summary.totals
     ]
     lines.append(f"  not valued: {summary.not_valued}")
+    if summary.invoice_sync_error:
+        lines.append(f"invoice sync failed: {summary.invoice_sync_error}")
     return lines
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from models.errors import UserError
-from models.runs import failed_pairs, get_run
+from models.runs import failed_pairs, get_run, invoice_sync_error
 from models.tables import (
     DISCREPANCY_IDENTITY,
     Discrepancy,
@@ -87,6 +87,29 @@ class FailedPair:
 
 
 @dataclass(frozen=True, slots=True)
+class InvoiceSyncCounts:
+    """What the run's sync of Stripe's invoices read: invoices, metered line items (added,
+    changed, newly withdrawn), what was skipped as malformed, and its Stripe requests."""
+
+    invoices: int
+    line_items: int
+    added: int
+    changed: int
+    withdrawn: int
+    malformed: int
+    requests: int
+
+
+def _invoice_sync(counts: dict[str, Any]) -> InvoiceSyncCounts | None:
+    found = counts.get("invoice_sync")
+    if not found or found.get("failed"):
+        return None
+    return InvoiceSyncCounts(
+        **{name: int(found.get(name, 0)) for name in InvoiceSyncCounts.__dataclass_fields__}
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """Everything the summary shows, gathered in one read of the database."""
 
@@ -119,6 +142,8 @@ class RunSummary:
     meters: tuple[MeterAmount, ...]
     failed: tuple[FailedPair, ...]
     last_completed: str | None = None  # how long since a run completed, when over two days
+    invoice_sync: InvoiceSyncCounts | None = None  # None: not run, or failed
+    invoice_sync_error: str | None = None
 
 
 def _size(value: Decimal | None) -> Decimal:
@@ -293,6 +318,8 @@ def summarize(source: RunRows) -> RunSummary:
             for p in failed
         ),
         last_completed=gap_line(counts),
+        invoice_sync=_invoice_sync(counts),
+        invoice_sync_error=invoice_sync_error(run),
     )
 
 

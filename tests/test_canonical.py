@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlmodel import Session
 
-from meter_recon.seed import generate
+from meter_recon.seed import MIN_CUSTOMERS, generate
 from models.canonical import canonical_decimal, utc_midnight
 from models.engine import dispose_engines, get_engine
 from models.migrate import upgrade
@@ -77,7 +77,7 @@ def test_sqlite_stores_a_quantity_as_its_one_text(tmp_path: Path) -> None:
 
 
 def test_the_demo_data_file_writes_event_values_in_the_one_text() -> None:
-    data = generate(anchor=date(2026, 11, 25), customers=6, seed=2)
+    data = generate(anchor=date(2026, 11, 25), customers=MIN_CUSTOMERS, seed=2)
     written = [event["value"] for event in data.simulator_document()["events"]]
     assert written == [canonical_decimal(event.value) for event in data.events]
     assert any("." in value for value in written)

@@ -127,7 +127,8 @@ def test_discovery_s_requests_count_in_the_run_s(flow_env: StripeSimulator, engi
         pairs = session.exec(select(PairResult).where(PairResult.run_id == summary.run_id)).all()
     listed = flow_env.stats.requests_to("subscriptions_list")
     assert listed == 1
-    assert summary.requests == sum(p.requests for p in pairs) + listed
+    invoices = flow_env.stats.requests_to("invoices_list")  # the invoice sync's, after it
+    assert summary.requests == sum(p.requests for p in pairs) + listed + invoices
     assert latest_run(engine).counts["requests"] == summary.requests
 
 
@@ -178,7 +179,7 @@ def test_a_failed_discovery_s_attempts_count_in_the_run_s_requests(
     flow_env.faults.clear()
     attempts = flow_env.stats.requests_to("subscriptions_list")
     assert attempts > 3  # the client's retries, in each of Prefect's attempts
-    assert summary.requests == attempts
+    assert summary.requests == attempts + flow_env.stats.requests_to("invoices_list")
     assert latest_run(engine).counts["discovery"]["requests"] == attempts
 
 

@@ -185,6 +185,7 @@ def test_prefect_history_holds_every_task_run_and_both_artifacts(world: World) -
     assert task_run_kinds(task_runs) == {
         "refresh-meters": 1,
         "discover-pairs": 1,
+        "sync-invoices": 1,
         "reconcile": world.pairs,
         "diagnose-wrong-meter": 1,
         "publish-report": 1,
