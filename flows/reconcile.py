@@ -23,6 +23,8 @@ from flows.wrong_meter import diagnose_wrong_meter
 from integrations.settings import TaskRunnerKind, get_settings
 from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.engine import get_engine, read_only, session_scope
+from models.enums import Ledger
+from models.line_items import ledger_has_line_items
 from models.meters import cached_formulas, upsert_meters
 from models.pairs import count_pairs, pair_pages
 from models.runs import (
@@ -33,6 +35,7 @@ from models.runs import (
     heartbeat,
     ok_pairs,
     record_discovery,
+    record_ledgers,
     start_run,
 )
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
@@ -45,6 +48,7 @@ from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 from tasks.run_config import RunConfig
+from tasks.summary import INTERNAL_LEDGER_EMPTY
 
 HEARTBEAT_SECONDS = 10.0
 PAGE_SIZE = 1000  # tracked pairs read at a time
@@ -273,6 +277,7 @@ def _run(
         today=today,
         config=config,
         now=utcnow(),
+        internal_ledger_empty=_internal_ledger_empty(config, run_id),
     )
     plan = _plan(config, customers=customers, meters=meters, formulas=formulas)
     pairs_total = _fan_out(
@@ -350,6 +355,23 @@ def _discover(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
             },
             error=error,
         )
+
+
+def _internal_ledger_empty(config: RunConfig, run_id: int) -> bool:
+    """Whether the internal ledger is left out of this run: it holds no line item at all
+    while Stripe's invoices are compared (a Stripe-only user would see every day unbilled).
+    Decided once, said once in the log and kept with the run for its summary."""
+    engine = get_engine(config.database)
+    empty = False
+    if Ledger.INTERNAL in config.ledgers and Ledger.STRIPE in config.ledgers:
+        with Session(read_only(engine)) as session:
+            empty = not ledger_has_line_items(session=session, ledger=Ledger.INTERNAL)
+    ledgers = [name for name in config.ledgers if not (empty and name == Ledger.INTERNAL)]
+    with session_scope(engine) as session:
+        record_ledgers(session=session, run_id=run_id, ledgers=ledgers, internal_empty=empty)
+    if empty:
+        get_run_logger().info(INTERNAL_LEDGER_EMPTY)
+    return empty
 
 
 def _requests_made(config: RunConfig) -> int:

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from flows.windows import utc_today
+from integrations.settings import get_settings
 from meter_recon.cli import main
 from models.discrepancies import COLUMNS, list_discrepancies
 from models.engine import read_only, session_scope
@@ -25,6 +26,7 @@ from tasks.compare import PairComparison
 from tasks.load import load_ledger
 from tasks.reconcile_pairs import PairRef, RunContext, reconcile_one
 from tasks.record import PairStats, RecordOutcome, record_pair
+from tasks.run_config import RunConfig
 from tests.builders import comparison, days, item, line_item, new_run
 from tests.finance import add, discrepancy
 
@@ -237,8 +239,7 @@ def test_a_voided_line_item_stops_billing_its_days_and_its_mismatch_resolves(
             window_start=start,
             window_end=end,
             today=today,
-            abs_tol="0.000001",
-            rel_tol="0",
+            config=RunConfig.of(get_settings()),
         )
         reconcile_one(context, pair)
 
