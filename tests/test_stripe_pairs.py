@@ -172,10 +172,10 @@ def test_a_day_aligned_line_is_compared_from_the_daily_buckets_without_another_r
     run_id = reconcile(engine)
 
     found = [
-        (str(r.difference), r.likely_cause, str(r.amount_at_stake), r.currency)
+        (r.difference, r.likely_cause, r.amount_at_stake, r.currency)
         for r in rows(engine, Ledger.STRIPE)
     ]
-    assert found == [(d, cause, amount, "usd") for d, cause, amount in expected]
+    assert found == [(Decimal(d), cause, Decimal(amount), "usd") for d, cause, amount in expected]
     recorded = result(engine, run_id)
     assert (recorded.stripe_compared, recorded.stripe_matched) == (1, 1 - len(expected))
     assert recorded.requests == summaries_asked(stripe) == 1
