@@ -25,6 +25,7 @@ from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
 from models.enums import Ledger
+from models.line_items import ledger_has_line_items
 from models.meters import cached_formulas, upsert_meters
 from models.pairs import count_pairs, pair_pages
 from models.runs import (
@@ -36,6 +37,7 @@ from models.runs import (
     ok_pairs,
     record_discovery,
     record_invoice_sync,
+    record_ledgers,
     start_run,
 )
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
@@ -54,6 +56,7 @@ from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 from tasks.run_config import RunConfig
+from tasks.summary import INTERNAL_LEDGER_EMPTY
 from tasks.sync_invoices import InvoiceSync, sync_stripe_invoices
 
 HEARTBEAT_SECONDS = 10.0
@@ -293,6 +296,7 @@ def _run(
         today=today,
         config=config,
         now=utcnow(),
+        internal_ledger_empty=_internal_ledger_empty(config, run_id),
     )
     plan = _plan(config, customers=customers, meters=meters, formulas=formulas)
     pairs_total = _fan_out(
@@ -412,6 +416,23 @@ def _sync_invoices(
             found=None if found is None else found.counts(),
             error=error,
         )
+
+
+def _internal_ledger_empty(config: RunConfig, run_id: int) -> bool:
+    """Whether the internal ledger is left out of this run: it holds no line item at all
+    while Stripe's invoices are compared (a Stripe-only user would see every day unbilled).
+    Decided once, said once in the log and kept with the run for its summary."""
+    engine = get_engine(config.database)
+    empty = False
+    if Ledger.INTERNAL in config.ledgers and Ledger.STRIPE in config.ledgers:
+        with Session(read_only(engine)) as session:
+            empty = not ledger_has_line_items(session=session, ledger=Ledger.INTERNAL)
+    ledgers = [name for name in config.ledgers if not (empty and name == Ledger.INTERNAL)]
+    with session_scope(engine) as session:
+        record_ledgers(session=session, run_id=run_id, ledgers=ledgers, internal_empty=empty)
+    if empty:
+        get_run_logger().info(INTERNAL_LEDGER_EMPTY)
+    return empty
 
 
 def _requests_made(config: RunConfig) -> int:
