@@ -18,9 +18,10 @@ from flows.history import TaskRuns, wait_for_history
 from flows.task_runners import in_flight_for, pairs_per_task_for, task_runner_for
 from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
-from integrations.settings import Settings, TaskRunnerKind, get_settings
+from integrations.settings import LedgerQueryUnreadable, Settings, TaskRunnerKind, get_settings
 from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.engine import get_engine, read_only, session_scope
+from models.ledger_query import LedgerSyncFailed
 from models.meters import cached_formulas, upsert_meters
 from models.pairs import count_pairs, pair_pages
 from models.runs import (
@@ -29,8 +30,10 @@ from models.runs import (
     finish_run,
     get_run,
     heartbeat,
+    ledger_sync_error,
     ok_pairs,
     record_discovery,
+    record_ledger_sync,
     start_run,
 )
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
@@ -41,6 +44,7 @@ from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
 from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
+from tasks.sync_ledger import sync_ledger
 
 HEARTBEAT_SECONDS = 10.0
 PAGE_SIZE = 1000  # tracked pairs read at a time
@@ -71,6 +75,7 @@ class RunSummary:
     discovered: int | None = None  # pairs Stripe bills (None: discovery off or failed)
     discovered_added: int = 0  # of which newly tracked
     discovery_error: str | None = None
+    ledger_sync_error: str | None = None  # why the ledger query could not be applied
 
     @classmethod
     def of(
@@ -106,6 +111,7 @@ class RunSummary:
             discovered=None if run.discovery_error or not discovery else discovery.get("pairs"),
             discovered_added=int(discovery.get("added", 0)),
             discovery_error=run.discovery_error,
+            ledger_sync_error=ledger_sync_error(run),
         )
 
 
@@ -249,6 +255,8 @@ def _run(
     """The run's steps, in order; each names what it does."""
     settings = get_settings()
     tasks = TaskRuns()
+    if settings.ledger_query:
+        _sync_ledger(tasks, run_id, settings)
     _share_rate_limit(settings)
     formulas = _meters(tasks)
     if settings.discover_pairs:
@@ -298,6 +306,39 @@ def _meters(tasks: TaskRuns) -> dict[str, str]:
         refreshed.result()  # raises: no meters from Stripe and none cached
     get_run_logger().warning("could not refresh meters from Stripe; using the cached configuration")
     return formulas
+
+
+def _sync_ledger(tasks: TaskRuns, run_id: int, settings: Settings) -> None:
+    """Read the internal ledger from its query first; a sync that fails changes nothing and
+    leaves the run going with the ledger as it was (said in its log, record, report, alert)."""
+    synced: dict[str, int] | None = None
+    error: str | None = None
+    try:
+        query = settings.ledger_query_text()
+    except LedgerQueryUnreadable as unreadable:
+        error = str(unreadable)
+    else:
+        assert query is not None
+        state = tasks.call(sync_ledger, query, settings.ledger_source_url, settings.database_url)
+        if state.is_completed():
+            synced = state.result()
+        else:
+            failure = state.result(raise_on_failure=False)
+            error = (
+                str(failure)
+                if isinstance(failure, LedgerSyncFailed)
+                else describe_error(
+                    failure
+                    if isinstance(failure, BaseException)
+                    else RuntimeError(f"sync-ledger ended {state.type.value}")
+                )
+            )
+    if error:
+        get_run_logger().warning(
+            "ledger sync failed; going on with the ledger as it was: %s", error
+        )
+    with session_scope(get_engine(settings.database_url)) as session:
+        record_ledger_sync(session=session, run_id=run_id, synced=synced, error=error)
 
 
 def _discover(tasks: TaskRuns, run_id: int) -> None:
@@ -439,7 +480,8 @@ def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunS
         summary.reopened,
         summary.resolved,
         summary.settling,
-        "; discovery failed" if summary.discovery_error else "",
+        ("; discovery failed" if summary.discovery_error else "")
+        + ("; ledger sync failed" if summary.ledger_sync_error else ""),
     )
     return summary
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.errors import UserError
 
 DEFAULT_DATABASE_URL = "sqlite:///meter_recon.db"
 
@@ -16,6 +19,10 @@ DEFAULT_DATABASE_URL = "sqlite:///meter_recon.db"
 class TaskRunnerKind(StrEnum):
     THREADS = "threads"
     DASK = "dask"
+
+
+class LedgerQueryUnreadable(UserError):
+    """METER_RECON_LEDGER_QUERY names a file (`@path`) that cannot be read."""
 
 
 class Settings(BaseSettings):
@@ -66,6 +73,18 @@ class Settings(BaseSettings):
         le=24 * 35,
         description="Hours after a period ends before its new discrepancies are alerted.",
     )
+    ledger_query: str | None = Field(
+        default=None,
+        description=(
+            "SQL returning the internal ledger's line items (columns by name), or @path to a "
+            "file holding it; set, every run syncs the ledger from it first."
+        ),
+    )
+    ledger_database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL the ledger query runs on; default meter-recon's own database.",
+        repr=False,
+    )
     early_prefect_server: bool = Field(
         default=True,
         description=(
@@ -73,6 +92,29 @@ class Settings(BaseSettings):
             "while it imports; false leaves it to Prefect (started on its first API call)."
         ),
     )
+
+    @property
+    def ledger_source_url(self) -> str:
+        """Where the ledger query runs: its own URL, else meter-recon's database."""
+        return self.ledger_database_url or self.database_url
+
+    def ledger_query_text(self) -> str | None:
+        """The ledger query's SQL (the setting, or the file it names after `@`); None unset."""
+        value = (self.ledger_query or "").strip()
+        if not value:
+            return None
+        if not value.startswith("@"):
+            return value
+        path = Path(value[1:].strip()).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            message = f"The ledger query file {path} cannot be read: {reason}."
+            raise LedgerQueryUnreadable(message) from None
+        if not text.strip():
+            raise LedgerQueryUnreadable(f"The ledger query file {path} is empty.")
+        return text
 
     @field_validator("alert_urls", mode="before")
     @classmethod

@@ -83,7 +83,12 @@ def print_run_summary(console: Console, summary: RunSummary) -> int:
         f"  discrepancies: {summary.new} new, {summary.reopened} re-opened, "
         f"{summary.resolved} resolved; {summary.alerted} alerted, {summary.settling} settling\n"
         f"  {discovery_line(summary)}\n"
-        f"  Stripe requests: {summary.requests}",
+        + (
+            f"  ledger sync failed: {summary.ledger_sync_error} (the ledger as it was used)\n"
+            if summary.ledger_sync_error
+            else ""
+        )
+        + f"  Stripe requests: {summary.requests}",
         markup=False,
         highlight=False,
         soft_wrap=True,

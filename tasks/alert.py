@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from integrations.settings import get_settings
 from integrations.stripe.redaction import redact
 from models.engine import get_engine, session_scope
-from models.runs import failed_pairs, get_run
+from models.runs import failed_pairs, get_run, ledger_sync_error
 from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun
 from models.types import canonical_decimal, utcnow
 from tasks.report import compact_period, largest_first, money, summarize_money
@@ -117,7 +117,8 @@ def build_alert(
     RE-OPENED comes from `reopened_at`, so a row whose first alert was not delivered is
     still NEW the next time.
     """
-    if not pending and not failed and not run.discovery_error:
+    sync_error = ledger_sync_error(run)
+    if not pending and not failed and not run.discovery_error and not sync_error:
         return None
     reopened = sum(1 for row in pending if row.reopened_at is not None)
     parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
@@ -125,6 +126,8 @@ def build_alert(
         parts.append(f"{len(failed)} pair(s) failed")
     if run.discovery_error:
         parts.append("discovery failed")
+    if sync_error:
+        parts.append("ledger sync failed")
     title = f"meter-recon run {run.id} ({run.window_start}..{run.window_end}): " + ", ".join(parts)
     amounts = _per_currency(pending)
     if amounts:
@@ -143,6 +146,8 @@ def build_alert(
             "Discovery of the pairs Stripe bills failed; the run used the pairs and prices "
             f"already cached: {run.discovery_error}",
         ]
+    if sync_error:
+        lines += ["", f"The ledger sync failed; the run used the ledger as it was: {sync_error}"]
     if ui_url and run.flow_run_id:
         lines += ["", f"Flow run: {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}"]
     body = redact("\n".join(lines))

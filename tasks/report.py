@@ -23,7 +23,7 @@ from models.discrepancies import as_record, list_discrepancies, money_record
 from models.engine import get_engine
 from models.errors import UserError
 from models.money import currency_exponent
-from models.runs import failed_pairs, get_run
+from models.runs import failed_pairs, get_run, ledger_sync_error
 from models.tables import (
     DISCREPANCY_IDENTITY,
     Discrepancy,
@@ -127,6 +127,7 @@ class RunSummary:
     causes: tuple[tuple[str, int], ...]
     meters: tuple[MeterAmount, ...]
     failed: tuple[FailedPair, ...]
+    ledger_sync_error: str | None = None
 
 
 def _size(value: Decimal | None) -> Decimal:
@@ -264,6 +265,7 @@ def build_summary(*, session: Session, run_id: int | None = None) -> RunSummary:
         flow_run_id=run.flow_run_id,
         error=run.error,
         discovery_error=run.discovery_error,
+        ledger_sync_error=ledger_sync_error(run),
         pairs_total=run.pairs_total,
         pairs_ok=run.pairs_ok,
         pairs_failed=run.pairs_failed,
@@ -330,6 +332,12 @@ def _overview(s: RunSummary) -> list[str]:
     if s.discovery_error:
         lines += [
             f"**Discovery of pairs and prices from Stripe failed:** {_cell(s.discovery_error)}",
+            "",
+        ]
+    if s.ledger_sync_error:
+        lines += [
+            "**The ledger sync failed; the ledger as it was was used:** "
+            f"{_cell(s.ledger_sync_error)}",
             "",
         ]
     return lines
@@ -521,6 +529,7 @@ def summary_json(summary: RunSummary) -> dict[str, Any]:
             "flow_run_id": summary.flow_run_id,
             "error": summary.error,
             "discovery_error": summary.discovery_error,
+            "ledger_sync_error": summary.ledger_sync_error,
         },
         "counts": {
             "pairs_total": summary.pairs_total,
