@@ -1,7 +1,7 @@
 """What the bench reads off the simulator besides its totals: discovery's and the diagnosis's
 requests, each counted where it arrives, and when discovery's came.
 
-The run's own count (`RunSummary.requests`, the pairs' requests plus discovery's) is set
+The run's own count (`RunOutcome.requests`, the pairs' requests plus discovery's) is set
 against these, so the table shows the bound `Q / R` counts both.
 """
 

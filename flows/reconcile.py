@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from flows.fanout import FanOut, Plan
 from flows.history import TaskRuns, wait_for_history
+from flows.hooks import alert_run_ended
 from flows.task_runners import in_flight_for, pairs_per_task_for, task_runner_for
 from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
@@ -41,6 +42,7 @@ from models.types import utcnow
 from tasks.alert import alert_finance
 from tasks.discover import Discovery, discover_pairs
 from tasks.fetch import MissingApiKey, fetch_meters, stripe_client
+from tasks.last_completed import record_gap
 from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
@@ -51,7 +53,7 @@ PAGE_SIZE = 1000  # tracked pairs read at a time
 
 
 @dataclass(frozen=True, slots=True)
-class RunSummary:
+class RunOutcome:
     """What a run did; the CLI prints it and chooses its exit code from `status`."""
 
     run_id: int
@@ -85,7 +87,7 @@ class RunSummary:
         alerted: int,
         task_runs_recorded: int,
         task_runs_expected: int,
-    ) -> RunSummary:
+    ) -> RunOutcome:
         """The finished run's record, plus what only the flow knows."""
         assert run.id is not None
         discovery = run.counts.get("discovery") or {}
@@ -172,6 +174,8 @@ def resolve_window(
     task_runner=task_runner_for(get_settings()),
     log_prints=False,
     validate_parameters=True,
+    on_failure=[alert_run_ended],
+    on_crashed=[alert_run_ended],
 )
 def reconcile_meters(
     start: date | None = None,
@@ -180,7 +184,7 @@ def reconcile_meters(
     meters: list[str] | None = None,
     lookback_days: int | None = None,
     trigger: Trigger = Trigger.SCHEDULED,
-) -> RunSummary:
+) -> RunOutcome:
     """Reconcile Stripe's metered usage with the ledger over UTC days [start, end).
 
     Without start and end: the last `lookback_days` complete days (the nightly window).
@@ -214,8 +218,11 @@ def reconcile_meters(
             parameters=parameters,
             flow_run_id=str(flow_run.id) if flow_run else None,
         )
+        gap = record_gap(session=session, run=run)
     run_id = run.id
     assert run_id is not None
+    if gap:
+        logger.warning(gap)
     if stale:
         logger.warning("marked stale run(s) %s as failed", ", ".join(map(str, stale)))
     logger.info("run %d: window %s..%s (%s)", run_id, window_start, window_end, trigger.value)
@@ -251,7 +258,7 @@ def _run(
     customers: list[str],
     meters: list[str],
     flow_run_id: Any,
-) -> RunSummary:
+) -> RunOutcome:
     """The run's steps, in order; each names what it does."""
     settings = get_settings()
     tasks = TaskRuns()
@@ -460,9 +467,9 @@ def _history(flow_run_id: Any, tasks: TaskRuns) -> int:
     return wait_for_history(flow_run_id, expected=tasks.started, timeout=60 + tasks.started / 50)
 
 
-def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunSummary:
+def _summary(run_id: int, *, alerted: int, recorded: int, expected: int) -> RunOutcome:
     with Session(get_engine(get_settings().database_url)) as session:
-        summary = RunSummary.of(
+        summary = RunOutcome.of(
             get_run(session=session, run_id=run_id),
             alerted=alerted,
             task_runs_recorded=recorded,

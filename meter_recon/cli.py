@@ -30,7 +30,13 @@ from meter_recon.errors import (
     RunFailed,
     UserError,
 )
-from meter_recon.terminal import console, err_console, execute_or_fail, print_run_summary
+from meter_recon.terminal import (
+    built_summary,
+    console,
+    err_console,
+    execute_or_fail,
+    print_run_summary,
+)
 
 if TYPE_CHECKING:
     from models.tables import StripePrice
@@ -354,31 +360,20 @@ def _discrepancy_table(records: list[dict[str, object]]) -> Table:
 
 
 def _amount_label(record: dict[str, object]) -> str:
-    """Money with its currency ("12.50 usd"); a row still settling says until when."""
+    """Money as Stripe bills it ("12.50 usd"); a row still settling says until when."""
     from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from models.money import format_money
 
     amount, currency = record["amount_at_stake"], record["currency"]
     text = ""
-    if isinstance(amount, str):
-        text = f"{_in_minor_units(amount, currency)} {currency or ''}".strip()
+    if isinstance(amount, str) and isinstance(currency, str):
+        text = format_money(Decimal(amount), currency)
     settles = record["settles_at"]
     if isinstance(settles, str) and datetime.fromisoformat(settles) > datetime.now(UTC):
         text = f"{text} (settling until {settles[:16].replace('T', ' ')} UTC)".strip()
     return text
-
-
-def _in_minor_units(amount: str, currency: object) -> str:
-    """At least the currency's decimal places (12.5 usd reads 12.50), never fewer digits."""
-    from decimal import Decimal
-
-    from models.money import currency_exponent
-
-    value = Decimal(amount)
-    places = currency_exponent(currency) if isinstance(currency, str) and currency else 0
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent < places:
-        value = value.quantize(Decimal(1).scaleb(-places))
-    return format(value, "f")
 
 
 def _choices(enum: type[E], value: str | None, option: str, *, allow_all: bool = False) -> list[E]:
@@ -482,14 +477,15 @@ def report(
         markdown (for people, as Prefect's UI shows it) or json (for tools).
     """
     from models.engine import get_engine, session_scope
-    from tasks.report import build_summary, summary_json, summary_markdown
+    from tasks.report import render_json, render_markdown
+    from tasks.summary import build_summary
 
     with session_scope(get_engine(database_url(database_url_))) as session:
         summary = build_summary(session=session, run_id=run)
     if format is ReportFormat.JSON:
-        print(json.dumps(summary_json(summary), indent=2))
+        print(json.dumps(render_json(summary), indent=2))
     else:
-        print(summary_markdown(summary), end="")
+        print(render_markdown(summary), end="")
     return EXIT_OK
 
 
@@ -549,7 +545,8 @@ def _checked_run(
         meters=meters,
         manual=manual,
     )
-    return print_run_summary(console, summary)
+    report = built_summary(settings.database_url, summary.run_id)
+    return print_run_summary(console, summary, report)
 
 
 @app.command

@@ -49,16 +49,22 @@ from meter_recon.errors import UserError
 from meter_recon.seed import (
     DEFAULT_CUSTOMERS,
     DEFAULT_SEED,
+    INTERNAL,
+    STRIPE,
     DemoData,
     DemoEvent,
     ExpectedDiscrepancy,
+    PlantedKey,
     generate,
 )
 from models.canonical import canonical_decimal
+from models.enums import Ledger
+from models.money import format_money
 from models.tables import DiscrepancyKey, DiscrepancyKind
 
 if TYPE_CHECKING:
-    from flows.reconcile import RunSummary
+    from flows.reconcile import RunOutcome
+    from tasks.summary import RunSummary
 
 STATE_FILE = "demo.json"
 DATABASE_FILE = "meter_recon.db"
@@ -136,16 +142,18 @@ class DemoOutcome:
     data: DemoData
     seeded: bool
     #: The flow runs, in order: with `seeded`, before and after the late events.
-    summaries: tuple[RunSummary, ...]
+    summaries: tuple[RunOutcome, ...]
     database_url: str
+    #: The last run's summary, built as `meter-recon report` builds it: the money it ends with.
+    report: RunSummary
     alerts: list[dict[str, Any]] = field(default_factory=list)
     open_records: list[dict[str, Any]] = field(default_factory=list)
-    found: frozenset[DiscrepancyKey] = frozenset()
+    found: frozenset[PlantedKey] = frozenset()
     #: How what was found differs from what was planted, one line each (empty: it agrees).
     disagreements: tuple[str, ...] = ()
 
     @property
-    def summary(self) -> RunSummary:
+    def summary(self) -> RunOutcome:
         """The last run's summary."""
         return self.summaries[-1]
 
@@ -485,7 +493,7 @@ def post_meter_events(*, stripe_url: str, api_key: str, events: Sequence[DemoEve
 
 
 def _late_item(data: DemoData) -> ExpectedDiscrepancy | None:
-    return next((e for e in data.expected if e.after_late_events), None)
+    return next((e for e in data.expected_in(INTERNAL) if e.after_late_events), None)
 
 
 def _serve_and_run(
@@ -496,7 +504,7 @@ def _serve_and_run(
     window: tuple[date, date],
     database_url: str,
     late_between_runs: bool,
-) -> tuple[list[RunSummary], list[dict[str, Any]]]:
+) -> tuple[list[RunOutcome], list[dict[str, Any]]]:
     """Serve the simulator and the inbox, run the flow over the window; what it alerted.
 
     With `late_between_runs` (a demo just seeded) the flow runs twice, the late meter events
@@ -522,7 +530,7 @@ def _serve_and_run(
             )
             settings = settings_for(database_url)
 
-            def run() -> RunSummary:
+            def run() -> RunOutcome:
                 with quiet_task_runs():
                     return execute_or_fail(
                         console=console,
@@ -603,7 +611,7 @@ def _report(
     data: DemoData,
     state: DemoState,
     seeded: bool,
-    summaries: list[RunSummary],
+    summaries: list[RunOutcome],
     alerts: list[dict[str, Any]],
     database_url: str,
     directory: Path,
@@ -612,6 +620,8 @@ def _report(
     from meter_recon.terminal import print_run_summary
     from models.discrepancies import as_record, list_discrepancies
     from models.engine import get_engine, session_scope
+    from tasks.report import render_terminal
+    from tasks.summary import build_summary
 
     exit_code = 0
     for summary in summaries:
@@ -628,8 +638,9 @@ def _report(
 
     with session_scope(get_engine(database_url)) as session:
         records = [as_record(row) for row in list_discrepancies(session=session)]
+        report = build_summary(session=session, run_id=summaries[-1].run_id)
     found = frozenset(_identity(record) for record in records)
-    planted = {e.identity: e for e in data.expected}
+    planted = {e.planted_key: e for e in data.expected}
     _print_discrepancies(console, records, planted=planted)
     disagreements = tuple(_disagreements(records, planted))
 
@@ -640,6 +651,7 @@ def _report(
         seeded=seeded,
         summaries=tuple(summaries),
         database_url=database_url,
+        report=report,
         alerts=alerts,
         open_records=records,
         found=found,
@@ -674,15 +686,18 @@ def _report(
         f"meter-recon nightly --database-url {url}",
     )
     _say(console, "")
-    for line in money_lines(records):
+    for line in render_terminal(report):
         _say(console, line)
     _say(console, cause_line(records))
     _say(console, prefect_ui_lines(prefect_api_url))
+    _say(console, "\n" + not_invoiced_line(records))
     return outcome
 
 
-def _identity(record: dict[str, Any]) -> DiscrepancyKey:
-    return DiscrepancyKey(
+def _identity(record: dict[str, Any]) -> PlantedKey:
+    """A found discrepancy's ledger (`internal` where none is recorded) and identity."""
+    ledger = Ledger(record.get("ledger") or INTERNAL)
+    return ledger, DiscrepancyKey(
         stripe_customer_id=record["customer"],
         meter_id=record["meter"],
         kind=DiscrepancyKind(record["kind"]),
@@ -690,6 +705,7 @@ def _identity(record: dict[str, Any]) -> DiscrepancyKey:
         period_end=date.fromisoformat(record["period_end"]),
         line_item_id=record["line_item_id"] or "",
         other_line_item_id=record["other_line_item_id"] or "",
+        ledger=ledger,
     )
 
 
@@ -703,71 +719,73 @@ def _currency(record: dict[str, Any]) -> str | None:
     return None if value is None else str(value).lower()
 
 
+def _exact(amount: Decimal | None) -> str:
+    return "none" if amount is None else canonical_decimal(amount)
+
+
 def _cause(record: dict[str, Any]) -> str | None:
     value = record.get("likely_cause")
     return None if value is None else str(value)
 
 
+def _money_text(amount: Decimal | None, currency: str | None) -> str:
+    return "not valued" if amount is None or currency is None else format_money(amount, currency)
+
+
 def _planted_text(expected: ExpectedDiscrepancy) -> str:
-    amount = (
-        "not valued"
-        if expected.amount_at_stake is None
-        else f"{canonical_decimal(expected.amount_at_stake)} {expected.currency}"
-    )
+    amount = _money_text(expected.amount_at_stake, expected.currency)
     return f"cause {expected.cause or 'none'}, {amount}"
 
 
+def _label(key: PlantedKey) -> str:
+    ledger, identity = key
+    return (
+        f"{identity.kind} ({ledger} ledger) of {identity.stripe_customer_id} / "
+        f"{identity.meter_id} {identity.period_start}..{identity.period_end}"
+    )
+
+
 def _disagreements(
-    records: list[dict[str, Any]], planted: dict[DiscrepancyKey, ExpectedDiscrepancy]
+    records: list[dict[str, Any]], planted: dict[PlantedKey, ExpectedDiscrepancy]
 ) -> Iterator[str]:
-    """Each way the open discrepancies differ from the planted ones: missing, not planted,
-    or with another amount at stake, currency or likely cause."""
+    """Each way the open discrepancies differ from the planted ones (in either ledger):
+    missing, not planted, or with another amount at stake, currency or likely cause."""
     found = {_identity(record): record for record in records}
     for identity, expected in planted.items():
         record = found.get(identity)
-        label = f"{identity.kind} of {identity.stripe_customer_id} / {identity.meter_id} " + (
-            f"{identity.period_start}..{identity.period_end}"
-        )
+        label = _label(identity)
         if record is None:
             yield f"{label} was planted ({expected.why}) but not found"
             continue
         amount, currency, cause = _amount(record), _currency(record), _cause(record)
         if (amount, currency) != (expected.amount_at_stake, expected.currency) or (
-            cause != (expected.cause.value if expected.cause else None)
+            cause != (str(expected.cause) if expected.cause else None)
         ):
-            shown = "not valued" if amount is None else f"{canonical_decimal(amount)} {currency}"
+            shown = _money_text(amount, currency)
+            planted_money = (expected.amount_at_stake, expected.currency)
+            if (amount, currency) != planted_money and shown == _money_text(*planted_money):
+                # Apart by less than the minor unit: the exact decimals say how.
+                shown += f" (exactly {_exact(amount)}, planted {_exact(expected.amount_at_stake)})"
             yield (
                 f"{label} was planted with {_planted_text(expected)} "
                 f"but found with cause {cause or 'none'}, {shown}"
             )
-    for identity in found.keys() - planted.keys():
-        yield (
-            f"{identity.kind} of {identity.stripe_customer_id} / {identity.meter_id} "
-            f"{identity.period_start}..{identity.period_end} was found but not planted"
-        )
+    for identity in sorted(found.keys() - planted.keys()):
+        yield f"{_label(identity)} was found but not planted"
 
 
-def money_lines(records: list[dict[str, Any]]) -> list[str]:
-    """The money at stake per currency: not billed (positive) and over-billed (negative)
-    totals, never added across currencies, and how many are not valued."""
-    totals: dict[str, list[Decimal]] = {}
-    not_valued = 0
+def not_invoiced_line(records: list[dict[str, Any]]) -> str:
+    """What Stripe metered but did not invoice, per currency: the positive amounts of the
+    stripe ledger's open discrepancies (never added across currencies)."""
+    totals: dict[str, Decimal] = {}
     for record in records:
         amount, currency = _amount(record), _currency(record)
-        if amount is None or currency is None:
-            not_valued += 1
-            continue
-        sums = totals.setdefault(currency, [Decimal(0), Decimal(0)])
-        sums[0 if amount > 0 else 1] += amount
-    lines = [f"money at stake in the {len(records)} open discrepancies, per currency:"]
-    for currency in sorted(totals):
-        under, over = totals[currency]
-        lines.append(
-            f"  {currency.upper()}: {canonical_decimal(under)} not billed, "
-            f"{canonical_decimal(over)} over-billed"
-        )
-    lines.append(f"  not valued: {not_valued}")
-    return lines
+        if record.get("ledger") == STRIPE and amount is not None and currency and amount > 0:
+            totals[currency] = totals.get(currency, Decimal(0)) + amount
+    if not totals:
+        return "Stripe metered but did not invoice: nothing"
+    shown = ", ".join(format_money(totals[currency], currency) for currency in sorted(totals))
+    return f"Stripe metered but did not invoice: {shown}"
 
 
 def cause_line(records: list[dict[str, Any]]) -> str:
@@ -807,7 +825,7 @@ def _print_discrepancies(
     console: Console,
     records: list[dict[str, Any]],
     *,
-    planted: dict[DiscrepancyKey, ExpectedDiscrepancy],
+    planted: dict[PlantedKey, ExpectedDiscrepancy],
 ) -> None:
     if not records:
         _say(console, "\nno open discrepancies")
@@ -832,7 +850,7 @@ def _print_discrepancies(
         console.print()
 
 
-def _note(record: dict[str, Any], planted: dict[DiscrepancyKey, ExpectedDiscrepancy]) -> str:
+def _note(record: dict[str, Any], planted: dict[PlantedKey, ExpectedDiscrepancy]) -> str:
     """The line item(s) of a discrepancy, why the demo planted it, and the planted cause."""
     items = " / ".join(i for i in (record["line_item_id"], record["other_line_item_id"]) if i)
     expected = planted.get(_identity(record))
@@ -869,7 +887,7 @@ def _table(
             row["stripe_quantity"],
             row["internal_quantity"],
             row["difference"],
-            "-" if amount is None else f"{canonical_decimal(amount)} {(currency or '').upper()}",
+            "-" if amount is None or currency is None else format_money(amount, currency),
             _cause(row) or "-",
         ]
         if notes is not None:

@@ -38,15 +38,17 @@ import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from models.canonical import canonical_decimal, utc_midnight
-from models.enums import DiscrepancyKind, LikelyCause
+from models.enums import DiscrepancyKind, Ledger, LikelyCause
 from models.keys import DiscrepancyKey
 from models.ledger import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from tasks.value import charge, price_from_stripe
 
 DEFAULT_CUSTOMERS = 36
 DEFAULT_SEED = 7
@@ -65,6 +67,17 @@ _SUBSCRIBED = 1_735_689_600
 
 Kind = DiscrepancyKind
 Cause = LikelyCause
+
+#: The two ledgers a discrepancy belongs to: what the company billed, what Stripe invoiced.
+INTERNAL = Ledger.INTERNAL
+STRIPE = Ledger.STRIPE
+#: The `stripe` ledger's own likely causes.
+CANCELLED_USAGE = LikelyCause.CANCELLED_USAGE
+NOT_SUBSCRIBED = LikelyCause.NOT_SUBSCRIBED
+#: Stripe creates a period's invoice an hour after the period ends and finalizes it an hour
+#: later (within its 72 h grace); a day is unbilled once it ended 72 h before the run.
+_INVOICE_DELAY = _HOUR
+_GRACE_DAYS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,28 +261,102 @@ PRICES: dict[tuple[str, str], DemoPrice] = {
 
 @dataclass(frozen=True, slots=True)
 class DemoSubscription:
-    """A customer's subscription: one metered item per (price) meter, billed monthly."""
+    """A customer's subscription: one metered item per (price) meter, billed monthly.
+
+    `current_period` (Unix seconds) is its items' current period; `status` and
+    `canceled_at` say whether (and when) it was cancelled.
+    """
 
     id: str
     customer: str
     items: tuple[tuple[str, DemoPrice], ...]  # (subscription item id, price)
+    current_period: tuple[int, int]
+    status: str = "active"
+    canceled_at: int | None = None
 
-    def document(self, *, period: tuple[date, date]) -> dict[str, Any]:
-        return {
+    def document(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
             "id": self.id,
             "customer": self.customer,
-            "status": "active",
+            "status": self.status,
             "created": _SUBSCRIBED,
             "items": [
                 {
                     "id": item_id,
                     "price": price.id,
-                    "current_period_start": utc_midnight(period[0]),
-                    "current_period_end": utc_midnight(period[1]),
+                    "current_period_start": self.current_period[0],
+                    "current_period_end": self.current_period[1],
                 }
                 for item_id, price in self.items
             ],
         }
+        if self.canceled_at is not None:
+            entry["canceled_at"] = entry["ended_at"] = self.canceled_at
+        return entry
+
+
+@dataclass(frozen=True, slots=True)
+class DemoInvoiceLine:
+    """A line of a Stripe invoice: a metered item's usage over its period (or one tier of it)."""
+
+    id: str
+    subscription_item: str
+    price: DemoPrice
+    meter: str
+    period: tuple[int, int]
+    quantity: Decimal
+    #: In the currency's minor unit, as Stripe's are.
+    amount: int
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "subscription_item": self.subscription_item,
+            "price": self.price.id,
+            "period": {"start": self.period[0], "end": self.period[1]},
+            "quantity_decimal": canonical_decimal(self.quantity),
+            "amount": self.amount,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DemoInvoice:
+    """An invoice Stripe created for a subscription's closed period: `paid` (finalized) or
+    still a `draft` in its grace period."""
+
+    id: str
+    customer: str
+    subscription: str
+    status: str
+    created: int
+    finalized_at: int | None
+    currency: str
+    period: tuple[int, int]
+    lines: tuple[DemoInvoiceLine, ...]
+
+    def document(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "customer": self.customer,
+            "subscription": self.subscription,
+            "status": self.status,
+            "created": self.created,
+            "currency": self.currency,
+            "period_start": self.period[0],
+            "period_end": self.period[1],
+            "lines": [line.document() for line in self.lines],
+        }
+        if self.finalized_at is not None:
+            entry["finalized_at"] = self.finalized_at
+        return entry
+
+    def line_items(self) -> dict[str, tuple[DemoInvoiceLine, ...]]:
+        """The invoice's line items as the stripe ledger groups them (lines of one item and
+        period: a line per tier is one line item), by id (the smallest of their line ids)."""
+        groups: dict[tuple[str, tuple[int, int]], list[DemoInvoiceLine]] = {}
+        for line in self.lines:
+            groups.setdefault((line.subscription_item, line.period), []).append(line)
+        return {min(line.id for line in lines): tuple(lines) for lines in groups.values()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,12 +412,15 @@ class ExpectedDiscrepancy:
     #: What the difference is worth (major unit of `currency`, 6 places); None: not valued.
     amount_at_stake: Decimal | None = None
     currency: str | None = None
-    #: The likely cause the run must give it (None: no cause fits).
-    cause: LikelyCause | None = None
+    #: The likely cause the run must give it (None: no cause fits): a `LikelyCause`, or
+    #: one of the stripe ledger's (`CANCELLED_USAGE`, `NOT_SUBSCRIBED`).
+    cause: str | None = None
     #: The planted scenario (its function's name).
     scenario: str = ""
     #: Found only once the late meter events were posted (by the demo's second run).
     after_late_events: bool = False
+    #: Whose bill it is against: `INTERNAL` (the ledger CSV) or `STRIPE` (Stripe's invoices).
+    ledger: str = INTERNAL
 
     @property
     def identity(self) -> DiscrepancyKey:
@@ -343,7 +433,17 @@ class ExpectedDiscrepancy:
             period_end=self.period_end,
             line_item_id=self.line_item_id,
             other_line_item_id=self.other_line_item_id,
+            ledger=Ledger(self.ledger),
         )
+
+    @property
+    def planted_key(self) -> PlantedKey:
+        """The ledger and the identity: one day can be unbilled in both ledgers."""
+        return self.ledger, self.identity
+
+
+#: A planted discrepancy's ledger and identity.
+PlantedKey = tuple[str, DiscrepancyKey]
 
 
 @dataclass(frozen=True)
@@ -365,13 +465,14 @@ class DemoData:
     adjustments: tuple[DemoEvent, ...] = ()
     #: Meter events reported late: posted to the simulator between the demo's two runs.
     late_events: tuple[DemoEvent, ...] = ()
+    #: The invoices Stripe created for the subscriptions' closed periods (the stripe ledger).
+    invoices: tuple[DemoInvoice, ...] = ()
 
     # -- the simulator's data file (its documented contract) ----------------------------------
 
     def simulator_document(self) -> dict[str, Any]:
         """The data file's JSON object; values as decimal strings (the late events are not
         in it: the demo posts them)."""
-        period = _Calendar(self.anchor).billing_period
         return {
             "meters": [
                 {
@@ -394,11 +495,12 @@ class DemoData:
                 for event in self.events
             ],
             "prices": [price.document() for price in self.prices],
-            "subscriptions": [s.document(period=period) for s in self.subscriptions],
+            "subscriptions": [s.document() for s in self.subscriptions],
             "adjustments": [
                 {"event_name": event.event_name, "identifier": event.identifier}
                 for event in self.adjustments
             ],
+            "invoices": [invoice.document() for invoice in self.invoices],
         }
 
     def simulator_json(self) -> str:
@@ -447,18 +549,23 @@ class DemoData:
 
     # -- what must be found -----------------------------------------------------------------
 
-    def expected_identities(self, *, late_events: bool = True) -> frozenset[DiscrepancyKey]:
-        """What a run must find; without `late_events`, before they were posted."""
-        return frozenset(item.identity for item in self.expected_before(late_events=late_events))
+    def expected_identities(self, *, late_events: bool = True) -> frozenset[PlantedKey]:
+        """What a run must find (ledger and identity); without `late_events`, before they
+        were posted."""
+        return frozenset(item.planted_key for item in self.expected_before(late_events=late_events))
+
+    def expected_in(self, ledger: str) -> tuple[ExpectedDiscrepancy, ...]:
+        """The planted discrepancies against one ledger."""
+        return tuple(e for e in self.expected if e.ledger == ledger)
 
     def expected_before(self, *, late_events: bool = True) -> tuple[ExpectedDiscrepancy, ...]:
         """The planted discrepancies, or (without `late_events`) those found before them."""
         return tuple(e for e in self.expected if late_events or not e.after_late_events)
 
-    def expected_by_kind(self) -> dict[DiscrepancyKind, frozenset[DiscrepancyKey]]:
+    def expected_by_kind(self) -> dict[DiscrepancyKind, frozenset[PlantedKey]]:
         """The planted discrepancies' identities, for every kind (empty sets included)."""
         return {
-            kind: frozenset(item.identity for item in self.expected if item.kind is kind)
+            kind: frozenset(item.planted_key for item in self.expected if item.kind is kind)
             for kind in DiscrepancyKind
         }
 
@@ -495,7 +602,7 @@ def ledger_text(value: Decimal, scale: int) -> str:
     return f"{whole}.{fraction.ljust(scale, '0')}"
 
 
-SIMULATOR_KEYS = ("meters", "events", "prices", "subscriptions", "adjustments")
+SIMULATOR_KEYS = ("meters", "events", "prices", "subscriptions", "adjustments", "invoices")
 
 
 def _json_lines(items: list[dict[str, Any]]) -> list[str]:
@@ -521,6 +628,28 @@ def _days(start: date, end: date) -> Iterable[date]:
     while day < end:
         yield day
         day += _DAY
+
+
+def _on_day_of_month(month: date, day: int) -> date:
+    """The month's `day`, or its last day when it is shorter (as Stripe anchors a cycle)."""
+    last = (_next_month(month) - _DAY).day
+    return month.replace(day=min(day, last))
+
+
+def _touched_days(start: int, end: int) -> tuple[date, date]:
+    """The UTC days `[first, end)` that the seconds `[start, end)` touch."""
+    first = datetime.fromtimestamp(start, UTC).date()
+    last = datetime.fromtimestamp(end - 1, UTC).date()
+    return first, last + _DAY
+
+
+def _minor(amount: Decimal) -> int:
+    """An exact amount in minor units as Stripe writes a line's `amount`: an integer.
+
+    Stripe rounds a line's amount computed from `unit_amount_decimal` to the nearest integer
+    of the minor unit; it does not say where a half goes: half-up here (a line's amount is
+    shown, never compared: the stripe ledger compares quantities and values them itself)."""
+    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,6 +740,15 @@ class _Builder:
         self._seats: dict[str, int] = {}
         self._invoices: dict[tuple[str, date, date, str], str] = {}
         self._sequence = 0
+        # Stripe's billing cycles: a customer's (day of month, seconds after 00:00 UTC) its
+        # periods start at (default: the 1st at midnight), ...
+        self.cycles: dict[str, tuple[int, int]] = {}
+        # ... the subscriptions cancelled (when), and those whose last closed period's
+        # invoice is still a draft.
+        self.canceled: dict[str, int] = {}
+        self.drafts: set[str] = set()
+        # When each cancelled event was cancelled (an invoice finalized before counts it).
+        self.cancelled_at: dict[str, int] = {}
 
     # -- Stripe's side ----------------------------------------------------------------------
 
@@ -730,7 +868,19 @@ class _Builder:
 
     def cancel(self, meter: DemoMeter, customer: str, timestamp: int, value: Decimal) -> None:
         """An event sent by mistake and cancelled at once (a meter event adjustment)."""
-        self.adjustments.append(self._event(meter, customer, timestamp, value))
+        event = self._event(meter, customer, timestamp, value)
+        self.adjustments.append(event)
+        self.cancelled_at[event.identifier] = timestamp
+
+    def cancel_later(self, event: DemoEvent, at: int) -> None:
+        """A `sum` or `count` event Stripe counted, cancelled at `at` (an adjustment)."""
+        meter = next(m for m in METERS if m.event_name == event.event_name)
+        assert meter.formula != "last"
+        self.adjustments.append(event)
+        self.cancelled_at[event.identifier] = at
+        day = datetime.fromtimestamp(event.timestamp, UTC).date()
+        daily = self.daily[(event.customer, meter.id)]
+        daily[day] -= Decimal(1) if meter.formula == "count" else event.value
 
     def report_late(self, meter: DemoMeter, customer: str, timestamp: int, value: Decimal) -> None:
         """An event the application reports after the ledger was computed (posted later)."""
@@ -756,6 +906,161 @@ class _Builder:
         items = self.subscribed.setdefault(customer, [])
         items.append((f"si_{customer.removeprefix('cus_')}_{len(items) + 1}", price))
         return price
+
+    # -- Stripe's invoices -------------------------------------------------------------------
+
+    def usage_at(
+        self,
+        meter: DemoMeter,
+        customer: str,
+        period: tuple[int, int],
+        *,
+        at: int | None,
+        late: bool = False,
+        known: Sequence[tuple[int, int, DemoEvent]] | None = None,
+    ) -> Decimal:
+        """Stripe's usage over the seconds `[start, end)` as its meter knew it at `at` (None:
+        now; with `late`, after the late events were posted): each identifier once, events
+        cancelled by then left out; added up, counted, or the latest event's value.
+
+        `known`: the customer's events, if already picked out of all of them."""
+        events = sorted(
+            (timestamp, sequence, event)
+            for timestamp, sequence, event in (self.events if known is None else known)
+            if event.customer == customer and event.event_name == meter.event_name
+        )
+        if late:
+            extra = [
+                e
+                for e in self.late_events
+                if (e.customer, e.event_name) == (customer, meter.event_name)
+            ]
+            events = sorted([*events, *((e.timestamp, 10**9 + i, e) for i, e in enumerate(extra))])
+        seen: set[str] = set()
+        values: list[Decimal] = []
+        for timestamp, _, event in events:
+            if not period[0] <= timestamp < period[1] or event.identifier in seen:
+                continue
+            seen.add(event.identifier)
+            cancelled = self.cancelled_at.get(event.identifier)
+            if cancelled is not None and (at is None or cancelled <= at):
+                continue
+            values.append(event.value)
+        if meter.formula == "count":
+            return Decimal(len(values))
+        if meter.formula == "last":
+            return values[-1] if values else Decimal(0)
+        return sum(values, Decimal(0))
+
+    def cycle(self, customer: str) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+        """The customer's monthly periods Stripe invoiced (ended by the anchor's 00:00 UTC,
+        ending after the month before the window began), and its current period."""
+        day, offset = self.cycles.get(customer, (1, 0))
+        first = _month_start(_month_start(self.calendar.previous_month - _DAY) - _DAY)
+        months = [first]
+        while len(months) < 6:
+            months.append(_next_month(months[-1]))
+        starts = [utc_midnight(_on_day_of_month(month, day)) + offset for month in months]
+        now = utc_midnight(self.calendar.today)
+        since = utc_midnight(_month_start(self.calendar.previous_month - _DAY))
+        periods = list(pairwise(starts))
+        current = next(p for p in periods if p[0] <= now < p[1])
+        canceled = self.canceled.get(customer)
+        if canceled is not None:
+            current = next(p for p in periods if p[0] <= canceled < p[1])
+            now = current[0]
+        return [p for p in periods if since < p[1] <= now], current
+
+    def invoices_of(self, customer: str) -> list[DemoInvoice]:
+        """What Stripe invoiced the customer's subscription: one invoice per closed period,
+        created an hour after it ended and finalized (paid) an hour later, its lines the
+        meter's usage over the period as known at finalization (a draft: at creation)."""
+        items = self.subscribed.get(customer, [])
+        if not items:
+            return []
+        suffix = customer.removeprefix("cus_")
+        closed, _ = self.cycle(customer)
+        known = [entry for entry in self.events if entry[2].customer == customer]
+        invoices = []
+        for period in closed:
+            created = period[1] + _INVOICE_DELAY
+            draft = customer in self.drafts and period == closed[-1]
+            finalized = None if draft else created + _INVOICE_DELAY
+            stamp = datetime.fromtimestamp(period[1], UTC).strftime("%Y%m%d")
+            lines: list[DemoInvoiceLine] = []
+            for item_id, price in items:
+                meter = next(m for m in METERS if m.id == price.meter)
+                quantity = self.usage_at(
+                    meter, customer, period, at=finalized or created, known=known
+                )
+                for units, amount in _priced_lines(price, quantity):
+                    lines.append(
+                        DemoInvoiceLine(
+                            id=f"il_{suffix}_{stamp}_{len(lines) + 1}",
+                            subscription_item=item_id,
+                            price=price,
+                            meter=price.meter,
+                            period=period,
+                            quantity=units,
+                            amount=amount,
+                        )
+                    )
+            invoices.append(
+                DemoInvoice(
+                    id=f"in_{suffix}_{stamp}",
+                    customer=customer,
+                    subscription=f"sub_{suffix}",
+                    status="draft" if draft else "paid",
+                    created=created,
+                    finalized_at=finalized,
+                    currency=items[0][1].currency,
+                    period=period,
+                    lines=tuple(lines),
+                )
+            )
+        return invoices
+
+    def invoiced(
+        self, meter: DemoMeter, customer: str, *, ending: int | None = None
+    ) -> tuple[DemoInvoice, str, tuple[DemoInvoiceLine, ...]]:
+        """The meter's line item (invoice, id, lines) of the customer's last closed period,
+        or of the one ending at `ending`."""
+        for invoice in reversed(self.invoices_of(customer)):
+            if ending is not None and invoice.period[1] != ending:
+                continue
+            for item_id, lines in invoice.line_items().items():
+                if lines[0].meter == meter.id:
+                    return invoice, item_id, lines
+        raise LookupError(f"no invoice of {customer} bills {meter.id}")
+
+    def expect_invoiced(
+        self,
+        meter: DemoMeter,
+        customer: str,
+        *,
+        why: str,
+        cause: str | None,
+        ending: int | None = None,
+        after_late_events: bool = False,
+    ) -> None:
+        """A finalized Stripe line item whose quantity Stripe's meter no longer shows: `S` is
+        the usage over exactly its period now, `I` its quantity."""
+        invoice, item_id, lines = self.invoiced(meter, customer, ending=ending)
+        billed = sum((line.quantity for line in lines), Decimal(0))
+        stripe = self.usage_at(meter, customer, invoice.period, at=None, late=after_late_events)
+        self.expect(
+            Kind.QUANTITY_MISMATCH if stripe else Kind.MISSING_IN_STRIPE,
+            meter,
+            customer,
+            _touched_days(*invoice.period),
+            stripe=stripe,
+            internal=billed,
+            items=(item_id, ""),
+            why=why,
+            cause=cause,
+            after_late_events=after_late_events,
+            ledger=STRIPE,
+        )
 
     # -- the ledger's side ------------------------------------------------------------------
 
@@ -822,10 +1127,11 @@ class _Builder:
         internal: Decimal | None,
         why: str,
         items: tuple[str, str] = ("", ""),
-        cause: LikelyCause | None = None,
+        cause: str | None = None,
         after_late_events: bool = False,
+        ledger: str = INTERNAL,
     ) -> None:
-        amount, currency = self._stake(kind, meter, customer, items[0], stripe, internal)
+        amount, currency = self._stake(kind, meter, customer, items[0], stripe, internal, ledger)
         self.expected.append(
             ExpectedDiscrepancy(
                 kind=kind,
@@ -843,13 +1149,21 @@ class _Builder:
                 cause=cause,
                 scenario=self.scenario,
                 after_late_events=after_late_events,
+                ledger=ledger,
             )
         )
 
     def expect_unbilled(
-        self, meter: DemoMeter, customer: str, period: tuple[date, date], *, why: str
+        self,
+        meter: DemoMeter,
+        customer: str,
+        period: tuple[date, date],
+        *,
+        why: str,
+        ledger: str = INTERNAL,
+        cause: str | None = None,
     ) -> None:
-        """Stripe's usage over `period` with no line item covering it."""
+        """Stripe's usage over `period` with no line item (of `ledger`) covering it."""
         self.expect(
             Kind.UNBILLED_USAGE,
             meter,
@@ -858,7 +1172,20 @@ class _Builder:
             stripe=self.usage(meter, customer, *period),
             internal=Decimal(0),
             why=why,
+            ledger=ledger,
+            cause=cause,
         )
+
+    def expect_unbilled_by_stripe(self, meter: DemoMeter, customer: str, *, why: str) -> None:
+        """Each window day of the pair with usage that no subscription bills (`not_subscribed`)
+        and that ended 72 h before a run on the anchor day: Stripe will never invoice it."""
+        start, _ = self.calendar.window
+        last = self.calendar.today - (_GRACE_DAYS + 1) * _DAY
+        for day in sorted(self.daily.get((customer, meter.id), {})):
+            if start <= day <= last and self.day_value(meter, customer, day):
+                self.expect_unbilled(
+                    meter, customer, (day, day + _DAY), why=why, ledger=STRIPE, cause=NOT_SUBSCRIBED
+                )
 
     def _stake(
         self,
@@ -868,13 +1195,17 @@ class _Builder:
         item_id: str,
         stripe: Decimal,
         internal: Decimal | None,
+        ledger: str = INTERNAL,
     ) -> tuple[Decimal | None, str | None]:
-        """The amount at stake, by hand: the pair's Stripe price first, else the ledger's."""
+        """The amount at stake, by hand: the pair's Stripe price first, else (in the internal
+        ledger) the ledger's. A Stripe line is valued at its own price, the pair's here."""
         price = self.prices.get((customer, meter.id))
         if price is not None:
             if kind is Kind.OVERLAPPING_LINE_ITEMS:
                 return price.overlap_stake(stripe), price.currency
             return price.stake(stripe=stripe, internal=internal or Decimal(0)), price.currency
+        if ledger == STRIPE:
+            return None, None
         own = [i for i in self.items if (i.customer, i.meter) == (customer, meter.id)]
         if kind is Kind.UNBILLED_USAGE:
             billed = [i for i in own if i.quantity]
@@ -888,6 +1219,28 @@ class _Builder:
             gap = -Fraction(stripe)
         stake = gap * Fraction(item.amount) / Fraction(item.quantity)
         return _six_places(stake), item.currency.lower()
+
+
+def _priced_lines(price: DemoPrice, quantity: Decimal) -> list[tuple[Decimal, int]]:
+    """A metered item's invoice line(s) for `quantity`: (quantity, amount in minor units).
+
+    A graduated price shows a line per tier it reaches (its units, their amount and the
+    tier's flat fee), as Stripe's invoices do; any other price one line, charged as Stripe
+    charges (`tasks.value.charge`, exact, then rounded to the minor unit)."""
+    if not price.tiers:
+        exact = charge(price_from_stripe(price.document()), quantity)
+        return [(quantity, _minor(exact))]
+    lines: list[tuple[Decimal, int]] = []
+    lower = Decimal(0)
+    for tier in price.tiers:
+        upper = quantity if tier.up_to is None else min(quantity, Decimal(tier.up_to))
+        if upper <= lower and lines:
+            break
+        units = max(upper - lower, Decimal(0))
+        flat = tier.flat_amount if units else Decimal(0)
+        lines.append((units, _minor(units * tier.unit_amount + flat)))
+        lower = upper
+    return lines
 
 
 def _customer_id(rng: random.Random) -> str:
@@ -953,12 +1306,22 @@ def generate(
         prices=tuple(PRICES.values()),
         subscriptions=tuple(
             DemoSubscription(
-                id=f"sub_{customer.removeprefix('cus_')}", customer=customer, items=tuple(items)
+                id=f"sub_{customer.removeprefix('cus_')}",
+                customer=customer,
+                items=tuple(items),
+                current_period=build.cycle(customer)[1],
+                status="canceled" if customer in build.canceled else "active",
+                canceled_at=build.canceled.get(customer),
             )
             for customer, items in sorted(build.subscribed.items())
         ),
         adjustments=tuple(build.adjustments),
         late_events=tuple(build.late_events),
+        invoices=tuple(
+            invoice
+            for customer in sorted(build.subscribed)
+            for invoice in build.invoices_of(customer)
+        ),
     )
 
 
@@ -1141,7 +1504,8 @@ def plan_change_billed_half_a_month_twice(build: _Builder, customer: str) -> Non
 
 def requests_reported_after_the_invoice(build: _Builder, customer: str) -> None:
     """API requests (sum): the month matched; then the application reported two more
-    batches of that month (the demo posts them between its runs): late_usage."""
+    batches of that month (the demo posts them between its runs): late_usage, in both
+    ledgers (Stripe had finalized the month's invoice too: it will not invoice them)."""
     cal = build.calendar
     month = cal.closed_month
     build.report_monthly(REQUESTS, customer)
@@ -1161,6 +1525,13 @@ def requests_reported_after_the_invoice(build: _Builder, customer: str) -> None:
         internal=item.quantity,
         items=(item.id, ""),
         why="API requests of the month reported after the invoice was computed",
+        cause=Cause.LATE_USAGE,
+        after_late_events=True,
+    )
+    build.expect_invoiced(
+        REQUESTS,
+        customer,
+        why="API requests recorded after Stripe finalized the month's invoice",
         cause=Cause.LATE_USAGE,
         after_late_events=True,
     )
@@ -1324,20 +1695,21 @@ def seats_stripe_never_received(build: _Builder, customer: str) -> None:
 
 
 def data_transfer_event_cancelled(build: _Builder, customer: str) -> None:
-    """Data transfer (sum), priced by the ledger: an event sent by mistake was cancelled
-    with a meter event adjustment, and the ledger never billed it: it matches."""
-    build.subscribe(TRANSFER, customer, "monthly", stripe_price=False)
+    """Data transfer (sum): an event sent by mistake was cancelled at once with a meter event
+    adjustment; neither the ledger nor Stripe's invoice billed it: both match."""
+    build.subscribe(TRANSFER, customer, "monthly")
     day = build.calendar.previous_month + timedelta(days=9)
     build.cancel(TRANSFER, customer, utc_midnight(day) + 13 * _HOUR, Decimal("250.5"))
 
 
 def ledger_includes_the_day_after_the_week(build: _Builder, customer: str) -> None:
-    """Workflow runs (count), billed weekly, priced by the ledger: one week's line item
-    counted the day after it too (an inclusive end): period_off_by_one."""
+    """Workflow runs (count), billed weekly: one week's line item counted the day after it
+    too (an inclusive end): period_off_by_one."""
     cal = build.calendar
     weeks = cal.weekly_periods()
     week = (cal.this_monday - 2 * _WEEK, cal.this_monday - _WEEK)
     build.report(RUNS, customer, weeks[0][0], weeks[-1][1])
+    build.subscribe_price(RUNS, customer)
     for period in weeks:
         if period != week:
             build.bill_usage(RUNS, customer, [period])
@@ -1364,7 +1736,9 @@ def trial_customer_never_billed(build: _Builder, customer: str) -> None:
     first day; usage before that day (an onboarding test) is outside the pair's bounds.
 
     Not valued (no price anywhere) and no cause (nothing arrived late, and the customer's
-    other unbilled days differ the same way, never the opposite).
+    other unbilled days differ the same way, never the opposite). No subscription bills it
+    either: in the stripe ledger each day with usage that ended 72 h before the run (the
+    onboarding day too: the stripe ledger has no bounds) is unbilled, `not_subscribed`.
     """
     cal = build.calendar
     trial = cal.today - timedelta(days=10)
@@ -1376,6 +1750,9 @@ def trial_customer_never_billed(build: _Builder, customer: str) -> None:
         build.expect_unbilled(
             RUNS, customer, (day, day + _DAY), why="a trial customer who was never billed"
         )
+    build.expect_unbilled_by_stripe(
+        RUNS, customer, why="a trial customer no subscription bills: Stripe never invoices it"
+    )
 
 
 def data_transfer_only_stripe_bills(build: _Builder, customer: str) -> None:
@@ -1430,6 +1807,118 @@ def transfer_reported_as_requests(build: _Builder, customer: str) -> None:
         )
 
 
+# -- the stripe ledger: what Stripe invoiced ---------------------------------------------------
+#
+# Every subscribed customer gets the invoices Stripe finalized for its closed periods, each
+# line its meter's usage at finalization: a pair matches unless its meter moved after that.
+
+
+def transfer_invoiced_a_line_per_tier(build: _Builder, customer: str) -> None:
+    """Data transfer (sum), in euros at the graduated price: Stripe's invoice shows each
+    month as two lines (the first 20 GB at 10 cents, the rest at 6 cents plus the 1 EUR flat
+    fee), which the stripe ledger groups into one line item: it matches, nothing is planted
+    (each line compared alone would be two mismatches). At least 1 GB a day: both tiers."""
+    build.currency[customer] = "EUR"
+    build.report_monthly(TRANSFER, customer, least=1_000)
+    build.subscribe_price(TRANSFER, customer)
+    build.bill_usage(TRANSFER, customer, build.calendar.monthly_periods())
+
+
+def runs_cancelled_after_the_invoice(build: _Builder, customer: str) -> None:
+    """Workflow runs (count), in euros: three runs counted twice by a retry were cancelled
+    with meter event adjustments an hour after Stripe finalized the month's invoice. The
+    ledger, computed later, never billed them (it matches); Stripe's invoice did:
+    cancelled_usage in the stripe ledger, 3 runs at 23 cents (billed beyond usage)."""
+    month = build.calendar.closed_month
+    build.currency[customer] = "EUR"
+    build.report_monthly(RUNS, customer)
+    build.subscribe_price(RUNS, customer)
+    at = utc_midnight(month[0] + timedelta(days=11)) + 16 * _HOUR
+    cancelled = utc_midnight(month[1]) + 2 * _INVOICE_DELAY + _HOUR
+    for minute in (1, 2, 3):
+        build.cancel_later(build.add_event(RUNS, customer, at + 60 * minute, Decimal(1)), cancelled)
+    build.bill_usage(RUNS, customer, build.calendar.monthly_periods())
+    build.expect_invoiced(
+        RUNS,
+        customer,
+        why="runs cancelled after Stripe finalized the month's invoice",
+        cause=CANCELLED_USAGE,
+    )
+
+
+def subscription_cancelled_without_a_final_invoice(build: _Builder, customer: str) -> None:
+    """Workflow runs (count): the subscription was cancelled on the closed month's tenth day
+    without a final invoice; the ledger billed the nine days itself (it matches), Stripe
+    never will: each day is unbilled in the stripe ledger, valued at 25 cents a run. No cause
+    (a subscription item bills the pair: a cancelled one's period is no longer pending)."""
+    month = build.calendar.closed_month
+    build.currency[customer] = "USD"
+    left = month[0] + timedelta(days=9)
+    build.report(RUNS, customer, month[0], left)
+    build.subscribe_price(RUNS, customer)
+    build.canceled[customer] = utc_midnight(left) + 11 * _HOUR
+    build.bill_usage(RUNS, customer, [(month[0], left)])
+    for day in _days(month[0], left):
+        build.expect_unbilled(
+            RUNS,
+            customer,
+            (day, day + _DAY),
+            why="a subscription cancelled mid-period without a final invoice",
+            ledger=STRIPE,
+        )
+
+
+def transfer_invoiced_outside_stripe(build: _Builder, customer: str) -> None:
+    """Data transfer (sum), two days billed daily by the ledger (it matches), invoiced outside
+    Stripe: no subscription bills the customer, so each day is unbilled in the stripe
+    ledger, not_subscribed, not valued (no Stripe price)."""
+    today = build.calendar.today
+    build.currency[customer] = "USD"
+    for day in (today - 9 * _DAY, today - 6 * _DAY):
+        build.report_day(TRANSFER, customer, day)
+        build.bill_usage(TRANSFER, customer, [(day, day + _DAY)])
+    build.expect_unbilled_by_stripe(
+        TRANSFER, customer, why="usage of a customer no subscription bills"
+    )
+
+
+def transfer_billed_from_half_past_two(build: _Builder, customer: str) -> None:
+    """Data transfer (sum): the subscription's periods start on the 10th at 14:30 UTC, so
+    the stripe ledger asks Stripe for the usage over exactly each period (one request, on a
+    minute). A 12.5 GB event at 12:30 on the last closed period's last day (inside it) was
+    cancelled after the invoice was finalized: cancelled_usage, -1.125 USD; the ledger's
+    calendar months match."""
+    build.currency[customer] = "USD"
+    build.cycles[customer] = (10, 14 * _HOUR + 1_800)
+    build.report_monthly(TRANSFER, customer)
+    build.subscribe_price(TRANSFER, customer)
+    closed, _ = build.cycle(customer)
+    end = closed[-1][1]
+    event = build.add_event(TRANSFER, customer, end - 2 * _HOUR, Decimal("12.5"))
+    build.cancel_later(event, end + 2 * _INVOICE_DELAY + _HOUR)
+    build.bill_usage(TRANSFER, customer, build.calendar.monthly_periods())
+    build.expect_invoiced(
+        TRANSFER,
+        customer,
+        why="an event of a 14:30-anchored period cancelled after the invoice",
+        cause=CANCELLED_USAGE,
+    )
+
+
+def invoice_still_in_its_grace_period(build: _Builder, customer: str) -> None:
+    """Workflow runs (count): the subscription's periods start on yesterday's day of the
+    month, so its last period ended at 00:00 UTC today and its invoice is still a draft (no
+    `finalized_at`): its days are covered and pending in the stripe ledger, and nothing is
+    found. The ledger's calendar months match."""
+    today = build.calendar.today
+    build.currency[customer] = "USD"
+    build.cycles[customer] = ((today - _DAY).day, 0)
+    build.drafts.add(customer)
+    build.report_monthly(RUNS, customer)
+    build.subscribe_price(RUNS, customer)
+    build.bill_usage(RUNS, customer, build.calendar.monthly_periods())
+
+
 #: The scenarios of each customer set aside for them, in the order they are planted.
 PLANTED: tuple[tuple[Scenario, ...], ...] = (
     (
@@ -1455,6 +1944,11 @@ PLANTED: tuple[tuple[Scenario, ...], ...] = (
     ),
     (trial_customer_never_billed, data_transfer_only_stripe_bills),
     (transfer_reported_as_requests,),
+    (transfer_invoiced_a_line_per_tier, runs_cancelled_after_the_invoice),
+    (subscription_cancelled_without_a_final_invoice,),
+    (transfer_invoiced_outside_stripe,),
+    (transfer_billed_from_half_past_two,),
+    (invoice_still_in_its_grace_period,),
 )
 
 #: Customers the planted discrepancies need (the rest are ordinary, matching customers).

@@ -16,7 +16,8 @@ from integrations.settings import Settings
 from meter_recon.errors import EXIT_OK, EXIT_PAIRS_FAILED, RunFailed
 
 if TYPE_CHECKING:
-    from flows.reconcile import RunSummary
+    from flows.reconcile import RunOutcome
+    from tasks.summary import RunSummary
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -31,12 +32,12 @@ def execute_or_fail(
     customers: list[str],
     meters: list[str],
     manual: bool,
-) -> RunSummary:
+) -> RunOutcome:
     """Run the flow with its progress on `console`; a failed flow becomes one `RunFailed`.
 
     Prefect's server failing to start stays a `PrefectServerError`: it says what to fix.
     """
-    from flows.reconcile import RunSummary
+    from flows.reconcile import RunOutcome
     from meter_recon.launch import execute, progress_display
 
     with progress_display(console):
@@ -55,42 +56,58 @@ def execute_or_fail(
             from tasks.reconcile_pairs import describe_error
 
             raise RunFailed(describe_error(exc)) from exc
-    assert isinstance(summary, RunSummary)
+    assert isinstance(summary, RunOutcome)
     return summary
 
 
-def discovery_line(summary: RunSummary) -> str:
+def discovery_line(outcome: RunOutcome) -> str:
     """What the run learned from Stripe's subscriptions, or why it could not."""
-    if summary.discovery_error:
-        return f"discovery failed: {summary.discovery_error} (cached pairs and prices used)"
-    if summary.discovered is None:
+    if outcome.discovery_error:
+        return f"discovery failed: {outcome.discovery_error} (cached pairs and prices used)"
+    if outcome.discovered is None:
         return "discovery: off"
     return (
-        f"discovery: {summary.discovered} billed pair(s) found, "
-        f"{summary.discovered_added} newly tracked"
+        f"discovery: {outcome.discovered} billed pair(s) found, "
+        f"{outcome.discovered_added} newly tracked"
     )
 
 
-def print_run_summary(console: Console, summary: RunSummary) -> int:
-    """The run's numbers in a few plain lines; the exit code its status means."""
+def built_summary(database_url: str, run_id: int) -> RunSummary:
+    """The run's summary as `meter-recon report` builds it, for the terminal to render."""
+    from models.engine import get_engine, session_scope
+    from tasks.summary import build_summary
+
+    with session_scope(get_engine(database_url)) as session:
+        return build_summary(session=session, run_id=run_id)
+
+
+def print_run_summary(
+    console: Console, outcome: RunOutcome, report: RunSummary | None = None
+) -> int:
+    """The run's numbers in a few plain lines, then the money of its built `report` when
+    given; the exit code its status means."""
+    from tasks.report import render_terminal
+
+    money = [f"  {line}" for line in render_terminal(report)] if report is not None else []
     console.print(
-        f"run {summary.run_id} {summary.status}: window {summary.window_start}.."
-        f"{summary.window_end} (end exclusive)\n"
-        f"  pairs: {summary.pairs_ok} reconciled, {summary.pairs_failed} failed, "
-        f"{summary.pairs_total} tracked\n"
-        f"  line items: {summary.compared} compared, {summary.matched} matched, "
-        f"{summary.pending} pending (period not closed yet)\n"
-        f"  discrepancies: {summary.new} new, {summary.reopened} re-opened, "
-        f"{summary.resolved} resolved; {summary.alerted} alerted, {summary.settling} settling\n"
-        f"  {discovery_line(summary)}\n"
+        f"run {outcome.run_id} {outcome.status}: window {outcome.window_start}.."
+        f"{outcome.window_end} (end exclusive)\n"
+        f"  pairs: {outcome.pairs_ok} reconciled, {outcome.pairs_failed} failed, "
+        f"{outcome.pairs_total} tracked\n"
+        f"  line items: {outcome.compared} compared, {outcome.matched} matched, "
+        f"{outcome.pending} pending (period not closed yet)\n"
+        f"  discrepancies: {outcome.new} new, {outcome.reopened} re-opened, "
+        f"{outcome.resolved} resolved; {outcome.alerted} alerted, {outcome.settling} settling\n"
+        f"  {discovery_line(outcome)}\n"
         + (
-            f"  ledger sync failed: {summary.ledger_sync_error} (the ledger as it was used)\n"
-            if summary.ledger_sync_error
+            f"  ledger sync failed: {outcome.ledger_sync_error} (the ledger as it was used)\n"
+            if outcome.ledger_sync_error
             else ""
         )
-        + f"  Stripe requests: {summary.requests}",
+        + f"  Stripe requests: {outcome.requests}"
+        + "".join(f"\n{line}" for line in money),
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
-    return EXIT_OK if summary.status == "completed" else EXIT_PAIRS_FAILED
+    return EXIT_OK if outcome.status == "completed" else EXIT_PAIRS_FAILED

@@ -4,7 +4,7 @@ from text to `Decimal`) and each currency's minor unit, as Stripe counts it."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 
@@ -67,3 +67,18 @@ def currency_exponent(currency: str) -> int:
     if code in THREE_DECIMAL_CURRENCIES:
         return 3
     return 2
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    """An amount as a person reads it on an invoice: the currency's minor unit, rounded
+    half-even, thousands separated, the lowercase code after it (`-1,234.57 eur`)."""
+    if not amount.is_finite():
+        raise ValueError(f"cannot show {amount!r} as money")
+    places = currency_exponent(currency)
+    with localcontext() as context:
+        # Enough digits for any amount: quantize never fails for want of precision.
+        context.prec = max(context.prec, amount.adjusted() + places + 2)
+        rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    if rounded.is_zero():
+        rounded = rounded.copy_abs()  # -0.004 usd rounds to 0.00 usd, not -0.00
+    return f"{rounded:,f} {currency.lower()}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -114,6 +114,32 @@ def get_run(*, session: Session, run_id: int) -> ReconciliationRun:
     if run is None:
         raise LookupError(f"run {run_id} does not exist")
     return run
+
+
+def last_completed_run(*, session: Session, before: datetime) -> ReconciliationRun | None:
+    """The run that finished last before `before` with its pairs reconciled (with or without
+    failed pairs): how long ago it was tells whether nightly runs went missing."""
+    return session.exec(
+        select(ReconciliationRun)
+        .where(
+            col(ReconciliationRun.status).in_(
+                [RunStatus.COMPLETED, RunStatus.COMPLETED_WITH_ERRORS]
+            ),
+            col(ReconciliationRun.finished_at) < before,
+        )
+        .order_by(col(ReconciliationRun.finished_at).desc(), col(ReconciliationRun.id).desc())
+        .limit(1)
+    ).first()
+
+
+def run_of_flow_run(*, session: Session, flow_run_id: str) -> ReconciliationRun | None:
+    """The run a Prefect flow run started, if it got that far (a hook knows only the flow run)."""
+    return session.exec(
+        select(ReconciliationRun)
+        .where(ReconciliationRun.flow_run_id == flow_run_id)
+        .order_by(col(ReconciliationRun.id).desc())
+        .limit(1)
+    ).first()
 
 
 def ok_pairs(

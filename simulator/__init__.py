@@ -1,6 +1,6 @@
 """A wire-exact simulator of Stripe's billing meter endpoints and the billing side
-(subscriptions, subscription items, prices, meter event adjustments), for tests, demos and
-benchmarks."""
+(subscriptions, subscription items, prices, meter event adjustments, invoices), for tests,
+demos and benchmarks."""
 
 from simulator.app import SimulatorApp
 from simulator.billing import (
@@ -24,6 +24,7 @@ from simulator.faults import (
     Fault,
     FaultInjector,
 )
+from simulator.invoices import InvoiceLineRecord, InvoiceRecord
 from simulator.server import StripeSimulator
 from simulator.state import SimulatorState
 from simulator.stats import SimulatorStats, max_in_window
@@ -35,6 +36,8 @@ __all__ = [
     "Bucket",
     "Fault",
     "FaultInjector",
+    "InvoiceLineRecord",
+    "InvoiceRecord",
     "ItemRecord",
     "MeterRecord",
     "PriceRecord",

@@ -1,5 +1,6 @@
 """The simulator's ASGI application: Stripe's billing meter endpoints, computed from raw events,
-and the billing side (subscriptions, subscription items, prices, meter event adjustments).
+the billing side (subscriptions, subscription items, prices, meter event adjustments) and the
+invoices of the data file (list, retrieve, lines), served as given.
 
 Order of checks for every request, as Stripe does it: authentication (401), route (404),
 rate limit (429, answered at once), then latency, injected faults (event summaries and the
@@ -21,6 +22,10 @@ not fix them):
   so, rather than silently ignored. Unknown `expand[]` paths are accepted and ignored.
 - A subscription inlines its first 10 items (`items.has_more` beyond); the rest are listed by
   `GET /v1/subscription_items`. An unknown `subscription` there is a 404 `resource_missing`.
+- An invoice inlines its first 10 lines (`lines.has_more` beyond); the rest are paged from
+  `GET /v1/invoices/{id}/lines`. Invoices are listed newest `created` first, ties by id (the
+  greater first). `due_date` and `customer_account` filters are a 400 saying they are not
+  supported; `collection_method=send_invoice` matches nothing.
 - A meter event adjustment cancels at once (`status: complete`); one naming no received event
   (identifier and event name) is a 400, since nothing could ever be cancelled by it.
 """
@@ -41,10 +46,11 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from models.money import to_decimal
-from simulator import wire
+from simulator import invoice_wire, wire
 from simulator.billing import SUBSCRIPTION_STATUSES, PriceRecord, SubscriptionRecord
 from simulator.data import WINDOW_SECONDS, MeterRecord, SimulatorDataError
 from simulator.faults import Fault
+from simulator.invoices import INVOICE_STATUSES, InvoiceRecord
 from simulator.state import SimulatorState
 
 Scope = MutableMapping[str, Any]
@@ -121,6 +127,14 @@ PRICE_LIST_PARAMS = PAGING_PARAMS | {
     "recurring",
     "type",
 }
+INVOICE_LIST_PARAMS = PAGING_PARAMS | {
+    "collection_method",
+    "created",
+    "customer",
+    "status",
+    "subscription",
+}
+INVOICE_LIST_UNSUPPORTED = frozenset({"customer_account", "due_date"})
 GET_PARAMS = frozenset({"expand"})
 ADJUSTMENT_PARAMS = frozenset({"cancel", "event_name", "expand", "type"})
 # Parameters sent as `name[key]=value` (deepObject), and arrays (`name[]`, `name[0]`).
@@ -140,7 +154,14 @@ TIERS_EXPANSION = {
     "subscriptions_list": "data.items.data.price.tiers",
     "subscription_items_list": "data.price.tiers",
 }
-BILLING_KINDS = frozenset({*TIERS_EXPANSION, "meter_event_adjustments_post"})
+# What `expand[]` must say, per endpoint, for a line's price to be the price object.
+PRICE_EXPANSION = {
+    "invoices_list": "data.lines.data.pricing.price_details.price",
+    "invoice_get": "lines.data.pricing.price_details.price",
+    "invoice_lines_list": "data.pricing.price_details.price",
+}
+INVOICE_KINDS = frozenset(PRICE_EXPANSION)
+BILLING_KINDS = frozenset({*TIERS_EXPANSION, "meter_event_adjustments_post", *INVOICE_KINDS})
 
 
 class ApiError(Exception):
@@ -187,11 +208,16 @@ def route(method: str, raw_path: bytes) -> Route | None:
 
 
 _LIST_ROUTES = {
+    "invoices": "invoices_list",
     "subscriptions": "subscriptions_list",
     "subscription_items": "subscription_items_list",
     "prices": "prices_list",
 }
-_GET_ROUTES = {"subscriptions": "subscription_get", "prices": "price_get"}
+_GET_ROUTES = {
+    "subscriptions": "subscription_get",
+    "prices": "price_get",
+    "invoices": "invoice_get",
+}
 
 
 def _billing_route(method: str, rest: list[str]) -> Route | None:
@@ -203,6 +229,8 @@ def _billing_route(method: str, rest: list[str]) -> Route | None:
     kind = _GET_ROUTES.get(rest[0])
     if len(rest) == 2 and kind is not None and rest[1]:
         return Route(kind, object_id=rest[1])
+    if len(rest) == 3 and rest[0] == "invoices" and rest[1] and rest[2] == "lines":
+        return Route("invoice_lines_list", object_id=rest[1])
     return None
 
 
@@ -622,6 +650,8 @@ class SimulatorApp:
             return self._subscription_items_list(query)
         if kind == "prices_list":
             return self._prices_list(query)
+        if kind in INVOICE_KINDS:
+            return self._invoices(found, query)
         params = Params(query, GET_PARAMS)
         tiers = params.expands(TIERS_EXPANSION[kind])
         object_id = found.object_id
@@ -731,6 +761,72 @@ class SimulatorApp:
         )
         objects = [wire.price_object(price, tiers=tiers) for price in page]
         return wire.list_object(objects, has_more=has_more, url="/v1/prices")
+
+    def _invoices(self, found: Route, query: str) -> dict[str, Any]:
+        if found.kind == "invoices_list":
+            return self._invoices_list(query)
+        object_id = found.object_id
+        assert object_id is not None
+        if found.kind == "invoice_get":
+            params = Params(query, GET_PARAMS)
+            invoice = self._invoice(object_id, param="id")
+            return invoice_wire.invoice_object(
+                invoice, expand_price=params.expands(PRICE_EXPANSION["invoice_get"])
+            )
+        params = Params(query, PAGING_PARAMS)
+        limit = params.limit()
+        starting_after, ending_before = params.cursors()
+        invoice = self._invoice(object_id, param="invoice")
+        page, has_more = paginate_records(
+            list(invoice.lines),
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            object_name="invoice line item",
+        )
+        return invoice_wire.lines_list(
+            invoice.id,
+            page,
+            has_more=has_more,
+            expand_price=params.expands(PRICE_EXPANSION["invoice_lines_list"]),
+        )
+
+    def _invoice(self, invoice_id: str, *, param: str) -> InvoiceRecord:
+        invoice = self.state.data.invoice(invoice_id)
+        if invoice is None:
+            raise no_such("invoice", invoice_id, param=param)
+        return invoice
+
+    def _invoices_list(self, query: str) -> dict[str, Any]:
+        params = Params(query, INVOICE_LIST_PARAMS, INVOICE_LIST_UNSUPPORTED)
+        status = params.choice("status", INVOICE_STATUSES)
+        customer, subscription = params.optional("customer"), params.optional("subscription")
+        collection = params.choice("collection_method", ("charge_automatically", "send_invoice"))
+        created = params.created()
+        limit = params.limit()
+        starting_after, ending_before = params.cursors()
+        expand_price = params.expands(PRICE_EXPANSION["invoices_list"])
+
+        def keep(invoice: InvoiceRecord) -> bool:
+            return (
+                status in (None, invoice.status)
+                and customer in (None, invoice.customer)
+                and subscription in (None, invoice.subscription)
+                and collection in (None, "charge_automatically")
+                and created(invoice.created)
+            )
+
+        page, has_more = paginate_records(
+            [invoice for invoice in self.state.data.invoices() if keep(invoice)],
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            object_name="invoice",
+        )
+        objects = [
+            invoice_wire.invoice_object(invoice, expand_price=expand_price) for invoice in page
+        ]
+        return wire.list_object(objects, has_more=has_more, url="/v1/invoices")
 
     def _adjustment(self, form: str) -> dict[str, Any]:
         params = Params(form, ADJUSTMENT_PARAMS)

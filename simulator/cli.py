@@ -33,8 +33,8 @@ def simulate_stripe(
     port
         TCP port to listen on (0 picks a free one).
     data
-        JSON data file: {"meters", "events", "prices", "subscriptions", "adjustments"}, each
-        an optional array (see the README).
+        JSON data file: {"meters", "events", "prices", "subscriptions", "adjustments",
+        "invoices"}, each an optional array (see docs/development.md, "The Stripe simulator").
     api_key
         Accept only this key (else any key starting with sk_ or rk_).
     latency
@@ -44,7 +44,8 @@ def simulate_stripe(
     rate_limit
         Requests a second accepted (sliding one-second window); more get a 429.
     fault_rate
-        Fraction (0..1) of event-summaries and billing-side requests that fail on purpose.
+        Fraction (0..1) of event-summaries, billing-side and invoice requests that fail on
+        purpose.
     faults
         Comma-separated fault kinds to draw from:
         409, 429, 500, 502, 503, reset, timeout, malformed.

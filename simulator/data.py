@@ -1,11 +1,11 @@
 """The simulator's data: meters, raw meter events, Stripe's aggregation of them, and the
-billing side (prices, subscriptions, event adjustments).
+billing side (prices, subscriptions, event adjustments) and the invoices Stripe finalized.
 
 Events are indexed per (event_name, customer), sorted by timestamp, so answering one
 event-summaries request costs a binary search plus the events in range, whatever the number
 of customers. The data-file format is the architecture doc's: `{"meters": [...],
-"events": [...], "prices": [...], "subscriptions": [...], "adjustments": [...]}`, every key
-optional.
+"events": [...], "prices": [...], "subscriptions": [...], "adjustments": [...],
+"invoices": [...]}`, every key optional.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 
 from models.money import loads_exact, to_decimal
 from simulator.billing import (
+    ItemRecord,
     PriceRecord,
     SubscriptionRecord,
     parse_adjustment,
@@ -28,6 +29,7 @@ from simulator.billing import (
     parse_subscription,
 )
 from simulator.billing import SimulatorDataError as SimulatorDataError
+from simulator.invoices import InvoiceRecord, parse_invoice
 
 FORMULAS = ("count", "last", "sum")
 STATUSES = ("active", "inactive")
@@ -40,7 +42,7 @@ _SUM_PRECISION = 200
 
 Window = Literal["day", "hour"]
 _Record = TypeVar("_Record", PriceRecord, SubscriptionRecord)
-DATA_FILE_KEYS = ("meters", "events", "prices", "subscriptions", "adjustments")
+DATA_FILE_KEYS = ("meters", "events", "prices", "subscriptions", "adjustments", "invoices")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,10 @@ class SimulatorData:
         self._canceled: set[str] = set()
         self._prices: dict[str, PriceRecord] = {}
         self._subscriptions: dict[str, SubscriptionRecord] = {}
-        self._item_ids: set[str] = set()
+        self._items: dict[str, ItemRecord] = {}
+        self._invoices: dict[str, InvoiceRecord] = {}
+        self._invoice_order: list[InvoiceRecord] | None = None  # sorted once per change
+        self._line_ids: set[str] = set()
         self.event_count = 0
         self.duplicates_ignored = 0
         self.events_canceled = 0
@@ -192,6 +197,9 @@ class SimulatorData:
                     f"{where}: no event {record.identifier!r} of event name "
                     f"{record.event_name!r} to cancel"
                 )
+        for index, invoice in enumerate(raw.get("invoices", [])):
+            parsed = self._parse_invoice(invoice, f"invoices[{index}]")
+            self._add_invoice(parsed, f"invoices[{index}] ({parsed.id})")
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SimulatorData:
@@ -312,6 +320,35 @@ class SimulatorData:
         where = f"subscription {subscription.get('id')!r}"
         return self._add_subscription(parse_subscription(subscription, where, prices=prices))
 
+    def add_invoice(self, invoice: Mapping[str, Any]) -> InvoiceRecord:
+        """Add an invoice given as a data-file entry (its prices and items must exist)."""
+        record = self._parse_invoice(invoice, f"invoice {invoice.get('id')!r}")
+        return self._add_invoice(record, f"invoice {record.id!r}")
+
+    def _parse_invoice(self, invoice: object, where: str) -> InvoiceRecord:
+        with self._lock:  # parsing reads the records in place: no copy per invoice
+            return parse_invoice(
+                invoice,
+                where,
+                prices=self._prices,
+                subscriptions=self._subscriptions,
+                items=self._items,
+            )
+
+    def _add_invoice(self, record: InvoiceRecord, where: str) -> InvoiceRecord:
+        with self._lock:
+            if record.id in self._invoices:
+                raise SimulatorDataError(f"{where}: an invoice with this id already exists")
+            seen: set[str] = set()
+            for line in record.lines:
+                if line.id in self._line_ids or line.id in seen:
+                    raise SimulatorDataError(f"{where}: invoice line {line.id!r} already exists")
+                seen.add(line.id)
+            self._invoices[record.id] = record
+            self._invoice_order = None
+            self._line_ids.update(seen)
+        return record
+
     def _add_price(self, record: PriceRecord) -> PriceRecord:
         with self._lock:
             if record.id in self._prices:
@@ -328,13 +365,13 @@ class SimulatorData:
                     f"subscription {record.id!r}: a subscription with this id already exists"
                 )
             ids = [item.id for item in record.items]
-            repeated = sorted({i for i in ids if i in self._item_ids or ids.count(i) > 1})
+            repeated = sorted({i for i in ids if i in self._items or ids.count(i) > 1})
             if repeated:
                 raise SimulatorDataError(
                     f"subscription {record.id!r}: subscription item {repeated[0]!r} already exists"
                 )
             self._subscriptions[record.id] = record
-            self._item_ids.update(ids)
+            self._items.update((item.id, item) for item in record.items)
         return record
 
     def add_events(self, events: Iterable[object]) -> int:
@@ -381,6 +418,21 @@ class SimulatorData:
         """Every subscription, newest created first (ties: the later added first)."""
         with self._lock:
             return _newest_first(list(self._subscriptions.values()))
+
+    def invoice(self, invoice_id: str) -> InvoiceRecord | None:
+        with self._lock:
+            return self._invoices.get(invoice_id)
+
+    def invoices(self) -> list[InvoiceRecord]:
+        """Every invoice, newest created first (ties: the greater id first)."""
+        with self._lock:
+            if self._invoice_order is None:
+                self._invoice_order = sorted(
+                    self._invoices.values(),
+                    key=lambda record: (record.created, record.id),
+                    reverse=True,
+                )
+            return list(self._invoice_order)
 
     def meter(self, meter_id: str) -> MeterRecord | None:
         with self._lock:

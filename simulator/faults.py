@@ -1,10 +1,10 @@
 """Injected faults: what the simulator does instead of answering a request.
 
 Faults hit event-summaries requests and the billing side (subscriptions, subscription items,
-prices, meter event adjustments). A scripted fault applies to event summaries unless it
-names another `endpoint` (or `ANY_ENDPOINT`), so scripts written for pairs are not used up by
-the discovery requests made before them; random faults hit every faultable endpoint unless
-told otherwise.
+prices, meter event adjustments, invoices and their lines). A scripted fault applies to event
+summaries unless it names another `endpoint` (or `ANY_ENDPOINT`), so scripts written for pairs
+are not used up by the discovery requests made before them; random faults hit every faultable
+endpoint unless told otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ FAULTABLE_ENDPOINTS = frozenset(
         "prices_list",
         "price_get",
         "meter_event_adjustments_post",
+        "invoices_list",
+        "invoice_get",
+        "invoice_lines_list",
     }
 )
 
@@ -46,7 +49,8 @@ class Fault:
     requests; `delay` is how long a `timeout` fault holds the response (None: the injector's
     `timeout_delay`); `endpoint` is the endpoint kind it hits (`event_summaries`,
     `subscriptions_list`, `subscription_get`, `subscription_items_list`, `prices_list`,
-    `price_get`, `meter_event_adjustments_post`, or `any` of them).
+    `price_get`, `meter_event_adjustments_post`, `invoices_list`, `invoice_get`,
+    `invoice_lines_list`, or `any` of them).
     """
 
     kind: str

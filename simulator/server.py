@@ -18,6 +18,7 @@ from simulator.app import ARRIVAL_STATE_KEY, TRANSPORT_STATE_KEY, SimulatorApp
 from simulator.billing import PriceRecord, SubscriptionRecord
 from simulator.data import MeterRecord, SimulatorData
 from simulator.faults import FaultInjector
+from simulator.invoices import InvoiceRecord
 from simulator.state import SimulatorState
 from simulator.stats import SimulatorStats
 
@@ -206,6 +207,10 @@ class StripeSimulator:
     def add_subscription(self, **subscription: Any) -> SubscriptionRecord:
         """Add a subscription, given as the data file's `subscriptions` entry."""
         return self.state.data.add_subscription(subscription)
+
+    def add_invoice(self, **invoice: Any) -> InvoiceRecord:
+        """Add an invoice, given as the data file's `invoices` entry (served as given)."""
+        return self.state.data.add_invoice(invoice)
 
     def cancel_event(self, event_name: str, identifier: str) -> bool:
         """Cancel a received meter event (as an adjustment does); False when there is none."""

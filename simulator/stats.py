@@ -17,6 +17,9 @@ KINDS = (
     "prices_list",
     "price_get",
     "meter_event_adjustments_post",
+    "invoices_list",
+    "invoice_get",
+    "invoice_lines_list",
     "unknown_route",
 )
 OUTCOMES = ("rate_limited", "faults", "unauthorized", "errors")

@@ -15,10 +15,13 @@ from sqlmodel import Session, col, select
 from integrations.settings import get_settings
 from integrations.stripe.redaction import redact
 from models.engine import get_engine, session_scope
+from models.money import format_money
 from models.runs import failed_pairs, get_run, ledger_sync_error
 from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun
 from models.types import canonical_decimal, utcnow
-from tasks.report import compact_period, largest_first, money, summarize_money
+from tasks.last_completed import gap_line
+from tasks.report import compact_period
+from tasks.summary import CurrencyTotal, largest_first, summarize_money
 
 MAX_LINES = 50
 
@@ -46,7 +49,7 @@ def _numbers(row: Discrepancy) -> str:
 def _amount(row: Discrepancy) -> str:
     if row.amount_at_stake is None or row.currency is None:
         return "not valued"
-    amount = f"{row.currency} {money(row.amount_at_stake, row.currency)}"
+    amount = format_money(row.amount_at_stake, row.currency)
     if row.amount_at_stake > 0:
         return f"{amount} not billed"
     return f"{amount} over-billed" if row.amount_at_stake < 0 else amount
@@ -65,18 +68,19 @@ def _line(row: Discrepancy) -> str:
     )
 
 
+def _currency_text(total: CurrencyTotal) -> str:
+    """`20.50 usd not billed / -3.25 usd over-billed`: a side without money is left out."""
+    amounts = []
+    if total.not_billed:
+        amounts.append(f"{format_money(total.not_billed, total.currency)} not billed")
+    if total.over_billed:
+        amounts.append(f"{format_money(total.over_billed, total.currency)} over-billed")
+    return " / ".join(amounts)
+
+
 def _per_currency(rows: list[Discrepancy]) -> str:
-    totals = {t.currency: t for t in summarize_money(rows)}
-    parts = []
-    for currency, total in totals.items():
-        amounts = []
-        if total.not_billed:
-            amounts.append(f"{money(total.not_billed, currency)} not billed")
-        if total.over_billed:
-            amounts.append(f"{money(total.over_billed, currency)} over-billed")
-        if amounts:
-            parts.append(f"{currency} " + " / ".join(amounts))
-    return "; ".join(parts)
+    """The rows' money per currency, from the summary's own aggregation (`summarize_money`)."""
+    return "; ".join(t for t in map(_currency_text, summarize_money(rows)) if t)
 
 
 def _by_customer(rows: list[Discrepancy]) -> list[tuple[str, list[Discrepancy]]]:
@@ -117,8 +121,9 @@ def build_alert(
     RE-OPENED comes from `reopened_at`, so a row whose first alert was not delivered is
     still NEW the next time.
     """
+    gap = gap_line(run.counts)  # a missed nightly is told on its own too
     sync_error = ledger_sync_error(run)
-    if not pending and not failed and not run.discovery_error and not sync_error:
+    if not pending and not failed and not run.discovery_error and gap is None and not sync_error:
         return None
     reopened = sum(1 for row in pending if row.reopened_at is not None)
     parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
@@ -132,7 +137,7 @@ def build_alert(
     amounts = _per_currency(pending)
     if amounts:
         title += f"; {amounts}"
-    lines = _body_lines(pending)
+    lines = ([gap, ""] if gap else []) + _body_lines(pending)
     if failed:
         lines.append("")
         lines.append("Pairs not reconciled (their discrepancies were left as they were):")

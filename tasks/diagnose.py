@@ -2,7 +2,8 @@
 
 Pure: no I/O, no Prefect, no clock, no database. ``today`` and ``now`` are arguments, and
 so is every number the rules look at, so the same inputs always give the same cause.
-The rules are the README's "Likely causes", tried in order; the first that fits wins:
+The rules are docs/comparison.md's "Likely causes: the exact rules", tried in order; the
+first that fits wins:
 
 1. ``late_usage``: Stripe's quantity as first fetched equals the ledger's, and it is
    ``S`` now.

@@ -453,7 +453,7 @@ def _upsert_discrepancies(dialect: str) -> Any:
     """The lifecycle, decided by the database row by row, so racing writers agree.
 
     `reopen` here and `_reopens` (what the run counts) are one rule written twice, in SQL
-    and in Python; tests/test_lifecycle_rule.py holds both to the README's lifecycle table.
+    and in Python; tests/test_lifecycle_rule.py holds both to docs/comparison.md's lifecycle table.
     """
     table = Discrepancy.__table__  # type: ignore[attr-defined]
     insert = insert_for_dialect(dialect, table)

@@ -1,301 +1,32 @@
-"""What finance reads about a run: one summary, rendered as markdown (Prefect's UI, the
-terminal) or JSON, and a table artifact of the open discrepancies.
+"""What finance reads about a run: the one built summary (`tasks/summary.py`) rendered as
+markdown (Prefect's UI, `meter-recon report`), JSON (tools) or terminal lines, and a table
+artifact of the open discrepancies.
 
-`build_summary` gathers the data once; `summary_markdown` and `summary_json` only render it.
-Money is never added across currencies: every total is per currency.
+Renderers only render: every number comes from the `RunSummary` built once; every amount a
+person reads goes through `models.money.format_money`; JSON keeps the exact decimals.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from integrations.settings import get_settings
 from models.discrepancies import as_record, list_discrepancies, money_record
 from models.engine import get_engine
-from models.errors import UserError
-from models.money import currency_exponent
-from models.runs import failed_pairs, get_run, ledger_sync_error
-from models.tables import (
-    DISCREPANCY_IDENTITY,
-    Discrepancy,
-    DiscrepancyStatus,
-    ReconciliationRun,
-)
+from models.money import format_money
 from models.types import canonical_decimal
+from tasks.summary import MeterAmount, RunSummary, build_summary
 
 SUMMARY_KEY = "meter-recon-run-summary"
 OPEN_KEY = "meter-recon-open-discrepancies"
-TOP = 10
-TOP_CUSTOMERS = 10
 CHART_METERS = 12
-NO_CAUSE = "none found"
-
-
-class UnknownRun(UserError, LookupError):
-    """A run id that names no run: one sentence for the user."""
-
-
-@dataclass(frozen=True, slots=True)
-class CurrencyTotal:
-    """Per currency: the sum of positive amounts (not billed) and of negative ones."""
-
-    currency: str
-    not_billed: Decimal
-    over_billed: Decimal
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerTotal:
-    customer: str
-    currency: str
-    not_billed: Decimal
-    over_billed: Decimal
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class MeterAmount:
-    meter: str
-    currency: str
-    not_billed: Decimal
-    over_billed: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class TopRow:
-    id: int
-    customer: str
-    meter: str
-    period_start: date
-    period_end: date
-    kind: str
-    stripe_quantity: Decimal
-    internal_quantity: Decimal | None
-    difference: Decimal | None
-    amount_at_stake: Decimal | None
-    currency: str | None
-    likely_cause: str | None
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class FailedPair:
-    customer: str
-    meter: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """Everything the summary shows, gathered in one read of the database."""
-
-    run_id: int
-    status: str
-    trigger: str
-    window_start: date
-    window_end: date
-    flow_run_id: str | None
-    error: str | None
-    discovery_error: str | None
-    pairs_total: int
-    pairs_ok: int
-    pairs_failed: int
-    line_items_compared: int
-    line_items_matched: int
-    line_items_pending: int
-    discrepancies_new: int
-    discrepancies_reopened: int
-    discrepancies_resolved: int
-    discrepancies_settling: int
-    requests: int
-    open_by_kind: dict[str, int]
-    at_stake: int
-    totals: tuple[CurrencyTotal, ...]
-    not_valued: int
-    top: tuple[TopRow, ...]
-    customers: tuple[CustomerTotal, ...]
-    causes: tuple[tuple[str, int], ...]
-    meters: tuple[MeterAmount, ...]
-    failed: tuple[FailedPair, ...]
-    ledger_sync_error: str | None = None
-
-
-def _size(value: Decimal | None) -> Decimal:
-    return abs(value) if value is not None else Decimal(-1)
-
-
-def _identity(row: Discrepancy) -> tuple[str, ...]:
-    return tuple(str(getattr(row, name)) for name in DISCREPANCY_IDENTITY)
-
-
-def largest_first(rows: list[Discrepancy]) -> list[Discrepancy]:
-    """By |amount at stake| (not valued last), then |difference|, then identity (not id)."""
-    return sorted(
-        rows, key=lambda r: (-_size(r.amount_at_stake), -_size(r.difference), _identity(r))
-    )
-
-
-def _split(amount: Decimal) -> tuple[Decimal, Decimal]:
-    return (amount, Decimal(0)) if amount > 0 else (Decimal(0), amount)
-
-
-def summarize_money(rows: list[Discrepancy]) -> tuple[CurrencyTotal, ...]:
-    """Per currency (sorted), the not-billed and over-billed sums; not valued rows left out."""
-    sums: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-    counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        if row.amount_at_stake is None or row.currency is None:
-            continue
-        positive, negative = _split(row.amount_at_stake)
-        sums[row.currency][0] += positive
-        sums[row.currency][1] += negative
-        counts[row.currency] += 1
-    return tuple(
-        CurrencyTotal(currency=c, not_billed=s[0], over_billed=s[1], count=counts[c])
-        for c, s in sorted(sums.items())
-    )
-
-
-def _by_customer(rows: list[Discrepancy]) -> tuple[CustomerTotal, ...]:
-    sums: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    for row in rows:
-        if row.amount_at_stake is None or row.currency is None:
-            continue
-        key = (row.stripe_customer_id, row.currency)
-        positive, negative = _split(row.amount_at_stake)
-        sums[key][0] += positive
-        sums[key][1] += negative
-        counts[key] += 1
-    ranked = sorted(sums.items(), key=lambda item: (-(item[1][0] - item[1][1]), item[0]))
-    return tuple(
-        CustomerTotal(
-            customer=k[0], currency=k[1], not_billed=s[0], over_billed=s[1], count=counts[k]
-        )
-        for k, s in ranked[:TOP_CUSTOMERS]
-    )
-
-
-def _by_meter(rows: list[Discrepancy]) -> tuple[MeterAmount, ...]:
-    sums: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-    for row in rows:
-        if row.amount_at_stake is None or row.currency is None:
-            continue
-        positive, negative = _split(row.amount_at_stake)
-        sums[(row.currency, row.meter_id)][0] += positive
-        sums[(row.currency, row.meter_id)][1] += negative
-    return tuple(
-        MeterAmount(meter=k[1], currency=k[0], not_billed=s[0], over_billed=s[1])
-        for k, s in sorted(sums.items())
-    )
-
-
-def _causes(rows: list[Discrepancy]) -> tuple[tuple[str, int], ...]:
-    counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        counts[row.likely_cause or NO_CAUSE] += 1
-    return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
-def _top_row(row: Discrepancy) -> TopRow:
-    assert row.id is not None
-    return TopRow(
-        id=row.id,
-        customer=row.stripe_customer_id,
-        meter=row.meter_id,
-        period_start=row.period_start,
-        period_end=row.period_end,
-        kind=row.kind.value,
-        stripe_quantity=row.stripe_quantity,
-        internal_quantity=row.internal_quantity,
-        difference=row.difference,
-        amount_at_stake=row.amount_at_stake,
-        currency=row.currency,
-        likely_cause=row.likely_cause,
-        status=row.status.value,
-    )
-
-
-def _latest_run_id(session: Session) -> int:
-    latest = session.exec(
-        select(ReconciliationRun.id).order_by(col(ReconciliationRun.id).desc()).limit(1)
-    ).first()
-    if latest is None:
-        raise UnknownRun("There is no run yet; start one with `meter-recon run` or `nightly`.")
-    return latest
-
-
-def build_summary(*, session: Session, run_id: int | None = None) -> RunSummary:
-    """The summary of run `run_id` (the latest when None): what it found that is not resolved."""
-    run_id = _latest_run_id(session) if run_id is None else run_id
-    try:
-        run = get_run(session=session, run_id=run_id)
-    except LookupError as missing:
-        raise UnknownRun(f"There is no run with id {run_id}.") from missing
-    rows = list(
-        session.exec(
-            select(Discrepancy).where(
-                col(Discrepancy.first_seen_run) <= run_id,
-                col(Discrepancy.last_seen_run) >= run_id,
-                Discrepancy.status != DiscrepancyStatus.RESOLVED,
-            )
-        ).all()
-    )
-    failed = sorted(
-        failed_pairs(session=session, run_id=run_id),
-        key=lambda r: (r.stripe_customer_id, r.meter_id),
-    )
-    counts: dict[str, Any] = run.counts
-    return RunSummary(
-        run_id=run_id,
-        status=run.status.value,
-        trigger=run.trigger.value,
-        window_start=run.window_start,
-        window_end=run.window_end,
-        flow_run_id=run.flow_run_id,
-        error=run.error,
-        discovery_error=run.discovery_error,
-        ledger_sync_error=ledger_sync_error(run),
-        pairs_total=run.pairs_total,
-        pairs_ok=run.pairs_ok,
-        pairs_failed=run.pairs_failed,
-        line_items_compared=run.line_items_compared,
-        line_items_matched=run.line_items_matched,
-        line_items_pending=run.line_items_pending,
-        discrepancies_new=run.discrepancies_new,
-        discrepancies_reopened=run.discrepancies_reopened,
-        discrepancies_resolved=run.discrepancies_resolved,
-        discrepancies_settling=run.discrepancies_settling,
-        requests=int(counts.get("requests", 0)),
-        open_by_kind=dict(sorted(counts.get("by_kind", {}).items())),
-        at_stake=len(rows),
-        totals=summarize_money(rows),
-        not_valued=sum(1 for r in rows if r.amount_at_stake is None or r.currency is None),
-        top=tuple(_top_row(r) for r in largest_first(rows)[:TOP]),
-        customers=_by_customer(rows),
-        causes=_causes(rows),
-        meters=_by_meter(rows),
-        failed=tuple(
-            FailedPair(customer=p.stripe_customer_id, meter=p.meter_id, error=p.error or "")
-            for p in failed
-        ),
-    )
-
-
-def money(amount: Decimal, currency: str) -> str:
-    """An amount for people: the currency's own decimals, half-even, thousands separated."""
-    places = currency_exponent(currency)
-    return f"{amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN):,}"
 
 
 def compact_period(start: date, end: date) -> str:
@@ -306,9 +37,10 @@ def compact_period(start: date, end: date) -> str:
 
 
 def _amount_cell(amount: Decimal | None, currency: str | None) -> str:
+    """An amount in a table cell, on one line (`12.50 usd` never wraps before its code)."""
     if amount is None or currency is None:
-        return "not valued"
-    return f"{money(amount, currency)} {currency}"
+        return _unbroken("not valued")
+    return _unbroken(format_money(amount, currency))
 
 
 def _number(value: Decimal | None) -> str:
@@ -327,6 +59,8 @@ def _overview(s: RunSummary) -> list[str]:
         f"trigger `{s.trigger}`.",
         "",
     ]
+    if s.last_completed:
+        lines += [f"**No run completed for a while:** {s.last_completed}", ""]
     if s.error:
         lines += [f"**The run failed:** {_cell(s.error)}", ""]
     if s.discovery_error:
@@ -348,8 +82,8 @@ def _money_section(s: RunSummary) -> list[str]:
     if s.totals:
         lines += ["| currency | not billed | over-billed | valued |", "|---|---:|---:|---:|"]
         lines += [
-            f"| {t.currency} | {money(t.not_billed, t.currency)} | "
-            f"{money(t.over_billed, t.currency)} | {t.count} |"
+            f"| {t.currency} | {_amount_cell(t.not_billed, t.currency)} | "
+            f"{_amount_cell(t.over_billed, t.currency)} | {t.count} |"
             for t in s.totals
         ]
         lines.append("")
@@ -408,7 +142,7 @@ def _top_section(s: RunSummary) -> list[str]:
         lines.append(
             f"| {r.id} | {r.customer} / {r.meter} | {period} | {_words(r.kind)} "
             f"| {_number(r.stripe_quantity)} / {_number(r.internal_quantity)} "
-            f"| {_unbroken(_amount_cell(r.amount_at_stake, r.currency))} "
+            f"| {_amount_cell(r.amount_at_stake, r.currency)} "
             f"| {_words(r.likely_cause)} |"
         )
     return lines
@@ -421,12 +155,12 @@ def _customers_section(s: RunSummary) -> list[str]:
         "",
         "## Top customers by amount",
         "",
-        "| customer | currency | not billed | over-billed | discrepancies |",
-        "|---|---|---:|---:|---:|",
+        "| customer | not billed | over-billed | discrepancies |",
+        "|---|---:|---:|---:|",
     ]
     lines += [
-        f"| {c.customer} | {c.currency} | {money(c.not_billed, c.currency)} | "
-        f"{money(c.over_billed, c.currency)} | {c.count} |"
+        f"| {c.customer} | {_amount_cell(c.not_billed, c.currency)} | "
+        f"{_amount_cell(c.over_billed, c.currency)} | {c.count} |"
         for c in s.customers
     ]
     return lines
@@ -440,44 +174,47 @@ def _causes_section(s: RunSummary) -> list[str]:
     return lines
 
 
-def _chart(title: str, currency: str, bars: list[tuple[str, Decimal]]) -> list[str]:
-    names = ", ".join('"' + meter.replace('"', "'") + '"' for meter, _ in bars)
-    numbers = ", ".join(canonical_decimal(value) for _, value in bars)
+def _chart(currency: str, meters: list[MeterAmount]) -> list[str]:
+    """Both series as non-negative bars (mermaid draws negative bars badly). Mermaid draws a
+    chart's bar series over each other, not side by side, so the first series is each meter's
+    total and the over-billed one is drawn on it: a stacked bar, over-billed the lower part."""
+    names = ", ".join('"' + m.meter.replace('"', "'") + '"' for m in meters)
+    totals = [m.not_billed - m.over_billed for m in meters]
+    over = ", ".join(canonical_decimal(-m.over_billed) for m in meters)
     return [
         "",
         "```mermaid",
         # Narrower than mermaid's 700 px default, so the chart fits the UI's content column.
         '%%{init: {"xyChart": {"width": 560, "height": 320}}}%%',
         "xychart-beta",
-        f'    title "{title}"',
+        f'    title "{currency} per meter: not billed (upper part), over-billed (lower part)"',
         f"    x-axis [{names}]",
         # From 0, or mermaid starts the axis at the smallest bar, which then looks like none.
-        f'    y-axis "{currency}" 0 --> {canonical_decimal(max(v for _, v in bars))}',
-        f"    bar [{numbers}]",
+        f'    y-axis "{currency}" 0 --> {canonical_decimal(max(totals))}',
+        f"    bar [{', '.join(canonical_decimal(t) for t in totals)}]",
+        f"    bar [{over}]",
         "```",
     ]
 
 
-def _largest_bars(values: dict[str, Decimal]) -> list[tuple[str, Decimal]]:
-    bars = sorted(((m, v) for m, v in values.items() if v > 0), key=lambda b: (-b[1], b[0]))
-    return bars[:CHART_METERS]
+def _largest_meters(meters: list[MeterAmount]) -> list[MeterAmount]:
+    """The meters with the most money at stake either way, largest first; none at zero."""
+    ranked = sorted(
+        (m for m in meters if m.not_billed or m.over_billed),
+        key=lambda m: (-(m.not_billed - m.over_billed), m.meter),
+    )
+    return ranked[:CHART_METERS]
 
 
 def _chart_section(s: RunSummary) -> list[str]:
-    """Per currency, one bar chart of not billed and one of over-billed (both non-negative):
-    mermaid draws negative bars badly."""
+    """Per currency, one chart: not billed and over-billed per meter."""
     if not s.meters:
         return []
     lines = ["", "## Amount at stake per meter"]
     for currency in sorted({m.currency for m in s.meters}):
-        of_currency = [m for m in s.meters if m.currency == currency]
-        for label, values in (
-            ("not billed", {m.meter: m.not_billed for m in of_currency}),
-            ("over-billed", {m.meter: -m.over_billed for m in of_currency}),
-        ):
-            bars = _largest_bars(values)
-            if bars:
-                lines += _chart(f"{label}, {currency}, per meter", currency, bars)
+        meters = _largest_meters([m for m in s.meters if m.currency == currency])
+        if meters:
+            lines += _chart(currency, meters)
     return lines
 
 
@@ -497,7 +234,7 @@ def _failed_section(s: RunSummary) -> list[str]:
     return lines
 
 
-def summary_markdown(summary: RunSummary) -> str:
+def render_markdown(summary: RunSummary) -> str:
     """The summary as Prefect's UI shows it: money first, tables narrow enough for its column."""
     lines = [
         *_overview(summary),
@@ -517,7 +254,7 @@ def _decimal(value: Decimal | None) -> str | None:
     return None if value is None else canonical_decimal(value)
 
 
-def summary_json(summary: RunSummary) -> dict[str, Any]:
+def render_json(summary: RunSummary) -> dict[str, Any]:
     """The summary for tools: decimals as exact strings, dates ISO, periods end-exclusive."""
     return {
         "run": {
@@ -530,6 +267,7 @@ def summary_json(summary: RunSummary) -> dict[str, Any]:
             "error": summary.error,
             "discovery_error": summary.discovery_error,
             "ledger_sync_error": summary.ledger_sync_error,
+            "last_completed": summary.last_completed,
         },
         "counts": {
             "pairs_total": summary.pairs_total,
@@ -600,12 +338,27 @@ def summary_json(summary: RunSummary) -> dict[str, Any]:
     }
 
 
+def render_terminal(summary: RunSummary) -> list[str]:
+    """The money at stake per currency, as plain lines for a terminal (never one total)."""
+    lines = [
+        f"money at stake in the {summary.at_stake} discrepancies of run {summary.run_id} "
+        "not resolved, per currency:"
+    ]
+    lines += [
+        f"  {format_money(t.not_billed, t.currency)} not billed, "
+        f"{format_money(t.over_billed, t.currency)} over-billed ({t.count} valued)"
+        for t in summary.totals
+    ]
+    lines.append(f"  not valued: {summary.not_valued}")
+    return lines
+
+
 @task(name="publish-report", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def publish_report(run_id: int) -> str:
     """Markdown summary and a table of open discrepancies, keyed so the UI keeps their history."""
     engine = get_engine(get_settings().database_url)
     with Session(engine) as session:
-        markdown = summary_markdown(build_summary(session=session, run_id=run_id))
+        markdown = render_markdown(build_summary(session=session, run_id=run_id))
         open_rows = [
             {**as_record(r), **money_record(r)} for r in list_discrepancies(session=session)
         ]

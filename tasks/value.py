@@ -2,7 +2,7 @@
 
 Pure: no I/O, no Prefect, no clock, no database. The amount is a function of the
 quantities and the price alone, so a price that changes re-values a row and nothing
-else moves. The rules are the README's "Money at stake"; where it is silent the rule is
+else moves. The rules are docs/comparison.md's "Valuation rules"; where it is silent the rule is
 written on the function that applies it.
 
 Every product, sum and difference is computed in a local context wide enough to be

@@ -151,8 +151,8 @@ def test_the_title_gives_per_currency_amounts_never_added_across_currencies() ->
     alert = build_alert(run=RUN, pending=pending, failed=[])
     assert alert is not None
     assert alert.title.endswith(
-        "4 new, 0 re-opened discrepancies; jpy 1,500 not billed; "
-        "usd 20.50 not billed / -3.25 over-billed"
+        "4 new, 0 re-opened discrepancies; 1,500 jpy not billed; "
+        "20.50 usd not billed / -3.25 usd over-billed"
     )
 
 
@@ -166,14 +166,14 @@ def test_the_body_groups_by_customer_largest_amount_first() -> None:
     alert = build_alert(run=RUN, pending=pending, failed=[])
     assert alert is not None
     assert alert.body.splitlines() == [
-        "cus_big (usd 10.00 not billed / -90.00 over-billed):",
+        "cus_big (10.00 usd not billed / -90.00 usd over-billed):",
         "- NEW quantity_mismatch #2: cus_big / mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_2]: "
-        "Stripe 120.5, ledger 100, difference 20.5; usd -90.00 over-billed; likely unit_scale",
+        "Stripe 120.5, ledger 100, difference 20.5; -90.00 usd over-billed; likely unit_scale",
         "- NEW quantity_mismatch #3: cus_big / mtr_api, 2026-10-01 → 11-01 (end exclusive) [li_3]: "
-        "Stripe 120.5, ledger 100, difference 20.5; usd 10.00 not billed; cause unknown",
-        "cus_small (usd 5.00 not billed):",
+        "Stripe 120.5, ledger 100, difference 20.5; 10.00 usd not billed; cause unknown",
+        "cus_small (5.00 usd not billed):",
         "- NEW quantity_mismatch #1: cus_small / mtr_api, 2026-10-01 → 11-01 (end exclusive) "
-        "[li_1]: Stripe 120.5, ledger 100, difference 20.5; usd 5.00 not billed; cause unknown",
+        "[li_1]: Stripe 120.5, ledger 100, difference 20.5; 5.00 usd not billed; cause unknown",
         "cus_unvalued:",
         "- NEW quantity_mismatch #4: cus_unvalued / mtr_api, 2026-10-01 → 11-01 (end exclusive) "
         "[li_4]: Stripe 120.5, ledger 100, difference 20.5; not valued; cause unknown",

@@ -210,11 +210,13 @@ def test_the_table_shows_amounts_with_their_currency_and_the_cause(
             "detail": "twice",
         },
         {"customer": "cus_B", "line_item": "li_2", "amount": "1500", "currency": "jpy"},
+        {"customer": "cus_C", "line_item": "li_3", "amount": "-2.35278", "currency": "usd"},
     )
     assert main(["discrepancies", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
     assert "12.50 usd" in out
-    assert "1500 jpy" in out
+    assert "1,500 jpy" in out
+    assert "-2.35 usd" in out and "2.35278" not in out
     assert "duplicated_usage" in out
 
 

@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sqlalchemy import insert
 from sqlmodel import Session
 
-from flows.reconcile import RunSummary, reconcile_meters
+from flows.reconcile import RunOutcome, reconcile_meters
 from flows.task_runners import pairs_per_task_for, task_runner_for
 from integrations.settings import TaskRunnerKind, get_settings
 from integrations.stripe.prefect_limit import DEFAULT_LIMIT_NAME, PrefectRateLimiter, plan_for
@@ -90,13 +90,13 @@ def dask_env(
     get_settings.cache_clear()
 
 
-def run(world: World) -> RunSummary:
+def run(world: World) -> RunOutcome:
     settings = get_settings()
     flow = reconcile_meters.with_options(task_runner=task_runner_for(settings))
     return flow(start=world.start, end=world.end, trigger=Trigger.MANUAL)
 
 
-def reconcile_task_runs(summary: RunSummary, database_url: str) -> int:
+def reconcile_task_runs(summary: RunOutcome, database_url: str) -> int:
     """The run's fan-out task runs in Prefect's history."""
     with Session(get_engine(database_url)) as session:
         run = session.get(ReconciliationRun, summary.run_id)

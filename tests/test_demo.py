@@ -30,7 +30,7 @@ from meter_recon.demo import (
     _remove_demo_files,
     _state_for,
     cause_line,
-    money_lines,
+    not_invoiced_line,
     post_meter_events,
     run_demo,
 )
@@ -41,8 +41,9 @@ from models.ledger import import_line_items
 from models.migrate import upgrade
 from models.tables import DiscrepancyKind, LikelyCause
 from simulator import SimulatorData
+from tasks.report import render_terminal
 
-CUSTOMERS = 8
+CUSTOMERS = 13
 SEED = 3
 
 
@@ -91,7 +92,7 @@ def test_first_run_finds_every_planted_discrepancy_and_nothing_else(
         assert summary.pairs_failed == 0
     by_kind = first.data.expected_by_kind()
     for kind in DiscrepancyKind:
-        found = {identity for identity in first.found if identity[2] is kind}
+        found = {(ledger, key) for ledger, key in first.found if key.kind is kind}
         assert by_kind[kind], f"nothing of kind {kind} was planted"
         assert found == by_kind[kind], kind
     late = [e for e in first.data.expected if e.after_late_events]
@@ -105,11 +106,19 @@ def test_first_run_finds_every_planted_discrepancy_and_nothing_else(
 def test_first_run_reports_the_planted_numbers(demo_runs: tuple[DemoRun, DemoRun]) -> None:
     first = demo_runs[0].outcome
     records = {
-        (r["customer"], r["meter"], r["kind"], r["period_start"], r["line_item_id"] or ""): r
+        (
+            r.get("ledger") or "internal",
+            r["customer"],
+            r["meter"],
+            r["kind"],
+            r["period_start"],
+            r["line_item_id"] or "",
+        ): r
         for r in first.open_records
     }
     for expected in first.data.expected:
         key = (
+            expected.ledger,
             expected.customer,
             expected.meter,
             expected.kind.value,
@@ -127,7 +136,7 @@ def test_first_run_reports_the_planted_numbers(demo_runs: tuple[DemoRun, DemoRun
         else:
             assert Decimal(record["amount_at_stake"]) == expected.amount_at_stake
             assert record["currency"].lower() == expected.currency
-        assert record["likely_cause"] == (expected.cause and expected.cause.value)
+        assert record["likely_cause"] == expected.cause
 
 
 @pytest.mark.slow
@@ -164,7 +173,9 @@ def test_first_run_prints_the_report(demo_runs: tuple[DemoRun, DemoRun]) -> None
         assert kind.value in output
     for cause in INTERNAL_LEDGER_CAUSES:
         assert cause.value in output
-    assert "all 23 planted discrepancies were found, each with its planted amount" in output
+    planted = len(demo_runs[0].outcome.data.expected)  # both ledgers
+    assert f"all {planted} planted discrepancies were found, each with its planted amount" in output
+    assert output.rstrip().splitlines()[-1].startswith("Stripe metered but did not invoice: ")
     assert "the invoice was cut before the last day's usage arrived" in output
     assert "posted 2 late meter event(s)" in output and "running the flow again" in output
     assert "--format csv" in output and "meter-recon ack" in output
@@ -175,11 +186,13 @@ def test_first_run_ends_with_the_money_the_causes_and_prefects_ui(
     demo_runs: tuple[DemoRun, DemoRun],
 ) -> None:
     outcome = demo_runs[0].outcome
+    assert outcome.report.run_id == outcome.summary.run_id
+    assert outcome.report.at_stake == len(outcome.open_records)
     tail = demo_runs[0].output.rsplit("money at stake in the", 1)[1]
-    for line in money_lines(outcome.open_records)[1:]:
+    for line in render_terminal(outcome.report)[1:]:
         assert line in tail
-    for currency in ("EUR", "JPY", "USD"):
-        assert f"  {currency}: " in tail
+    for currency in ("eur", "jpy", "usd"):
+        assert f" {currency} not billed, " in tail
     assert cause_line(outcome.open_records) in tail
     assert "prefect server start" in tail and "PREFECT_API_URL=" in tail
 
@@ -325,14 +338,15 @@ def records_as_planted(data: DemoData) -> list[dict[str, Any]]:
             "other_line_item_id": e.other_line_item_id or None,
             "amount_at_stake": None if e.amount_at_stake is None else str(e.amount_at_stake),
             "currency": e.currency,
-            "likely_cause": None if e.cause is None else e.cause.value,
+            "likely_cause": None if e.cause is None else str(e.cause),
+            "ledger": e.ledger,
         }
         for number, e in enumerate(data.expected, start=1)
     ]
 
 
 def planted_by_identity(data: DemoData) -> dict[Any, Any]:
-    return {e.identity: e for e in data.expected}
+    return {e.planted_key: e for e in data.expected}
 
 
 def test_what_was_planted_agrees_with_itself() -> None:
@@ -358,22 +372,42 @@ def test_another_cause_another_amount_a_miss_and_an_extra_each_disagree() -> Non
     )
     assert any("but not found" in line for line in lines)
     assert any("was found but not planted" in line for line in lines)
+    # Apart by less than a cent: the same money shown, so the exact decimals say how.
+    assert any(f"(exactly {valued['amount_at_stake']}, planted " in line for line in lines)
 
 
-def test_money_is_totalled_per_currency_never_across() -> None:
+def test_causes_are_counted_in_rule_order_with_the_rows_without_one() -> None:
     records: list[dict[str, Any]] = [
         {"amount_at_stake": "1.5", "currency": "usd", "likely_cause": None},
         {"amount_at_stake": "-0.25", "currency": "usd", "likely_cause": "late_usage"},
         {"amount_at_stake": "-3600", "currency": "jpy", "likely_cause": None},
         {"amount_at_stake": None, "currency": None, "likely_cause": "wrong_meter"},
     ]
-    assert money_lines(records) == [
-        "money at stake in the 4 open discrepancies, per currency:",
-        "  JPY: 0 not billed, -3600 over-billed",
-        "  USD: 1.5 not billed, -0.25 over-billed",
-        "  not valued: 1",
-    ]
     assert cause_line(records) == "likely causes: late_usage 1, wrong_meter 1, no cause 2"
+
+
+def test_the_last_line_says_what_stripe_metered_but_did_not_invoice_per_currency() -> None:
+    records: list[dict[str, Any]] = [
+        {"ledger": "stripe", "amount_at_stake": "12.25", "currency": "usd"},
+        {"ledger": "stripe", "amount_at_stake": "0.1", "currency": "usd"},
+        {"ledger": "stripe", "amount_at_stake": "-0.69", "currency": "eur"},  # over-invoiced
+        {"ledger": "stripe", "amount_at_stake": "4420", "currency": "jpy"},
+        {"ledger": "stripe", "amount_at_stake": None, "currency": None},
+        {"ledger": "internal", "amount_at_stake": "5", "currency": "usd"},
+    ]
+    assert not_invoiced_line(records) == (
+        "Stripe metered but did not invoice: 4,420 jpy, 12.35 usd"
+    )
+    assert not_invoiced_line(records[2:3]) == "Stripe metered but did not invoice: nothing"
+
+
+def test_a_stripe_ledger_row_is_told_apart_from_the_same_day_in_the_internal_ledger() -> None:
+    data = generate(anchor=utc_today(), customers=CUSTOMERS, seed=SEED)
+    records = records_as_planted(data)
+    internal = next(r for r in records if r["ledger"] == "internal")
+    records.append(dict(internal, ledger="stripe", id=len(records) + 1))
+    (line,) = _disagreements(records, planted_by_identity(data))
+    assert "(stripe ledger)" in line and "was found but not planted" in line
 
 
 def test_late_events_are_posted_the_way_an_application_reports_usage() -> None:

@@ -1,4 +1,5 @@
-"""The pure diagnosis (tasks/diagnose.py): the README's "Likely causes", rule by rule.
+"""The pure diagnosis (tasks/diagnose.py): docs/comparison.md's "Likely causes: the exact
+rules", rule by rule.
 
 Findings come from the real comparison (``compare_pair``) over the usage each test
 writes, so every case is a discrepancy the comparison would actually record.

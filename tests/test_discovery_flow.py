@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 import flows.reconcile as reconcile_module
-from flows.reconcile import RunSummary, reconcile_meters
+from flows.reconcile import RunOutcome, reconcile_meters
 from flows.windows import utc_today
 from integrations.settings import get_settings
 from meter_recon.cli import main
@@ -82,7 +82,7 @@ def bill_a_stranger(simulator: StripeSimulator) -> None:
     simulator.add_event("api_call", STRANGER, noon(d3), "2")
 
 
-def run_window() -> RunSummary:
+def run_window() -> RunOutcome:
     start, _d2, _d3, end = days()
     return reconcile_meters(start=start, end=end, trigger=Trigger.MANUAL)
 

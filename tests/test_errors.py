@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from sqlalchemy import Engine
 
 import meter_recon.errors
 import models.errors
-from flows.reconcile import RunSummary
+from flows.reconcile import RunOutcome
 from flows.windows import BadWindow, check_window
 from integrations.prefect_server import PrefectServerError
 from meter_recon.cli import report_error
@@ -27,9 +28,11 @@ from meter_recon.errors import (
     RunFailed,
     UserError,
 )
-from meter_recon.terminal import print_run_summary
+from meter_recon.terminal import built_summary, print_run_summary
 from models.discrepancies import AlreadyResolved, UnknownDiscrepancy
 from tasks.fetch import MissingApiKey
+from tests.builders import new_run
+from tests.finance import add, discrepancy
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Each one-sentence error, with the builtin base callers may still catch it by.
@@ -124,8 +127,8 @@ def test_nothing_imports_the_command_line_back(path: str) -> None:
     assert "meter_recon.cli" not in _imports(ROOT / path)
 
 
-def _summary(status: str) -> RunSummary:
-    return RunSummary(
+def _summary(status: str) -> RunOutcome:
+    return RunOutcome(
         run_id=7,
         status=status,
         window_start=date(2026, 11, 1),
@@ -185,6 +188,26 @@ def test_the_run_summary_says_discovery_failed_and_why() -> None:
     assert f"  discovery failed: {error} (cached pairs and prices used)" in (
         buffer.getvalue().splitlines()
     )
+
+
+def test_the_run_summary_ends_with_the_money_the_report_built(
+    database_url: str, engine: Engine
+) -> None:
+    run = new_run(engine)
+    add(
+        engine,
+        discrepancy(run_id=run, line_item="1", amount="4419.956", currency="jpy"),
+        discrepancy(run_id=run, line_item="2", amount="-2.35278", currency="usd"),
+    )
+    buffer = StringIO()
+    outcome = replace(_summary("completed"), run_id=run)
+    print_run_summary(Console(file=buffer, width=200), outcome, built_summary(database_url, run))
+    assert buffer.getvalue().splitlines()[-4:] == [
+        f"  money at stake in the 2 discrepancies of run {run} not resolved, per currency:",
+        "    4,420 jpy not billed, 0 jpy over-billed (1 valued)",
+        "    0.00 usd not billed, -2.35 usd over-billed (1 valued)",
+        "    not valued: 0",
+    ]
 
 
 def _failing_execute(error: BaseException) -> object:

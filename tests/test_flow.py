@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 import flows.reconcile as reconcile_module
-from flows.reconcile import RunSummary, reconcile_meters
+from flows.reconcile import RunOutcome, reconcile_meters
 from integrations.settings import get_settings
 from meter_recon.cli import main
 from models.engine import get_engine
@@ -54,7 +54,7 @@ def world(flow_env: StripeSimulator, engine: Engine, tmp_path: Path) -> World:
     return build_world(flow_env, engine, tmp_path)
 
 
-def run_window(world: World) -> RunSummary:
+def run_window(world: World) -> RunOutcome:
     return reconcile_meters(start=world.start, end=world.end, trigger=Trigger.MANUAL)
 
 
@@ -228,7 +228,7 @@ def task_run_kinds(task_runs: list[Any]) -> dict[str, int]:
     return dict(kinds)
 
 
-def flow_run_id_of(summary: RunSummary) -> uuid.UUID:
+def flow_run_id_of(summary: RunOutcome) -> uuid.UUID:
     with Session(get_engine(get_settings().database_url)) as session:
         run = session.get(ReconciliationRun, summary.run_id)
     assert run is not None

@@ -32,7 +32,8 @@ from models.tables import (
     Trigger,
 )
 from simulator import StripeSimulator
-from tasks.report import build_summary, summary_markdown
+from tasks.report import render_markdown
+from tasks.summary import build_summary
 from tasks.sync_ledger import sync_ledger
 from tests.builders import line_item
 from tests.fixtures.db import fresh_database_url
@@ -392,6 +393,6 @@ def test_a_run_whose_ledger_sync_fails_goes_on_and_says_why(
     assert summary.ledger_sync_error is not None
     assert "postgresql://meter:***@127.0.0.1:1/ledger" in summary.ledger_sync_error
     with Session(engine) as session:
-        report = summary_markdown(build_summary(session=session, run_id=summary.run_id))
+        report = render_markdown(build_summary(session=session, run_id=summary.run_id))
     assert "The ledger sync failed" in report
     assert PASSWORD not in report and PASSWORD not in str(summary)

@@ -1,12 +1,15 @@
 """The re-open rule is written twice: in SQL (what the database stores, so racing runs agree)
 and in Python (what the run counts and alerts about). One test runs both over every row of
-the README's lifecycle table, on every database, so the two cannot drift apart.
+docs/comparison.md's lifecycle table, on every database, so the two cannot drift apart; another
+reads that table from the page, so the page and these rows cannot drift apart either.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -23,6 +26,7 @@ OPEN, ACKNOWLEDGED, RESOLVED = (
     DiscrepancyStatus.RESOLVED,
 )
 ALERTED_AT = datetime.fromisoformat("2026-11-02T08:00:00+00:00")
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "comparison.md"
 
 # The difference as first recorded (Stripe 7, ledger 5), seen again with other numbers
 # (Stripe 8), and gone (Stripe 5: the line item matches).
@@ -33,7 +37,7 @@ GONE = comparison(days({"2026-11-01": "5"}), item("li_1", "2026-11-01", "2026-11
 
 @dataclass(frozen=True)
 class Row:
-    """One row of the README's lifecycle table, and how the run counts it."""
+    """One row of docs/comparison.md's lifecycle table, and how the run counts it."""
 
     sees: str
     before: DiscrepancyStatus | None
@@ -86,9 +90,7 @@ def stored(engine: Engine) -> Discrepancy:
 
 
 @pytest.mark.parametrize("row", LIFECYCLE, ids=lambda r: f"{r.before or 'none'}: {r.sees}")
-def test_the_database_and_the_counts_follow_the_readme_lifecycle_table(
-    engine: Engine, row: Row
-) -> None:
+def test_the_database_and_the_counts_follow_the_lifecycle_table(engine: Engine, row: Row) -> None:
     first, second = new_run(engine), new_run(engine)
     if row.before is not None:
         record(engine, first, FIRST)
@@ -111,3 +113,30 @@ def test_the_database_and_the_counts_follow_the_readme_lifecycle_table(
         assert after.resolved_run == second
     else:
         assert after.last_seen_run == second
+
+
+def documented_transitions() -> set[tuple[str, DiscrepancyStatus | None, DiscrepancyStatus]]:
+    """(what the run sees, before, after) for each status a row of the page's table names."""
+    text = PAGE.read_text(encoding="utf-8")
+    section = text.split("\n## Lifecycle\n", 1)[1].split("\n## ", 1)[0]
+    found = set()
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("what the run sees", "---"):
+            continue
+        sees = re.sub(r"\s*\(.*\)", "", cells[0])
+        befores = [DiscrepancyStatus(w) for w in re.findall(r"[a-z]+", cells[1])] or [None]
+        after = DiscrepancyStatus(re.findall(r"open|acknowledged|resolved", cells[2])[0])
+        found |= {(sees, before, after) for before in befores}
+    return found
+
+
+def test_every_row_of_the_pages_lifecycle_table_is_run_here() -> None:
+    documented = documented_transitions()
+    run_here = {(r.sees, r.before, r.after) for r in LIFECYCLE}
+    assert documented, "docs/comparison.md has no lifecycle table under '## Lifecycle'"
+    for sees, before, after in documented:
+        assert any(s.startswith(sees) and b == before and a == after for s, b, a in run_here), (
+            f"the page's row {sees!r} ({before} -> {after}) is not one of LIFECYCLE"
+        )
+    assert {(b, a) for _, b, a in run_here} == {(b, a) for _, b, a in documented}

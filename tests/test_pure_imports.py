@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Modules that must stay free of I/O libraries (add each new pure module here).
 PURE_MODULES = [
     "tasks.compare",
+    "tasks.compare_stripe",
     "tasks.value",
     "tasks.diagnose",
     "models.enums",

@@ -1,4 +1,5 @@
-"""The reliability faults the README lists: each compared with a clean run of the same data."""
+"""The reliability faults docs/operations.md's "Stripe access" lists: each compared with a clean
+run of the same data."""
 
 from __future__ import annotations
 

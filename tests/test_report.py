@@ -12,8 +12,15 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from meter_recon.cli import main
-from models.tables import DiscrepancyKind, DiscrepancyStatus, ReconciliationRun
-from tasks.report import build_summary, compact_period, money, summary_json, summary_markdown
+from models.tables import (
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    ReconciliationRun,
+    RunStatus,
+    Trigger,
+)
+from tasks.report import compact_period, render_json, render_markdown, render_terminal
+from tasks.summary import CurrencyTotal, RunRows, build_summary, summarize
 from tests.builders import new_run
 from tests.finance import add, discrepancy, failed_pair
 
@@ -24,12 +31,12 @@ def run_cli(*args: str) -> int:
 
 def _summary(engine: Engine, run_id: int | None = None) -> str:
     with Session(engine) as session:
-        return summary_markdown(build_summary(session=session, run_id=run_id))
+        return render_markdown(build_summary(session=session, run_id=run_id))
 
 
 def _json(engine: Engine, run_id: int) -> dict[str, object]:
     with Session(engine) as session:
-        return summary_json(build_summary(session=session, run_id=run_id))
+        return render_json(build_summary(session=session, run_id=run_id))
 
 
 def _money_world(engine: Engine) -> int:
@@ -68,8 +75,8 @@ def test_the_markdown_leads_with_money_in_each_currency_own_decimals(engine: Eng
     markdown = _summary(engine, _money_world(engine))
     money_at = markdown.index("## Money at stake")
     assert money_at < markdown.index("| pairs reconciled |")
-    assert "| jpy | 300 | 0 | 1 |" in markdown
-    assert "| usd | 12.50 | -2.25 | 2 |" in markdown
+    assert "| jpy | 300\u00a0jpy | 0\u00a0jpy | 1 |" in markdown
+    assert "| usd | 12.50\u00a0usd | -2.25\u00a0usd | 2 |" in markdown
     assert "4 discrepancies found by this run are not resolved; 1 of them are not valued." in (
         markdown
     )
@@ -151,6 +158,60 @@ def test_top_customers_are_ranked_by_amount_per_currency(engine: Engine) -> None
     ]
 
 
+def test_top_customers_show_money_with_its_currency_code(engine: Engine) -> None:
+    markdown = _summary(engine, _money_world(engine))
+    assert "| customer | not billed | over-billed | discrepancies |" in markdown
+    assert "| cus_B | 300\u00a0jpy | 0\u00a0jpy | 1 |" in markdown
+    assert "| cus_A | 12.50\u00a0usd | -2.25\u00a0usd | 2 |" in markdown
+
+
+def test_the_terminal_shows_money_per_currency_as_stripe_bills_it(engine: Engine) -> None:
+    run = new_run(engine)
+    add(
+        engine,
+        discrepancy(run_id=run, line_item="1", amount="1.5", currency="usd"),
+        discrepancy(run_id=run, line_item="2", amount="-0.255", currency="usd"),
+        discrepancy(run_id=run, line_item="3", amount="-3600.5", currency="jpy"),
+        discrepancy(run_id=run, line_item="4", amount="2.5", currency="kwd"),
+        discrepancy(run_id=run, line_item="5", cause="wrong_meter"),
+    )
+    with Session(engine) as session:
+        lines = render_terminal(build_summary(session=session, run_id=run))
+    assert lines == [
+        f"money at stake in the 5 discrepancies of run {run} not resolved, per currency:",
+        "  0 jpy not billed, -3,600 jpy over-billed (1 valued)",
+        "  2.500 kwd not billed, 0.000 kwd over-billed (1 valued)",
+        "  1.50 usd not billed, -0.26 usd over-billed (2 valued)",
+        "  not valued: 1",
+    ]
+
+
+def test_the_summary_is_aggregated_from_the_rows_without_the_database() -> None:
+    run = ReconciliationRun(
+        id=3,
+        window_start=date(2026, 11, 1),
+        window_end=date(2026, 11, 4),
+        trigger=Trigger.MANUAL,
+        status=RunStatus.COMPLETED,
+        counts={"requests": 9, "by_kind": {"quantity_mismatch": 2}},
+    )
+    rows = [
+        discrepancy(run_id=3, line_item="1", amount="12.5", currency="usd"),
+        discrepancy(run_id=3, line_item="2", amount="-2.25", currency="usd"),
+        discrepancy(run_id=3, line_item="3"),
+    ]
+    for number, row in enumerate(rows, start=1):
+        row.id = number
+    summary = summarize(RunRows(run=run, rows=rows, failed=[]))
+    assert (summary.run_id, summary.requests, summary.at_stake, summary.not_valued) == (3, 9, 3, 1)
+    assert summary.totals == (
+        CurrencyTotal(
+            currency="usd", not_billed=Decimal("12.5"), over_billed=Decimal("-2.25"), count=2
+        ),
+    )
+    assert [row.id for row in summary.top] == [1, 2, 3]
+
+
 def test_causes_are_counted_with_the_rows_without_one(engine: Engine) -> None:
     run = new_run(engine)
     add(
@@ -191,7 +252,9 @@ def _charts(markdown: str) -> list[str]:
     return [b.split("\n", 1)[1] for b in blocks]
 
 
-def test_the_chart_shows_not_billed_and_over_billed_apart_per_currency(engine: Engine) -> None:
+def test_one_chart_per_currency_stacks_over_billed_under_not_billed_per_meter(
+    engine: Engine,
+) -> None:
     run = new_run(engine)
     add(
         engine,
@@ -202,13 +265,38 @@ def test_the_chart_shows_not_billed_and_over_billed_apart_per_currency(engine: E
     )
     charts = _charts(_summary(engine, run))
     assert charts == [
-        'xychart-beta\n    title "over-billed, jpy, per meter"\n    x-axis ["mtr_api"]\n'
-        '    y-axis "jpy" 0 --> 300\n    bar [300]\n',
-        'xychart-beta\n    title "not billed, usd, per meter"\n'
-        '    x-axis ["mtr_api", "mtr_jobs"]\n    y-axis "usd" 0 --> 12.5\n    bar [12.5, 3]\n',
-        'xychart-beta\n    title "over-billed, usd, per meter"\n    x-axis ["mtr_api"]\n'
-        '    y-axis "usd" 0 --> 4\n    bar [4]\n',
+        "xychart-beta\n"
+        '    title "jpy per meter: not billed (upper part), over-billed (lower part)"\n'
+        '    x-axis ["mtr_api"]\n'
+        '    y-axis "jpy" 0 --> 300\n'
+        "    bar [300]\n"
+        "    bar [300]\n",
+        "xychart-beta\n"
+        '    title "usd per meter: not billed (upper part), over-billed (lower part)"\n'
+        '    x-axis ["mtr_api", "mtr_jobs"]\n'
+        '    y-axis "usd" 0 --> 16.5\n'
+        "    bar [16.5, 3]\n"
+        "    bar [4, 0]\n",
     ]
+
+
+def test_the_chart_keeps_the_twelve_meters_with_the_most_money_either_way(
+    engine: Engine,
+) -> None:
+    run = new_run(engine)
+    add(
+        engine,
+        *(
+            discrepancy(run_id=run, meter=f"mtr_{n:02}", amount=str(-n), currency="eur")
+            for n in range(1, 15)
+        ),
+        discrepancy(run_id=run, meter="mtr_zero", amount="0", currency="eur"),
+    )
+    [chart] = _charts(_summary(engine, run))
+    meters = [f'"mtr_{n:02}"' for n in range(14, 2, -1)]
+    assert f"    x-axis [{', '.join(meters)}]\n" in chart
+    # Nothing not billed: each total is its over-billed part, both series the same bars.
+    assert chart.count("    bar [14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3]\n") == 2
 
 
 def test_no_chart_when_nothing_is_valued(engine: Engine) -> None:
@@ -226,20 +314,6 @@ def test_no_chart_when_nothing_is_valued(engine: Engine) -> None:
 )
 def test_a_period_is_compact(start: date, end: date, text: str) -> None:
     assert compact_period(start, end) == text
-
-
-@pytest.mark.parametrize(
-    ("amount", "currency", "text"),
-    [
-        ("1234.565", "usd", "1,234.56"),
-        ("1234.5", "jpy", "1,234"),
-        ("-0.0005", "kwd", "-0.000"),
-    ],
-)
-def test_money_is_shown_in_the_currency_own_decimals_half_even(
-    amount: str, currency: str, text: str
-) -> None:
-    assert money(Decimal(amount), currency) == text
 
 
 def test_report_prints_the_latest_run_summary_by_default(

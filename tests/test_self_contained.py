@@ -1,6 +1,7 @@
 """The repository stands alone: no file points to a design page or a reference folder that is
-not in it, nor to an absolute path outside it. Contributors read docs/architecture.md and the
-README; reference data the tests need is copied into tests/data/."""
+not in it, nor to an absolute path outside it. Readers have the README and the pages of docs/
+(docs/architecture.md for contributors); reference data the tests need is copied into
+tests/data/."""
 
 from __future__ import annotations
 
@@ -50,6 +51,13 @@ def test_no_file_refers_outside_the_repository() -> None:
     found = _references()
     beyond = {name: count for name, count in found.items() if count > NOT_YET_FIXED.get(name, 0)}
     assert beyond == {}, "refer to docs/architecture.md, the README or tests/data/ instead"
+
+
+def test_the_readme_and_every_docs_page_are_checked() -> None:
+    scanned = {path.relative_to(ROOT).as_posix() for path in _repository_files()}
+    pages = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md")}
+    assert len(pages) >= 6, "the docs pages by reader are in docs/"
+    assert {"README.md", *pages} <= scanned
 
 
 def test_the_architecture_page_is_in_the_repository() -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 import flows.reconcile as reconcile_module
-from flows.reconcile import RunSummary, reconcile_meters
+from flows.reconcile import RunOutcome, reconcile_meters
 from flows.windows import utc_today
 from integrations.settings import get_settings
 from models.engine import session_scope
@@ -151,7 +151,7 @@ def a_period_that_ended_yesterday(simulator: StripeSimulator, engine: Engine, tm
     return yesterday
 
 
-def run_window() -> RunSummary:
+def run_window() -> RunOutcome:
     today = utc_today()
     return reconcile_meters(start=today - timedelta(days=3), end=today, trigger=Trigger.MANUAL)
 

@@ -771,7 +771,8 @@ def test_billing_keys_must_be_arrays(key: str) -> None:
 
 def test_an_unknown_top_level_key_names_the_known_ones() -> None:
     assert rejected({"plans": []}) == (
-        "unknown top-level keys: plans (known: meters, events, prices, subscriptions, adjustments)"
+        "unknown top-level keys: plans "
+        "(known: meters, events, prices, subscriptions, adjustments, invoices)"
     )
 
 

@@ -1,5 +1,5 @@
-"""Stripe access: a rate-limited, retrying client for the billing meter endpoints, subscriptions
-and prices."""
+"""Stripe access: a rate-limited, retrying client for the billing meter endpoints, subscriptions,
+prices and invoices."""
 
 from integrations.stripe.client import STRIPE_VERSION, StripeClient
 from integrations.stripe.errors import (
@@ -14,9 +14,13 @@ from integrations.stripe.models import (
     DailyUsage,
     EventSummary,
     HourlyUsage,
+    Invoice,
+    InvoiceLine,
+    Malformed,
     Meter,
     Subscription,
     SubscriptionItem,
+    UsageTotal,
 )
 from integrations.stripe.rate_limit import (
     RateLimiter,
@@ -30,6 +34,9 @@ __all__ = [
     "DailyUsage",
     "EventSummary",
     "HourlyUsage",
+    "Invoice",
+    "InvoiceLine",
+    "Malformed",
     "Meter",
     "NotFoundError",
     "RateLimitError",
@@ -41,5 +48,6 @@ __all__ = [
     "StripeError",
     "Subscription",
     "SubscriptionItem",
+    "UsageTotal",
     "shared_rate_limiter",
 ]

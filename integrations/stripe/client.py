@@ -1,16 +1,18 @@
 """A small, thread-safe, rate-limited and retrying client for Stripe's billing meter endpoints,
-and for the subscriptions and prices that say what Stripe bills."""
+for the subscriptions and prices that say what Stripe bills, and the invoices it billed."""
 
 from __future__ import annotations
 
 import logging
 import platform
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from importlib import metadata
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar
@@ -29,9 +31,13 @@ from integrations.stripe.models import (
     DailyUsage,
     EventSummary,
     HourlyUsage,
+    Invoice,
+    InvoiceLine,
+    Malformed,
     Meter,
     Subscription,
     SubscriptionItem,
+    UsageTotal,
 )
 from integrations.stripe.rate_limit import RateLimiter, shared_rate_limiter
 from integrations.stripe.redaction import redact
@@ -46,6 +52,8 @@ DEFAULT_API_BASE = "https://api.stripe.com"
 PAGE_LIMIT = 100
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_HOUR = 3_600
+SECONDS_PER_MINUTE = 60
+INVOICE_STATUSES = frozenset({"draft", "open", "paid", "uncollectible", "void"})
 
 ValueGroupingWindow = Literal["day", "hour"]
 
@@ -164,6 +172,18 @@ def price_target(price_id: str, *, expand_tiers: bool = False) -> str:
     return f"{path}?{urlencode([('expand[0]', 'tiers')])}" if expand_tiers else path
 
 
+def invoices_params(*, created_gte: int, customer: str | None = None) -> list[tuple[str, str]]:
+    """`GET /v1/invoices` created at or after `created_gte`, in stripe-python's order for
+    `{"customer": ..., "created": {"gte": ...}, "limit": 100}` (cursor appended last)."""
+    pairs = [] if customer is None else [("customer", customer)]
+    return [*pairs, ("created[gte]", str(created_gte)), ("limit", str(PAGE_LIMIT))]
+
+
+def invoice_lines_path(invoice_id: str) -> str:
+    """`GET /v1/invoices/{id}/lines`: the lines of one invoice beyond those inlined."""
+    return f"/v1/invoices/{quote_plus(invoice_id)}/lines"
+
+
 def _require(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
     value = body.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -260,6 +280,120 @@ def parse_listed_subscription(raw: object) -> _SubscriptionPage:
         items=tuple(items.items),
     )
     return _SubscriptionPage(subscription=subscription, more_items=items.has_more)
+
+
+_CURRENCY_CODE = re.compile(r"[a-z]{3}")
+
+
+def _malformed(what: str, raw: object, invoice: str | None, exc: ValueError) -> Malformed:
+    """What could not be read, named by its id when it has one."""
+    body = raw if isinstance(raw, dict) else {}
+    own = body["id"] if isinstance(body.get("id"), str) else "?"
+    return Malformed(
+        object=what, id=own, invoice=own if invoice is None else invoice, reason=str(exc)
+    )
+
+
+def _sub_object(body: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = body.get(key)
+    return value if isinstance(value, dict) else None
+
+
+def _line_price(body: Mapping[str, Any]) -> str | None:
+    """`pricing.price_details.price` (an id, or the expanded price); `None` without pricing."""
+    pricing = body.get("pricing")
+    if pricing is None:
+        return None
+    pricing = _object(pricing, "pricing")
+    if pricing.get("type") != "price_details":
+        return None
+    details = _object(pricing.get("price_details"), "pricing.price_details")
+    try:
+        return _expandable_id(details, "price")
+    except _MalformedBody:
+        raise _MalformedBody("its price (pricing.price_details.price) cannot be read") from None
+
+
+def _line_quantity(body: Mapping[str, Any]) -> Decimal:
+    for key in ("quantity_decimal", "quantity"):
+        value = body.get(key)
+        if value is not None:
+            try:
+                return to_decimal(value)
+            except ValueError:
+                raise _MalformedBody(f"field {key!r} is not a decimal number") from None
+    return Decimal(0)
+
+
+def _parse_line(invoice_id: str, raw: object) -> InvoiceLine:
+    body = _object(raw, "line item")
+    period = _object(body.get("period"), "period")
+    parent = _sub_object(body, "parent") or {}
+    item_details = _sub_object(parent, "subscription_item_details")
+    own_details = _sub_object(parent, str(parent.get("type"))) or item_details or {}
+    subscription_item = item_details.get("subscription_item") if item_details else None
+    start, end = _require(period, "start", int), _require(period, "end", int)
+    if end < start:
+        raise _MalformedBody(f"its period ends ({end}) before it starts ({start})")
+    return InvoiceLine(
+        id=_require(body, "id", str),
+        invoice_id=invoice_id,
+        subscription_item=subscription_item if isinstance(subscription_item, str) else None,
+        price_id=_line_price(body),
+        period_start=start,
+        period_end=end,
+        quantity=_line_quantity(body),
+        amount=_require(body, "amount", int),
+        proration=own_details.get("proration") is True,
+    )
+
+
+def parse_invoice_line(invoice_id: str, raw: object) -> InvoiceLine | Malformed:
+    """A line of invoice `invoice_id`, or why it cannot be read."""
+    try:
+        return _parse_line(invoice_id, raw)
+    except ValueError as exc:
+        return _malformed("line_item", raw, invoice_id, exc)
+
+
+def _invoice_subscription(body: Mapping[str, Any]) -> str | None:
+    parent = _sub_object(body, "parent") or {}
+    details = _sub_object(parent, "subscription_details")
+    return None if details is None else _expandable_id(details, "subscription")
+
+
+def _parse_invoice(raw: object) -> Invoice:
+    body = _object(raw, "invoice")
+    invoice_id = _require(body, "id", str)
+    status = body.get("status")
+    if status not in INVOICE_STATUSES:
+        raise _MalformedBody(f"status {status!r} is not one of {sorted(INVOICE_STATUSES)}")
+    currency = body.get("currency")
+    if not isinstance(currency, str) or not _CURRENCY_CODE.fullmatch(currency):
+        raise _MalformedBody(f"currency {currency!r} is not a currency code")
+    transitions = _sub_object(body, "status_transitions") or {}
+    lines = _parse_page(body.get("lines"), partial(parse_invoice_line, invoice_id))
+    return Invoice(
+        id=invoice_id,
+        customer=_expandable_id(body, "customer"),
+        subscription=_invoice_subscription(body),
+        status=str(status),
+        created=_require(body, "created", int),
+        finalized_at=_optional_int(transitions, "finalized_at"),
+        currency=currency,
+        period_start=_require(body, "period_start", int),
+        period_end=_require(body, "period_end", int),
+        inline_lines=tuple(lines.items),
+        more_lines=lines.has_more,
+    )
+
+
+def parse_listed_invoice(raw: object) -> Invoice | Malformed:
+    """A listed invoice with its inline lines, or why it cannot be read."""
+    try:
+        return _parse_invoice(raw)
+    except ValueError as exc:
+        return _malformed("invoice", raw, None, exc)
 
 
 def _parse_page(raw: object, parse_item: Callable[[object], ItemT]) -> _Page[ItemT]:
@@ -480,6 +614,63 @@ class StripeClient:
             price_target(price_id, expand_tiers=expand_tiers), _Call(), parse_price
         )
 
+    def invoices(
+        self, *, created_gte: int, customer: str | None = None
+    ) -> Iterator[Invoice | Malformed]:
+        """Every invoice created at or after `created_gte` (of `customer` when given), one page
+        in memory at a time; one that cannot be read is yielded as `Malformed`, not raised.
+
+        Pages `GET /v1/invoices?created[gte]=T&limit=100`; `invoice_lines` gives each one's
+        lines.
+        """
+        params = invoices_params(created_gte=created_gte, customer=customer)
+        call = _Call(customer=customer)
+        for page in self._pages("/v1/invoices", params, call, parse_listed_invoice):
+            yield from page
+
+    def invoice_lines(self, invoice: Invoice) -> Iterator[InvoiceLine | Malformed]:
+        """Every line of `invoice`: those inlined, then (only when Stripe holds more, and only as
+        they are used) the rest from `GET /v1/invoices/{id}/lines?limit=100`."""
+        yield from invoice.inline_lines
+        if not invoice.more_lines or not invoice.inline_lines:
+            return
+        pages = self._pages(
+            invoice_lines_path(invoice.id),
+            [("limit", str(PAGE_LIMIT))],
+            _Call(customer=invoice.customer),
+            partial(parse_invoice_line, invoice.id),
+            starting_after=invoice.inline_lines[-1].id,
+        )
+        for page in pages:
+            yield from page
+
+    def usage_total(
+        self, *, meter: str, customer: str, start_time: int, end_time: int
+    ) -> UsageTotal:
+        """Usage of `customer` on `meter` over one range, as one summary (none: 0).
+
+        Both ends are rounded down to the minute, as Stripe requires; the total says which
+        range it covers. An empty range (after rounding) makes no request.
+        """
+        start = start_time - start_time % SECONDS_PER_MINUTE
+        end = end_time - end_time % SECONDS_PER_MINUTE
+        if end <= start:
+            return UsageTotal(value=Decimal(0), start_time=start, end_time=end, requests=0)
+        summaries, requests = self._summaries(
+            meter_id=meter,
+            customer=customer,
+            start_time=start,
+            end_time=end,
+            value_grouping_window=None,
+        )
+        if len(summaries) > 1:
+            raise StripeConnectionError(
+                f"Stripe returned {len(summaries)} summaries for one range without a grouping "
+                f"window (meter {meter}, customer {customer})"
+            )
+        value = summaries[0].aggregated_value if summaries else Decimal(0)
+        return UsageTotal(value=value, start_time=start, end_time=end, requests=requests)
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _buckets(
@@ -552,9 +743,10 @@ class StripeClient:
         pairs: list[tuple[str, str]],
         call: _Call,
         parse_item: Callable[[object], ItemT],
+        starting_after: str | None = None,
     ) -> Iterator[list[ItemT]]:
-        """Each page's items, asked for only when the one before is used."""
-        starting_after: str | None = None
+        """Each page's items, asked for only when the one before is used (from the item after
+        `starting_after` when given)."""
         while True:
             page_pairs = (
                 pairs if starting_after is None else [*pairs, ("starting_after", starting_after)]

@@ -75,3 +75,75 @@ class Subscription:
     status: str
     created: int
     items: tuple[SubscriptionItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """An invoice or invoice line Stripe sent that cannot be read: skipped, not fatal, and
+    named with the reason so the caller can log and count it.
+
+    `object` is Stripe's name for what it is (`invoice` or `line_item`); `id` is `"?"` when
+    the object had none; `invoice` is the invoice it came from (its own id for an invoice).
+    """
+
+    object: str
+    id: str
+    invoice: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceLine:
+    """An invoice `line_item`, reduced to what the `stripe` ledger needs.
+
+    `price_id` is `pricing.price_details.price` (`None`: the line has no price, e.g. an
+    invoice item without one); `period_start` / `period_end` are Unix seconds as Stripe sent
+    them; `quantity` is `quantity_decimal`, else `quantity`, else 0; `amount` is in the
+    currency's minor unit.
+    """
+
+    id: str
+    invoice_id: str
+    subscription_item: str | None
+    price_id: str | None
+    period_start: int
+    period_end: int
+    quantity: Decimal
+    amount: int
+    proration: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    """An `invoice`, with the lines Stripe inlined in the listing.
+
+    `inline_lines` is only the first page of lines when `more_lines` is true:
+    `StripeClient.invoice_lines` yields them all. `subscription` is
+    `parent.subscription_details.subscription`; `finalized_at` is
+    `status_transitions.finalized_at`.
+    """
+
+    id: str
+    customer: str
+    subscription: str | None
+    status: str
+    created: int
+    finalized_at: int | None
+    currency: str
+    period_start: int
+    period_end: int
+    inline_lines: tuple[InvoiceLine | Malformed, ...] = ()
+    more_lines: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """A pair's usage over one range `[start_time, end_time)` (as asked: minute-aligned).
+
+    `requests` counts the HTTP attempts (retries included) made to fetch it.
+    """
+
+    value: Decimal
+    start_time: int
+    end_time: int
+    requests: int = 0
