@@ -396,3 +396,13 @@ def test_a_run_whose_ledger_sync_fails_goes_on_and_says_why(
         report = render_markdown(build_summary(session=session, run_id=summary.run_id))
     assert "The ledger sync failed" in report
     assert PASSWORD not in report and PASSWORD not in str(summary)
+
+
+def test_a_table_in_meter_recons_own_database_works_too(
+    engine: Engine, database_url: str, backend: str
+) -> None:
+    billing_lines(backend).create(engine)
+    write_erp(database_url, backend, erp_line("A1"), erp_line("A2", voided=True))
+    done = sync(engine, database_url, ledger_sql(backend))
+    assert (done.rows, done.added) == (1, 1)
+    assert sorted(items(engine)) == ["A1"]
