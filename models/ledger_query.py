@@ -149,6 +149,12 @@ def _apply(
     """Upsert the batch's new, changed and returning line items; mark every id seen."""
     if not batch:
         return []
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        # An id is unique only with its ledger, so without fresh statistics (a first load, all
+        # of it uncommitted) PostgreSQL guesses a list of 5,000 ids matches the whole table
+        # and scans it per batch: quadratic. The key's index is always right here.
+        session.execute(sa.text("SET LOCAL enable_seqscan = off"))
     existing = {
         row.id: row
         for row in session.execute(
@@ -157,6 +163,8 @@ def _apply(
             )
         )
     }
+    if postgres:
+        session.execute(sa.text("SET LOCAL enable_seqscan = on"))
     written = []
     for row_id, record in batch.items():
         before = existing.get(row_id)
