@@ -107,7 +107,7 @@ def _sync(*, session: Session, connection: Connection, query: str, size: int) ->
     now = utcnow()
     pairs: set[tuple[str, str]] = set()
     _seen.create(session.connection())
-    for partition in result.partitions(size):
+    for batches, partition in enumerate(result.partitions(size), start=1):
         batch: dict[str, dict[str, Any]] = {}
         errors: list[RowError] = []
         for row in partition:
@@ -118,6 +118,8 @@ def _sync(*, session: Session, connection: Connection, query: str, size: int) ->
                 raise LedgerSyncFailed(f"The ledger query's {errors[0]}; nothing was changed.")
             batch[record["id"]] = record
         written = _apply(session, batch, report, now)
+        if batches & (batches - 1) == 0:  # after batch 1, 2, 4, 8, ...
+            _refresh_statistics(session)
         pairs.update((r["stripe_customer_id"], r["meter_id"]) for r in written)
     if report.rows == 0:
         raise LedgerSyncFailed(
@@ -149,12 +151,6 @@ def _apply(
     """Upsert the batch's new, changed and returning line items; mark every id seen."""
     if not batch:
         return []
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        # An id is unique only with its ledger, so without fresh statistics (a first load, all
-        # of it uncommitted) PostgreSQL guesses a list of 5,000 ids matches the whole table
-        # and scans it per batch: quadratic. The key's index is always right here.
-        session.execute(sa.text("SET LOCAL enable_seqscan = off"))
     existing = {
         row.id: row
         for row in session.execute(
@@ -163,8 +159,6 @@ def _apply(
             )
         )
     }
-    if postgres:
-        session.execute(sa.text("SET LOCAL enable_seqscan = on"))
     written = []
     for row_id, record in batch.items():
         before = existing.get(row_id)
@@ -198,6 +192,15 @@ def _apply(
     seen = insert_for(session, _seen).on_conflict_do_nothing(index_elements=["id"])
     session.execute(seen, [{"id": row_id} for row_id in batch])
     return written
+
+
+def _refresh_statistics(session: Session) -> None:
+    """PostgreSQL: let the planner see what this transaction wrote (ANALYZE counts its own
+    uncommitted rows). An id is unique only with its ledger, so without statistics (a first
+    load) it takes a batch's 5,000 ids to match the whole table and filters every row of the
+    ledger against the list, per batch: quadratic. Refreshed as the ledger doubles."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("ANALYZE invoice_line_item"))
 
 
 def _value_columns() -> list[Any]:
