@@ -49,6 +49,7 @@ from typing import Any
 
 from bench.baseline import run_baseline
 from bench.dataset import Seeded, build, write_ledger
+from bench.ledger_sync import run as run_ledger_sync
 from bench.micro import (
     MicroResult,
     PostgresUnreachable,
@@ -770,6 +771,14 @@ def micro(bench: Bench) -> None:
     bench.micro.append(postgres_record(args.postgres_url, args.micro_pairs))
 
 
+@case
+def ledger_sync(bench: Bench) -> None:
+    """The ledger query streamed from PostgreSQL: rows per second, peak RSS flat in rows."""
+    sizes = parse_ints(bench.args.ledger_sizes)
+    if sizes:
+        bench.notes += ["", *run_ledger_sync(bench.args.postgres_url, sizes)]
+
+
 DEFAULT_LABEL = "flow, default grouping"
 
 
@@ -783,6 +792,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--per-pair-sizes", default="1000,5000", help="pairs, one task per pair (before)"
     )
     parser.add_argument("--dask-sizes", default="5000", help="pairs, Dask LocalCluster")
+    parser.add_argument(
+        "--ledger-sizes", default="100000,1000000", help="ledger query rows synced (empty: none)"
+    )
     parser.add_argument(
         "--dask-databases",
         default="postgres",

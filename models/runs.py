@@ -206,6 +206,27 @@ def record_ledgers(
     session.flush()
 
 
+def record_ledger_sync(
+    *, session: Session, run_id: int, synced: dict[str, int] | None, error: str | None
+) -> None:
+    """What the run's ledger sync did (`ledger_sync` counts), or why it failed
+    (`ledger_sync_error`, one sentence): the run goes on with the ledger as it was."""
+    run = get_run(session=session, run_id=run_id)
+    run.counts = {
+        **run.counts,
+        "ledger_sync": {**(synced or {}), "failed": error is not None},
+        "ledger_sync_error": error,
+    }
+    session.add(run)
+    session.flush()
+
+
+def ledger_sync_error(run: ReconciliationRun) -> str | None:
+    """Why the run's ledger sync failed; None when it did not run or succeeded."""
+    error = run.counts.get("ledger_sync_error")
+    return str(error) if error else None
+
+
 def discovery_requests(run: ReconciliationRun) -> int:
     """Stripe requests the run's discovery made (0 when it did not run)."""
     return int((run.counts.get("discovery") or {}).get("requests", 0))

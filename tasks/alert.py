@@ -16,7 +16,7 @@ from integrations.stripe.redaction import redact
 from models.engine import get_engine, session_scope
 from models.enums import Ledger
 from models.money import format_money
-from models.runs import failed_pairs, get_run, invoice_sync_error
+from models.runs import failed_pairs, get_run, invoice_sync_error, ledger_sync_error
 from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun
 from models.types import canonical_decimal, utcnow
 from tasks.last_completed import gap_line
@@ -146,7 +146,15 @@ def build_alert(
     """
     gap = gap_line(run.counts)  # a missed nightly is told on its own too
     sync_error = invoice_sync_error(run)
-    if not pending and not failed and not run.discovery_error and not sync_error and gap is None:
+    ledger_error = ledger_sync_error(run)
+    if (
+        not pending
+        and not failed
+        and not run.discovery_error
+        and not sync_error
+        and not ledger_error
+        and gap is None
+    ):
         return None
     reopened = sum(1 for row in pending if row.reopened_at is not None)
     parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
@@ -156,6 +164,8 @@ def build_alert(
         parts.append("discovery failed")
     if sync_error:
         parts.append("invoice sync failed")
+    if ledger_error:
+        parts.append("ledger sync failed")
     title = f"meter-recon run {run.id} ({run.window_start}..{run.window_end}): " + ", ".join(parts)
     amounts = _per_currency(pending)
     if amounts:
@@ -180,6 +190,8 @@ def build_alert(
             "Reading Stripe's invoices failed; the stripe ledger was compared with the line "
             f"items already read: {sync_error}",
         ]
+    if ledger_error:
+        lines += ["", f"The ledger sync failed; the run used the ledger as it was: {ledger_error}"]
     if ui_url and run.flow_run_id:
         lines += ["", f"Flow run: {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}"]
     body = redact("\n".join(lines))

@@ -87,6 +87,12 @@ def _overview(s: RunSummary) -> list[str]:
         ]
     if s.internal_ledger_empty:
         lines += [f"**Note:** {INTERNAL_LEDGER_EMPTY}.", ""]
+    if s.ledger_sync_error:
+        lines += [
+            "**The ledger sync failed; the ledger as it was was used:** "
+            f"{_cell(s.ledger_sync_error)}",
+            "",
+        ]
     return lines
 
 
@@ -368,6 +374,7 @@ def render_json(summary: RunSummary) -> dict[str, Any]:
             "error": summary.error,
             "discovery_error": summary.discovery_error,
             "invoice_sync_error": summary.invoice_sync_error,
+            "ledger_sync_error": summary.ledger_sync_error,
             "last_completed": summary.last_completed,
             "internal_ledger_empty": summary.internal_ledger_empty,
         },

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from models.enums import Ledger, LikelyCause
 from models.errors import UserError
-from models.runs import failed_pairs, get_run, invoice_sync_error
+from models.runs import failed_pairs, get_run, invoice_sync_error, ledger_sync_error
 from models.tables import (
     DISCREPANCY_IDENTITY,
     Discrepancy,
@@ -181,6 +181,7 @@ class RunSummary:
     invoice_sync_error: str | None = None
     ledgers: tuple[LedgerPart, ...] = ()  # each ledger's own part, in `LEDGER_PARTS` order
     internal_ledger_empty: bool = False  # the run left the internal ledger out: it was empty
+    ledger_sync_error: str | None = None  # why the ledger query could not be applied
 
 
 def _size(value: Decimal | None) -> Decimal:
@@ -387,6 +388,7 @@ def summarize(source: RunRows) -> RunSummary:
         flow_run_id=run.flow_run_id,
         error=run.error,
         discovery_error=run.discovery_error,
+        ledger_sync_error=ledger_sync_error(run),
         pairs_total=run.pairs_total,
         pairs_ok=run.pairs_ok,
         pairs_failed=run.pairs_failed,

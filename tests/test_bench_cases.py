@@ -32,6 +32,7 @@ def test_every_case_is_registered_in_the_order_it_runs() -> None:
         "large-runs",
         "baseline",
         "micro",
+        "ledger-sync",
     ]
 
 
