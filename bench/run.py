@@ -62,6 +62,7 @@ from bench.micro import (
 )
 from bench.stats import BenchStats
 from bench.steady import idle_seconds, seconds_per_request
+from bench.stripe_ledger import BOTH_LEDGERS, LedgerCost, cost_table, read_cost
 from integrations.prefect_server import spawn
 from simulator import StripeSimulator
 
@@ -108,6 +109,10 @@ class FlowCase:
     hourly_requests: int = 0  # the diagnosis's hourly buckets, at the simulator
     hourly_expected: int = 0
     phases: dict[str, float] = field(default_factory=dict)
+    #: METER_RECON_LEDGERS of the run: the internal ledger only, as every row measured before
+    #: the `stripe` ledger (comparable with them), unless the row says both ledgers.
+    ledgers: str = "internal"
+    stripe_cost: LedgerCost | None = None  # what the `stripe` ledger cost, when compared
 
     @property
     def bound(self) -> float:
@@ -301,7 +306,7 @@ def _run_flow_case(
         pairs_per_task=case.pairs_per_task,
         rate=case.rate,
         workers=workers,
-        extra=extra_env,
+        extra={"METER_RECON_LEDGERS": case.ledgers, **extra_env},
     )
     out = workdir / f"{stem}.json"
     command = [
@@ -357,6 +362,10 @@ def _run_flow_case(
         discovery, hourly = stats.arrivals("discovery"), stats.arrivals("hourly")
         case.discovery_requests, case.discovery_span = discovery.count, discovery.span
         case.hourly_requests = hourly.count
+    if "stripe" in case.ledgers.split(","):
+        case.stripe_cost = read_cost(
+            stats, database_url=database_url, seeded=seeded, hourly=case.hourly_requests
+        )
     if "discovery_started" in marks and "discovery_done" in marks:
         case.discovery_seconds = marks["discovery_done"] - marks["discovery_started"]
     fanout_started = marks.get("fanout_started", marks["flow_returned"])
@@ -444,6 +453,20 @@ def phase_table(cases: list[FlowCase]) -> list[str]:
             f"| {c.client_cpu * 1000 / c.pairs:.1f} / {c.server_cpu * 1000 / c.pairs:.1f} |"
         )
     return lines
+
+
+def ledgers_note(cases: list[FlowCase]) -> list[str]:
+    """Which ledgers the rows compared: the internal one only, unless a row says both."""
+    if not cases:
+        return []
+    both = [c for c in cases if c.ledgers != "internal"]
+    said = (
+        "Every row compares the internal ledger only (`METER_RECON_LEDGERS=internal`), as "
+        "every row measured before the `stripe` ledger did, so the figures stay comparable"
+    )
+    if both:
+        said += f', but those of "{both[0].label}" ({both[0].ledgers})'
+    return [said + ".", ""]
 
 
 def request_lines(cases: list[FlowCase]) -> list[str]:
@@ -779,7 +802,28 @@ def ledger_sync(bench: Bench) -> None:
         bench.notes += ["", *run_ledger_sync(bench.args.postgres_url, sizes)]
 
 
+@case
+def stripe_ledger(bench: Bench) -> None:
+    """The flow with both ledgers and invoices for every pair: what the `stripe` ledger's
+    listing, lines and per-line `usage_total` requests cost, as shares of the run's."""
+    for size in parse_ints(bench.args.stripe_ledger_sizes):
+        row = FlowCase(
+            STRIPE_LEDGER_LABEL, size, 0, str(bench.args.prefect_home), rate=bench.args.rate
+        )
+        row.ledgers = BOTH_LEDGERS
+        bench.measure(row, build(size, invoices=True))
+        cost = row.stripe_cost
+        assert cost is not None
+        print(
+            f"  {row.label} x {size:,}: {row.wall:.1f} s, ratio {row.ratio:.3f}, "
+            f"stripe ledger {cost.added:,} of {row.requests:,} requests, "
+            f"discrepancies {cost.discrepancies}",
+            flush=True,
+        )
+
+
 DEFAULT_LABEL = "flow, default grouping"
+STRIPE_LEDGER_LABEL = "flow, both ledgers, invoices for every pair"
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -792,6 +836,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--per-pair-sizes", default="1000,5000", help="pairs, one task per pair (before)"
     )
     parser.add_argument("--dask-sizes", default="5000", help="pairs, Dask LocalCluster")
+    parser.add_argument(
+        "--stripe-ledger-sizes",
+        default="1000,20000",
+        help="pairs, both ledgers with invoices for every pair (empty: none)",
+    )
     parser.add_argument(
         "--ledger-sizes", default="100000,1000000", help="ledger query rows synced (empty: none)"
     )
@@ -835,6 +884,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.sizes, args.per_pair_sizes, args.dask_sizes = "200,1000", "200", "200"
         args.server_sizes, args.large_sizes = "200,1000", "500,2000"
         args.baseline_pairs, args.micro_pairs = 200, 300
+        args.stripe_ledger_sizes = "1000"
     try:
         parse_databases(args.dask_databases)
         parse_databases(args.dask_prefect_databases)
@@ -865,6 +915,7 @@ def report(bench: Bench, started: float) -> str:
         "",
         *flow_table(bench.cases),
         "",
+        *ledgers_note(bench.cases),
         "Where the time went (inside each run's process):",
         "",
         *phase_table(bench.cases),
@@ -872,6 +923,7 @@ def report(bench: Bench, started: float) -> str:
         *scaling_lines(bench.cases),
         *request_lines(bench.cases),
         *bench.notes,
+        *(["", *table] if (table := cost_table(bench.cases)) else []),
     ]
     if bench.baseline:
         lines += [

@@ -23,6 +23,10 @@ KINDS = (
     "unknown_route",
 )
 OUTCOMES = ("rate_limited", "faults", "unauthorized", "errors")
+#: `event_summaries` requests without `value_grouping_window` (one total over exact instants,
+#: as `usage_total` asks): counted under this name as well, apart from daily and hourly ones.
+UNGROUPED_SUMMARIES = "event_summaries_ungrouped"
+_GROUPING = "value_grouping_window="
 _MAX_TIMES = 1_000_000
 _MAX_TARGETS = 10_000
 
@@ -42,7 +46,8 @@ class SimulatorStats:
     """Counters and timelines, written by the server thread and read by tests.
 
     `counts[kind]` counts requests routed to each endpoint kind (whatever their outcome);
-    `rate_limited`, `faults`, `unauthorized` and `errors` (4xx answers) count outcomes.
+    `rate_limited`, `faults`, `unauthorized` and `errors` (4xx answers) count outcomes;
+    `counts[UNGROUPED_SUMMARIES]` the `event_summaries` requests that ask no grouping window.
     `arrival_times` holds every request's arrival (`time.monotonic()`), `start_times` those
     the rate limiter accepted; `targets` the most recent request targets (`GET /path?query`).
     """
@@ -71,6 +76,8 @@ class SimulatorStats:
             self.arrival_times.append(when)
             self.targets.append(target)
             self.counts[kind] += 1
+            if kind == "event_summaries" and _GROUPING not in target.partition("?")[2]:
+                self.counts[UNGROUPED_SUMMARIES] += 1
 
     def record_customer(self, customer: str) -> None:
         with self._lock:
@@ -105,7 +112,7 @@ class SimulatorStats:
         return self._count("meter_events_post")
 
     def requests_to(self, kind: str) -> int:
-        """Requests routed to the endpoint `kind` (one of `KINDS`)."""
+        """Requests routed to the endpoint `kind` (one of `KINDS`, or `UNGROUPED_SUMMARIES`)."""
         return self._count(kind)
 
     @property
@@ -142,7 +149,7 @@ class SimulatorStats:
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            counts = {name: self.counts[name] for name in (*KINDS, *OUTCOMES)}
+            counts = {name: self.counts[name] for name in (*KINDS, UNGROUPED_SUMMARIES, *OUTCOMES)}
             return {**counts, "total": self.total}
 
     def __repr__(self) -> str:
