@@ -157,7 +157,9 @@ def cost_note(case: FlowCase) -> str:
         f"- {case.label}, {case.pairs:,} pairs: the invoice sync read {cost.invoices_listed:,} "
         f"invoices ({cost.line_items_synced:,} metered line items) in "
         f"{cost.listing_requests + cost.lines_requests + cost.invoice_gets:,} requests "
-        f"({'failed' if cost.sync_failed else 'no failure'}; lines inlined, 10 an invoice); "
+        f"({'failed' if cost.sync_failed else 'no failure'}; an invoice inlines its first 10 "
+        "lines, so lines are requested only beyond them); "
         f"{cost.lines_matched:,} of {cost.lines_compared:,} lines matched; one daily fetch a "
-        f"pair serves both ledgers ({cost.daily_requests:,} daily requests)"
+        f"pair serves both ledgers ({cost.daily_requests:,} daily requests); request counts "
+        "include the attempts answered 429 and retried"
     )
