@@ -19,11 +19,15 @@ sets them against the run's own count. Rows (each names its task runner, groupin
 and rate): the flow with its default grouping of pairs into tasks, one task per pair (the
 "before"), the Dask `LocalCluster` (recording into SQLite and/or PostgreSQL,
 `--dask-databases`), a Prefect server that is already running (`PREFECT_API_URL`, as
-deployments run), the large runs; then the same work by hand with the official `stripe` SDK,
-and micro-benchmarks of the comparison, of valuing and diagnosing findings, and of recording
-on SQLite and PostgreSQL (`--postgres-url`, default the local server; skipped with a note
-when unreachable). Prints the tables and writes them, with the raw figures, to
-`bench/results/latest.md` and `latest.json`. Exit status 1 when a run failed a pair or found
+deployments run), the large runs, all comparing the internal ledger only
+(`METER_RECON_LEDGERS=internal`, so their figures stay comparable with those before the
+`stripe` ledger); then the same work by hand with the official `stripe` SDK, micro-benchmarks
+of the comparison, of valuing and diagnosing findings, and of recording on SQLite and
+PostgreSQL (`--postgres-url`, default the local server; skipped with a note when
+unreachable), the ledger query's sync; last, the flow comparing both ledgers with invoices
+for every pair (`--stripe-ledger-sizes`): what the `stripe` ledger's requests cost. Prints
+the tables and writes them, with the raw figures, to `bench/results/latest.md` and
+`latest.json` (`--out`). Exit status 1 when a run failed a pair or found
 other discrepancies than the seeded ones.
 """
 
@@ -457,15 +461,17 @@ def phase_table(cases: list[FlowCase]) -> list[str]:
 
 def ledgers_note(cases: list[FlowCase]) -> list[str]:
     """Which ledgers the rows compared: the internal one only, unless a row says both."""
+    both = sorted({c.label for c in cases if c.ledgers != "internal"})
     if not cases:
         return []
-    both = [c for c in cases if c.ledgers != "internal"]
+    if len(both) == len({c.label for c in cases}):
+        return [f"Every row compares both ledgers (`METER_RECON_LEDGERS={BOTH_LEDGERS}`).", ""]
     said = (
         "Every row compares the internal ledger only (`METER_RECON_LEDGERS=internal`), as "
         "every row measured before the `stripe` ledger did, so the figures stay comparable"
     )
     if both:
-        said += f', but those of "{both[0].label}" ({both[0].ledgers})'
+        said += f"; but {', '.join(both)}: both ledgers (`{BOTH_LEDGERS}`)"
     return [said + ".", ""]
 
 

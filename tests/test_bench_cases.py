@@ -6,18 +6,31 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.dataset import build, pair_list, write_ledger
-from bench.run import CASES, grouping_label, parse_args, parse_databases, runner_label
+from bench.dataset import OFF_MIDNIGHT, build, pair_list, write_ledger
+from bench.run import (
+    CASES,
+    STRIPE_LEDGER_LABEL,
+    FlowCase,
+    grouping_label,
+    ledgers_note,
+    parse_args,
+    parse_databases,
+    runner_label,
+)
 from bench.stats import BenchStats
+from bench.stripe_ledger import LedgerCost, cost_table
 from integrations.settings import get_settings
 from simulator import StripeSimulator, wire
 from simulator.app import ApiError, SimulatorApp, _status_matches, paginate
 from simulator.state import SimulatorState
+from simulator.stats import UNGROUPED_SUMMARIES, SimulatorStats
 from tasks.discover import discover
 from tasks.run_config import RunConfig
 
@@ -33,6 +46,7 @@ def test_every_case_is_registered_in_the_order_it_runs() -> None:
         "baseline",
         "micro",
         "ledger-sync",
+        "stripe-ledger",
     ]
 
 
@@ -86,6 +100,110 @@ def test_the_20000_pair_run_has_5000_subscriptions_and_2000_hourly_requests() ->
     # ones are on a `last` meter, which the timezone-shift rule does not apply to.
     assert (seeded.subscriptions, seeded.hourly_requests) == (5_000, 2_000)
     assert seeded.expected_discrepancies == 6_000
+
+
+def test_every_invoice_line_bills_exactly_the_meters_usage_over_its_period() -> None:
+    seeded = build(42, invoices=True)
+    data = seeded.data
+    billed = []
+    for invoice in data.invoices():
+        for line in invoice.lines:
+            meter = data.meter(line.price.meter or "")
+            assert meter is not None
+            # The simulator's own total over the exact instants, as `usage_total` asks it.
+            buckets = data.buckets(
+                meter, invoice.customer, line.period_start, line.period_end, None
+            )
+            usage = buckets[0].value if buckets else Decimal(0)
+            assert line.quantity_decimal == usage, line.id
+            billed.append((invoice.customer, meter.id))
+    assert sorted(billed) == sorted((c, m) for c, m, _, _ in pair_list(42))
+    assert (seeded.invoices, seeded.invoice_lines) == (11, 42)
+
+
+def test_half_the_subscriptions_bill_from_midnight_and_half_from_14_30() -> None:
+    seeded = build(42, invoices=True)
+    anchors = {
+        invoice.subscription: {(line.period_start % 86_400, line.period_end % 86_400)}
+        for invoice in seeded.data.invoices()
+        for line in invoice.lines
+    }
+    assert list(anchors.values()).count({(0, 0)}) == 6  # subscriptions 0, 2, ..., 10
+    assert list(anchors.values()).count({(OFF_MIDNIGHT, OFF_MIDNIGHT)}) == 5
+    assert seeded.off_midnight_lines == 20  # 5 subscriptions of 4 items
+
+
+def test_each_invoice_is_paid_for_a_closed_month_the_window_overlaps() -> None:
+    seeded = build(42, invoices=True)
+    window_start = int(datetime.combine(seeded.window_start, time(), UTC).timestamp())
+    window_end = int(datetime.combine(seeded.window_end, time(), UTC).timestamp())
+    for invoice in seeded.data.invoices():
+        assert invoice.status == "paid"
+        assert invoice.finalized_at is not None
+        assert 0 < invoice.finalized_at - invoice.period_end <= 72 * 3600
+        assert invoice.created >= window_start  # listed by a run from the window's start
+        assert 28 * 86_400 <= invoice.period_end - invoice.period_start <= 31 * 86_400
+        assert invoice.period_start < window_start < invoice.period_end < window_end
+
+
+def test_the_20000_pair_run_has_5000_invoices_and_10000_lines_off_midnight() -> None:
+    seeded = build(20_000, invoices=True)
+    assert (seeded.invoices, seeded.invoice_lines, seeded.off_midnight_lines) == (
+        5_000,
+        20_000,
+        10_000,
+    )
+    assert seeded.expected_discrepancies == 6_000  # the internal ledger's; none for Stripe's
+
+
+def test_the_bench_data_has_no_invoices_unless_asked() -> None:
+    seeded = build(42)
+    assert (seeded.data.invoices(), seeded.invoices, seeded.off_midnight_lines) == ([], 0, 0)
+
+
+def test_every_run_compares_the_internal_ledger_only_unless_the_row_says_both() -> None:
+    default = FlowCase("flow, default grouping", 1000, 0, "home")
+    both = FlowCase(STRIPE_LEDGER_LABEL, 1000, 0, "home", ledgers="internal,stripe")
+    assert default.ledgers == "internal"
+    said = ledgers_note([default, both])[0]
+    assert said.startswith("Every row compares the internal ledger only")
+    assert said.endswith(f"but {STRIPE_LEDGER_LABEL}: both ledgers (`internal,stripe`).")
+    assert ledgers_note([both])[0].startswith("Every row compares both ledgers")
+
+
+def test_the_simulator_counts_summaries_asking_no_grouping_window_apart() -> None:
+    stats = SimulatorStats()
+    path = "GET /v1/billing/meters/m/event_summaries"
+    stats.record_arrival(1.0, f"{path}?customer=c&start_time=0&end_time=60", "event_summaries")
+    stats.record_arrival(1.1, f"{path}?value_grouping_window=day&customer=c", "event_summaries")
+    stats.record_arrival(1.2, f"{path}?value_grouping_window=hour&customer=c", "event_summaries")
+    assert (stats.event_summaries, stats.requests_to(UNGROUPED_SUMMARIES)) == (3, 1)
+    assert stats.snapshot()[UNGROUPED_SUMMARIES] == 1
+
+
+def test_the_stripe_ledgers_requests_are_shown_as_shares_of_the_runs() -> None:
+    row = FlowCase(STRIPE_LEDGER_LABEL, 1000, 0, "home", requests=1600, wall=20.0)
+    row.stripe_cost = LedgerCost(
+        invoices_listed=250,
+        line_items_synced=1000,
+        lines_compared=1000,
+        lines_matched=1000,
+        lines_off_midnight=500,
+        listing_requests=3,
+        lines_requests=0,
+        invoice_gets=0,
+        usage_totals=500,
+        daily_requests=1000,
+        sync_failed=False,
+        discrepancies={"internal": 300, "stripe": 0},
+        expected={"internal": 300, "stripe": 0},
+    )
+    assert (row.stripe_cost.added, row.stripe_cost.per_line) == (503, 0.5)
+    assert row.stripe_cost.per_invoice == 0.012
+    table = "\n".join(cost_table([row, FlowCase("flow, default grouping", 1000, 0, "home")]))
+    assert "| 3 (0.2%) | 0 (0.0%) | 500 (31.2%) | 503 (31.4%) | 1,000 (500) | 0.500 |" in table
+    assert "| 300 (300) | 0 (0) |" in table
+    assert table.count("| flow, ") == 1  # only the rows that compared the stripe ledger
 
 
 def test_discovery_finds_the_ledgers_pairs_and_tracks_none_anew(
