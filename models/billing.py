@@ -102,6 +102,20 @@ def forget_subscription_items(*, session: Session, seen_before: datetime) -> int
     return int(count or 0)
 
 
+def count_billed_pairs(*, session: Session, refreshed_since: datetime) -> int:
+    """Distinct (customer, meter) pairs of the items listed since `refreshed_since`, counted by
+    the database: a discovery of a million pairs holds none of them to count them."""
+    table = SubscriptionItem.__table__  # type: ignore[attr-defined]
+    pairs = (
+        sa.select(table.c.stripe_customer_id, table.c.meter_id)
+        .where(table.c.refreshed_at >= refreshed_since)
+        .distinct()
+        .subquery()
+    )
+    count = session.execute(sa.select(sa.func.count()).select_from(pairs)).scalar()
+    return int(count or 0)
+
+
 def _billing_items() -> Any:
     """Items that price a pair, the most recently created subscription first."""
     return (
@@ -145,6 +159,7 @@ def price_for_pair(*, session: Session, customer: str, meter: str) -> dict[str, 
 
 __all__ = [
     "IGNORED_STATUS",
+    "count_billed_pairs",
     "forget_subscription_items",
     "json_safe",
     "price_for_pair",

@@ -94,7 +94,7 @@ def test_discovery_finds_the_ledgers_pairs_and_tracks_none_anew(
     write_ledger(seeded, database_url)
     flow_env.data = seeded.data
     found = discover(RunConfig.of(get_settings()))
-    assert (found.pairs, found.added, found.prices) == (40, (), 4)
+    assert (found.pairs, found.added, found.prices) == (40, 0, 4)
     assert found.requests == 2  # one page of 10 subscriptions, the tiered price with its tiers
 
 
