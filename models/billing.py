@@ -81,7 +81,11 @@ def upsert_prices(*, session: Session, rows: Sequence[Mapping[str, Any]]) -> Non
 
 
 def upsert_subscription_items(*, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert or refresh cached items (a discovery writes them a page at a time)."""
+    """Insert or refresh cached items (a discovery writes them a page at a time).
+
+    A row is never set back to an older `refreshed_at`: of two discoveries at once, the one
+    that started earlier must not make the later one forget the items both listed.
+    """
     if not rows:
         return
     table = SubscriptionItem.__table__  # type: ignore[attr-defined]
@@ -89,6 +93,7 @@ def upsert_subscription_items(*, session: Session, rows: Sequence[Mapping[str, A
     statement = statement.on_conflict_do_update(
         index_elements=["id"],
         set_={c.name: statement.excluded[c.name] for c in table.columns if c.name != "id"},
+        where=table.c.refreshed_at <= statement.excluded.refreshed_at,
     )
     session.execute(statement, list(rows))
 
