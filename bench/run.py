@@ -51,6 +51,7 @@ from bench.baseline import run_baseline
 from bench.dataset import Seeded, build, write_ledger
 from bench.discovery import measure as measure_discovery
 from bench.discovery import table as discovery_table
+from bench.ledger_sync import run as run_ledger_sync
 from bench.micro import (
     MicroResult,
     PostgresUnreachable,
@@ -800,6 +801,14 @@ def micro(bench: Bench) -> None:
     bench.micro.append(postgres_record(args.postgres_url, args.micro_pairs))
 
 
+@case
+def ledger_sync(bench: Bench) -> None:
+    """The ledger query streamed from PostgreSQL: rows per second, peak RSS flat in rows."""
+    sizes = parse_ints(bench.args.ledger_sizes)
+    if sizes:
+        bench.notes += ["", *run_ledger_sync(bench.args.postgres_url, sizes)]
+
+
 DEFAULT_LABEL = "flow, default grouping"
 
 
@@ -813,6 +822,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--per-pair-sizes", default="1000,5000", help="pairs, one task per pair (before)"
     )
     parser.add_argument("--dask-sizes", default="5000", help="pairs, Dask LocalCluster")
+    parser.add_argument(
+        "--ledger-sizes", default="100000,1000000", help="ledger query rows synced (empty: none)"
+    )
     parser.add_argument(
         "--dask-databases",
         default="postgres",

@@ -20,11 +20,18 @@ from flows.hooks import alert_run_ended
 from flows.task_runners import in_flight_for, pairs_per_task_for, task_runner_for
 from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
-from integrations.settings import TaskRunnerKind, get_settings
+from integrations.settings import (
+    LedgerQueryUnreadable,
+    TaskRunnerKind,
+    get_settings,
+    read_ledger_query,
+)
 from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
 from models.enums import Ledger
+from models.ledger_query import LedgerSyncFailed
+from models.line_items import ledger_has_line_items
 from models.meters import cached_formulas, upsert_meters
 from models.pairs import count_pairs, pair_pages
 from models.runs import (
@@ -33,9 +40,12 @@ from models.runs import (
     finish_run,
     get_run,
     heartbeat,
+    ledger_sync_error,
     ok_pairs,
     record_discovery,
     record_invoice_sync,
+    record_ledger_sync,
+    record_ledgers,
     start_run,
 )
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
@@ -54,7 +64,9 @@ from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 from tasks.run_config import RunConfig
+from tasks.summary import INTERNAL_LEDGER_EMPTY
 from tasks.sync_invoices import InvoiceSync, sync_stripe_invoices
+from tasks.sync_ledger import sync_ledger
 
 HEARTBEAT_SECONDS = 10.0
 PAGE_SIZE = 1000  # tracked pairs read at a time
@@ -85,6 +97,7 @@ class RunOutcome:
     discovered: int | None = None  # pairs Stripe bills (None: discovery off or failed)
     discovered_added: int = 0  # of which newly tracked
     discovery_error: str | None = None
+    ledger_sync_error: str | None = None  # why the ledger query could not be applied
 
     @classmethod
     def of(
@@ -120,6 +133,7 @@ class RunOutcome:
             discovered=None if run.discovery_error or not discovery else discovery.get("pairs"),
             discovered_added=int(discovery.get("added", 0)),
             discovery_error=run.discovery_error,
+            ledger_sync_error=ledger_sync_error(run),
         )
 
 
@@ -280,6 +294,8 @@ def _run(
 ) -> RunOutcome:
     """The run's steps, in order; each names what it does."""
     tasks = TaskRuns()
+    if config.ledger_query:
+        _sync_ledger(tasks, config, run_id)
     _share_rate_limit(config)
     formulas = _meters(tasks, config)
     if config.discover_pairs:
@@ -293,6 +309,7 @@ def _run(
         today=today,
         config=config,
         now=utcnow(),
+        internal_ledger_empty=_internal_ledger_empty(config, run_id),
     )
     plan = _plan(config, customers=customers, meters=meters, formulas=formulas)
     pairs_total = _fan_out(
@@ -332,6 +349,39 @@ def _meters(tasks: TaskRuns, config: RunConfig) -> dict[str, str]:
         refreshed.result()  # raises: no meters from Stripe and none cached
     get_run_logger().warning("could not refresh meters from Stripe; using the cached configuration")
     return formulas
+
+
+def _sync_ledger(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
+    """Read the internal ledger from its query first; a sync that fails changes nothing and
+    leaves the run going with the ledger as it was (said in its log, record, report, alert)."""
+    synced: dict[str, int] | None = None
+    error: str | None = None
+    try:
+        query = read_ledger_query(config.ledger_query)
+    except LedgerQueryUnreadable as unreadable:
+        error = str(unreadable)
+    else:
+        assert query is not None
+        state = tasks.call(sync_ledger, query, config.ledger_source, config.database)
+        if state.is_completed():
+            synced = state.result()
+        else:
+            failure = state.result(raise_on_failure=False)
+            error = (
+                str(failure)
+                if isinstance(failure, LedgerSyncFailed)
+                else describe_error(
+                    failure
+                    if isinstance(failure, BaseException)
+                    else RuntimeError(f"sync-ledger ended {state.type.value}")
+                )
+            )
+    if error:
+        get_run_logger().warning(
+            "ledger sync failed; going on with the ledger as it was: %s", error
+        )
+    with session_scope(get_engine(config.database)) as session:
+        record_ledger_sync(session=session, run_id=run_id, synced=synced, error=error)
 
 
 def _discover(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
@@ -412,6 +462,23 @@ def _sync_invoices(
             found=None if found is None else found.counts(),
             error=error,
         )
+
+
+def _internal_ledger_empty(config: RunConfig, run_id: int) -> bool:
+    """Whether the internal ledger is left out of this run: it holds no line item at all
+    while Stripe's invoices are compared (a Stripe-only user would see every day unbilled).
+    Decided once, said once in the log and kept with the run for its summary."""
+    engine = get_engine(config.database)
+    empty = False
+    if Ledger.INTERNAL in config.ledgers and Ledger.STRIPE in config.ledgers:
+        with Session(read_only(engine)) as session:
+            empty = not ledger_has_line_items(session=session, ledger=Ledger.INTERNAL)
+    ledgers = [name for name in config.ledgers if not (empty and name == Ledger.INTERNAL)]
+    with session_scope(engine) as session:
+        record_ledgers(session=session, run_id=run_id, ledgers=ledgers, internal_empty=empty)
+    if empty:
+        get_run_logger().info(INTERNAL_LEDGER_EMPTY)
+    return empty
 
 
 def _requests_made(config: RunConfig) -> int:
@@ -523,7 +590,8 @@ def _summary(
         summary.reopened,
         summary.resolved,
         summary.settling,
-        "; discovery failed" if summary.discovery_error else "",
+        ("; discovery failed" if summary.discovery_error else "")
+        + ("; ledger sync failed" if summary.ledger_sync_error else ""),
     )
     return summary
 

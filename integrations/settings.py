@@ -5,10 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.errors import UserError
 
 DEFAULT_DATABASE_URL = "sqlite:///meter_recon.db"
 #: The ledgers a run can compare, in the order `METER_RECON_LEDGERS` defaults to.
@@ -18,6 +21,29 @@ LEDGERS = ("internal", "stripe")
 class TaskRunnerKind(StrEnum):
     THREADS = "threads"
     DASK = "dask"
+
+
+class LedgerQueryUnreadable(UserError):
+    """METER_RECON_LEDGER_QUERY names a file (`@path`) that cannot be read."""
+
+
+def read_ledger_query(value: str | None) -> str | None:
+    """The ledger query's SQL: `value` itself, or the file it names after `@`; None unset."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:].strip()).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        message = f"The ledger query file {path} cannot be read: {reason}."
+        raise LedgerQueryUnreadable(message) from None
+    if not text.strip():
+        raise LedgerQueryUnreadable(f"The ledger query file {path} is empty.")
+    return text
 
 
 class Settings(BaseSettings):
@@ -72,6 +98,18 @@ class Settings(BaseSettings):
         default=LEDGERS,
         description="The ledgers a run compares, comma-separated: internal, stripe.",
     )
+    ledger_query: str | None = Field(
+        default=None,
+        description=(
+            "SQL returning the internal ledger's line items (columns by name), or @path to a "
+            "file holding it; set, every run syncs the ledger from it first."
+        ),
+    )
+    ledger_database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL the ledger query runs on; default meter-recon's own database.",
+        repr=False,
+    )
     early_prefect_server: bool = Field(
         default=True,
         description=(
@@ -79,6 +117,15 @@ class Settings(BaseSettings):
             "while it imports; false leaves it to Prefect (started on its first API call)."
         ),
     )
+
+    @property
+    def ledger_source_url(self) -> str:
+        """Where the ledger query runs: its own URL, else meter-recon's database."""
+        return self.ledger_database_url or self.database_url
+
+    def ledger_query_text(self) -> str | None:
+        """The ledger query's SQL (the setting, or the file it names after `@`); None unset."""
+        return read_ledger_query(self.ledger_query)
 
     @field_validator("alert_urls", mode="before")
     @classmethod

@@ -54,9 +54,11 @@ app = App(
 db_app = App(name="db", help="Create or migrate the database schema.")
 pairs_app = App(name="pairs", help="The (customer, meter) pairs that runs reconcile.")
 invoices_app = App(name="invoices", help="What Stripe invoiced: the stripe ledger's line items.")
+ledger_app = App(name="ledger", help="The internal ledger, read by your query.")
 app.command(db_app)
 app.command(pairs_app)
 app.command(invoices_app)
+app.command(ledger_app)
 
 DatabaseUrl = Annotated[
     str | None,
@@ -254,6 +256,28 @@ def pairs_add(
         )
     bounds = f" from {start or 'the beginning'} to {end or 'open end'}"
     console.print(f"tracking {customer} / {meter}{bounds}")
+    return EXIT_OK
+
+
+@ledger_app.command(name="sync")
+def ledger_sync(*, database_url_: DatabaseUrl = None) -> int:
+    """Run the ledger query (METER_RECON_LEDGER_QUERY) now, all or nothing.
+
+    Upserts what it returns, withdraws the query's line items it no longer returns, and
+    brings back those it returns again; exit code 2 with one sentence when it cannot.
+    """
+    from models.engine import get_engine
+    from models.ledger_query import sync_ledger_query
+    from tasks.sync_ledger import describe_sync
+
+    settings = get_settings()
+    query = settings.ledger_query_text()
+    if query is None:
+        raise BadInput("No ledger query is set: set METER_RECON_LEDGER_QUERY to SQL or @file.sql.")
+    target = database_url(database_url_)
+    source = settings.ledger_database_url or target
+    sync = sync_ledger_query(engine=get_engine(target), source_url=source, query=query)
+    console.print(f"ledger synced: {describe_sync(sync)}", markup=False)
     return EXIT_OK
 
 
@@ -569,24 +593,25 @@ def _checked_run(
     meters: list[str],
     manual: bool,
 ) -> int:
-    from models.db_errors import require_current_schema
+    from models.db_errors import database_errors, require_current_schema
     from tasks.fetch import resolve_api_key
     from tasks.run_config import RunConfig
 
     url = database_url_ or settings.database_url
     resolve_api_key(RunConfig.of(settings))
-    require_current_schema(url)
-    summary = execute_or_fail(
-        console=console,
-        settings=settings,
-        database_url=database_url_,
-        start=start,
-        end=end,
-        customers=customers,
-        meters=meters,
-        manual=manual,
-    )
-    report = built_summary(url, summary.run_id)
+    with database_errors(url):  # before, during and after the run: one sentence
+        require_current_schema(url)
+        summary = execute_or_fail(
+            console=console,
+            settings=settings,
+            database_url=database_url_,
+            start=start,
+            end=end,
+            customers=customers,
+            meters=meters,
+            manual=manual,
+        )
+        report = built_summary(url, summary.run_id)
     return print_run_summary(console, summary, report)
 
 

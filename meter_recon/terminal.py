@@ -108,7 +108,13 @@ def print_run_summary(
         f"  discrepancies: {outcome.new} new, {outcome.reopened} re-opened, "
         f"{outcome.resolved} resolved; {outcome.alerted} alerted, {outcome.settling} settling\n"
         f"  {discovery_line(outcome)}\n"
-        f"  Stripe requests: {outcome.requests}" + "".join(f"\n{line}" for line in money),
+        + (
+            f"  ledger sync failed: {outcome.ledger_sync_error} (the ledger as it was used)\n"
+            if outcome.ledger_sync_error
+            else ""
+        )
+        + f"  Stripe requests: {outcome.requests}"
+        + "".join(f"\n{line}" for line in money),
         markup=False,
         highlight=False,
         soft_wrap=True,

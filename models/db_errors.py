@@ -82,7 +82,7 @@ def translate(error: BaseException, *, url: str) -> DatabaseProblem | None:
 
 
 def _cannot_use(url: str, reason: str) -> str:
-    """ "Cannot reach ..." with the fix that fits the backend."""
+    """The sentence that a database cannot be used, with the fix that fits the backend."""
     shown = shown_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and "locked" in reason:

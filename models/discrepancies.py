@@ -143,11 +143,14 @@ _SORT_KEYS: Mapping[SortBy, Callable[[Discrepancy], Any]] = {
 
 
 def uncaused_in_run(*, session: Session, run_id: int) -> Sequence[Discrepancy]:
-    """The run's rows a likely cause is looked for and none was found (rule 6's input)."""
+    """The run's internal-ledger rows a likely cause is looked for and none was found (rule
+    6's input)."""
     return session.exec(
         select(Discrepancy)
         .where(
             Discrepancy.last_seen_run == run_id,
+            # Rule 6 is the internal ledger's: Stripe's invoices have their own causes.
+            Discrepancy.ledger == Ledger.INTERNAL,
             col(Discrepancy.kind).in_(DIAGNOSED_KINDS),
             col(Discrepancy.status).in_(NOT_RESOLVED),
             col(Discrepancy.likely_cause).is_(None),

@@ -4,9 +4,9 @@ transaction, streamed), and the `stripe` ledger's upsert of what Stripe invoiced
 from __future__ import annotations
 
 import csv
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,13 +37,30 @@ _KEY = ["ledger", "id"]
 
 @dataclass(frozen=True, slots=True)
 class RowError:
+    """What is wrong with one row: its number (a CSV's line, a query's row from 1), its id,
+    the column, and what."""
+
     line: int
     column: str | None
     message: str
+    id: str | None = None
+    unit: str = "line"
 
     def __str__(self) -> str:
-        where = f"line {self.line}" + (f", column {self.column}" if self.column else "")
+        where = f"{self.unit} {self.line}" + (f" (id {self.id})" if self.id else "")
+        where += f", column {self.column}" if self.column else ""
         return f"{where}: {self.message}"
+
+
+class FloatColumn(ValueError):
+    """A column holds binary floats: no amount or quantity read from it can be exact."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        super().__init__(
+            f"column {column} holds binary floating-point numbers, which cannot be exact; "
+            "return it as NUMERIC (DECIMAL), an integer, or decimal text"
+        )
 
 
 @dataclass(slots=True)
@@ -139,39 +156,63 @@ def _records(
 
 
 def _parse_row(line: int, raw: dict[str, str], report: ImportReport) -> dict[str, Any] | None:
-    errors: list[RowError] = []
+    return parse_line_item(line, raw, report.errors)
+
+
+_MIDNIGHT = time(0)
+
+
+def parse_line_item(
+    number: int, raw: Mapping[str, object], errors: list[RowError], *, unit: str = "line"
+) -> dict[str, Any] | None:
+    """One ledger row, validated: the CSV import's and the ledger query's one validator.
+
+    Values are CSV text or what a database returns: dates as DATE, a TIMESTAMP at 00:00 UTC,
+    or ISO text; numbers as Decimal, int, or decimal text. A float raises `FloatColumn`.
+    Each problem is appended to `errors`; None when there is any.
+    """
+    found: list[RowError] = []
+    raw_id = raw.get("id")
+    row_id = str(raw_id).strip() if isinstance(raw_id, str | int) and str(raw_id).strip() else None
+
+    def bad(column: str, message: str) -> None:
+        found.append(RowError(number, column, message, row_id, unit))
 
     def text(column: str) -> str:
-        value = raw[column]
-        if not value:
-            errors.append(RowError(line, column, "is empty"))
-        elif len(value) > 255:
-            errors.append(RowError(line, column, "is longer than 255 characters"))
-        return value
+        value = raw.get(column)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            bad(column, "is empty" if value is None or isinstance(value, str) else "is not text")
+            return ""
+        if len(value.strip()) > 255:
+            bad(column, "is longer than 255 characters")
+        return value.strip()
 
     def day(column: str) -> date | None:
-        value = raw[column]
+        value = raw.get(column)
         try:
-            if len(value) != 10:
-                raise ValueError
-            return date.fromisoformat(value)
+            return _day(value)
+        except _NotMidnight:
+            bad(column, f"{value} is not 00:00 UTC: a period is whole UTC days")
         except ValueError:
-            errors.append(RowError(line, column, f"{value!r} is not an ISO date (YYYY-MM-DD)"))
-            return None
+            bad(column, f"{value!r} is not an ISO date (YYYY-MM-DD)")
+        return None
 
-    def number(column: str, *, optional: bool = False) -> Decimal | None:
-        value = raw.get(column, "")
-        if optional and not value:
+    def exact(column: str, *, optional: bool = False) -> Decimal | None:
+        value = raw.get(column)
+        if optional and (value is None or value == ""):
             return None
+        if isinstance(value, float):
+            raise FloatColumn(column)
         try:
-            parsed = Decimal(value)
-            if not parsed.is_finite():
-                raise InvalidOperation
-            return parsed
-        except InvalidOperation:
-            errors.append(RowError(line, column, f"{value!r} is not a decimal number"))
+            return _decimal(value)
+        except (InvalidOperation, ValueError):
+            shown = value.strip() if isinstance(value, str) else value
+            bad(column, f"{shown!r} is not a decimal number")
             return None
 
+    currency_value = raw.get("currency")
     record: dict[str, Any] = {
         "id": text("id"),
         "invoice_id": text("invoice_id"),
@@ -179,20 +220,52 @@ def _parse_row(line: int, raw: dict[str, str], report: ImportReport) -> dict[str
         "meter_id": text("meter_id"),
         "period_start": day("period_start"),
         "period_end": day("period_end"),
-        "quantity": number("quantity"),
-        "amount": number("amount", optional=True),
-        "currency": raw.get("currency", "").upper() or None,
+        "quantity": exact("quantity"),
+        "amount": exact("amount", optional=True),
+        "currency": currency_value.strip().upper() or None
+        if isinstance(currency_value, str)
+        else currency_value,
     }
     start, end = record["period_start"], record["period_end"]
     if start and end and end <= start:
-        errors.append(
-            RowError(line, "period_end", f"{end} must be after period_start {start} (exclusive)")
-        )
+        bad("period_end", f"{end} must be after period_start {start} (exclusive)")
     currency = record["currency"]
-    if currency is not None and not (len(currency) == 3 and currency.isalpha()):
-        errors.append(RowError(line, "currency", f"{currency!r} is not a 3-letter ISO code"))
-    report.errors.extend(errors)
-    return None if errors else record
+    if currency is not None and not (
+        isinstance(currency, str) and len(currency) == 3 and currency.isalpha()
+    ):
+        bad("currency", f"{currency!r} is not a 3-letter ISO code")
+    errors.extend(found)
+    return None if found else record
+
+
+class _NotMidnight(ValueError):
+    pass
+
+
+def _day(value: object) -> date:
+    if isinstance(value, str):
+        text = value.strip()
+        value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+    if isinstance(value, datetime):
+        instant = value.astimezone(UTC) if value.tzinfo else value
+        if instant.time() != _MIDNIGHT:
+            raise _NotMidnight
+        return instant.date()
+    if isinstance(value, date):
+        return value
+    raise ValueError
+
+
+def _decimal(value: object) -> Decimal:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        value = Decimal(value.strip())
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise InvalidOperation
+    return value
 
 
 def _upsert(session: Session, batch: dict[str, dict[str, Any]]) -> int:

@@ -89,6 +89,9 @@ def pair_counts(*, session: Session, run_id: int) -> dict[str, int]:
         "new": sa.func.sum(table.c.discrepancies_new),
         "reopened": sa.func.sum(table.c.discrepancies_reopened),
         "resolved": sa.func.sum(table.c.discrepancies_resolved),
+        "stripe_compared": sa.func.sum(table.c.stripe_compared),
+        "stripe_matched": sa.func.sum(table.c.stripe_matched),
+        "stripe_pending": sa.func.sum(table.c.stripe_pending),
     }
     statement = sa.select(*(c.label(name) for name, c in columns.items())).where(
         table.c.run_id == run_id
@@ -188,6 +191,42 @@ def record_discovery(
     session.flush()
 
 
+def record_ledgers(
+    *, session: Session, run_id: int, ledgers: Iterable[str], internal_empty: bool
+) -> None:
+    """The ledgers the run compares, decided once as it starts: `internal_empty` says the
+    internal ledger was left out because it holds no line item (said in the summary)."""
+    run = get_run(session=session, run_id=run_id)
+    run.counts = {
+        **run.counts,
+        "ledgers": list(ledgers),
+        "internal_ledger_empty": internal_empty,
+    }
+    session.add(run)
+    session.flush()
+
+
+def record_ledger_sync(
+    *, session: Session, run_id: int, synced: dict[str, int] | None, error: str | None
+) -> None:
+    """What the run's ledger sync did (`ledger_sync` counts), or why it failed
+    (`ledger_sync_error`, one sentence): the run goes on with the ledger as it was."""
+    run = get_run(session=session, run_id=run_id)
+    run.counts = {
+        **run.counts,
+        "ledger_sync": {**(synced or {}), "failed": error is not None},
+        "ledger_sync_error": error,
+    }
+    session.add(run)
+    session.flush()
+
+
+def ledger_sync_error(run: ReconciliationRun) -> str | None:
+    """Why the run's ledger sync failed; None when it did not run or succeeded."""
+    error = run.counts.get("ledger_sync_error")
+    return str(error) if error else None
+
+
 def discovery_requests(run: ReconciliationRun) -> int:
     """Stripe requests the run's discovery made (0 when it did not run)."""
     return int((run.counts.get("discovery") or {}).get("requests", 0))
@@ -273,6 +312,12 @@ def complete_run(
                 "requests": totals["requests"]
                 + discovery_requests(run)
                 + invoice_sync_requests(run),
+                # The internal ledger's counts are the run's columns; Stripe's invoices' here.
+                "stripe": {
+                    "compared": totals["stripe_compared"],
+                    "matched": totals["stripe_matched"],
+                    "pending": totals["stripe_pending"],
+                },
             },
             "parameters": parameters,
         },

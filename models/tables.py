@@ -201,6 +201,17 @@ class PairResult(SQLModel, table=True):
     discrepancies_new: int = 0
     discrepancies_reopened: int = 0
     discrepancies_resolved: int = 0
+    # The `stripe` ledger's line items (Stripe's invoices), counted apart from the internal
+    # ledger's `compared`, `matched` and `pending`.
+    stripe_compared: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0")
+    )
+    stripe_matched: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0")
+    )
+    stripe_pending: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer(), nullable=False, server_default="0")
+    )
     # The days [fetched_start, fetched_end) asked of Stripe: a day covered without a bucket had
     # no usage then, so usage that appears there later is a change from 0.
     fetched_start: date | None = None

@@ -14,14 +14,15 @@ from sqlmodel import Session, col, select
 
 from integrations.stripe.redaction import redact
 from models.engine import get_engine, session_scope
+from models.enums import Ledger
 from models.money import format_money
-from models.runs import failed_pairs, get_run, invoice_sync_error
+from models.runs import failed_pairs, get_run, invoice_sync_error, ledger_sync_error
 from models.tables import Discrepancy, DiscrepancyStatus, PairResult, ReconciliationRun
 from models.types import canonical_decimal, utcnow
 from tasks.last_completed import gap_line
 from tasks.report import compact_period
 from tasks.run_config import RunConfig
-from tasks.summary import CurrencyTotal, largest_first, summarize_money
+from tasks.summary import LEDGER_PARTS, CurrencyTotal, largest_first, summarize_money
 
 MAX_LINES = 50
 
@@ -37,10 +38,15 @@ class AlertNotDelivered(RuntimeError):
     pass
 
 
+def _is_stripe(row: Discrepancy) -> bool:
+    return row.ledger is Ledger.STRIPE
+
+
 def _numbers(row: Discrepancy) -> str:
     numbers = f"Stripe {canonical_decimal(row.stripe_quantity)}"
     if row.internal_quantity is not None:
-        numbers += f", ledger {canonical_decimal(row.internal_quantity)}"
+        billed = "invoiced" if _is_stripe(row) else "ledger"
+        numbers += f", {billed} {canonical_decimal(row.internal_quantity)}"
     if row.difference is not None:
         numbers += f", difference {canonical_decimal(row.difference)}"
     return numbers
@@ -50,13 +56,16 @@ def _amount(row: Discrepancy) -> str:
     if row.amount_at_stake is None or row.currency is None:
         return "not valued"
     amount = format_money(row.amount_at_stake, row.currency)
+    _title, positive, negative = LEDGER_PARTS[row.ledger.value]
     if row.amount_at_stake > 0:
-        return f"{amount} not billed"
-    return f"{amount} over-billed" if row.amount_at_stake < 0 else amount
+        return f"{amount} {positive}"
+    return f"{amount} {negative}" if row.amount_at_stake < 0 else amount
 
 
 def _line(row: Discrepancy) -> str:
     label = "RE-OPENED" if row.reopened_at is not None else "NEW"
+    if _is_stripe(row):
+        label += " (against Stripe's invoices)"
     items = ", ".join(i for i in (row.line_item_id, row.other_line_item_id) if i)
     cause = f"likely {row.likely_cause}" if row.likely_cause else "cause unknown"
     if row.cause_detail:
@@ -68,19 +77,33 @@ def _line(row: Discrepancy) -> str:
     )
 
 
-def _currency_text(total: CurrencyTotal) -> str:
+def _currency_text(total: CurrencyTotal, ledger: str = Ledger.INTERNAL.value) -> str:
     """`20.50 usd not billed / -3.25 usd over-billed`: a side without money is left out."""
+    _title, positive, negative = LEDGER_PARTS[ledger]
     amounts = []
     if total.not_billed:
-        amounts.append(f"{format_money(total.not_billed, total.currency)} not billed")
+        amounts.append(f"{format_money(total.not_billed, total.currency)} {positive}")
     if total.over_billed:
-        amounts.append(f"{format_money(total.over_billed, total.currency)} over-billed")
+        amounts.append(f"{format_money(total.over_billed, total.currency)} {negative}")
     return " / ".join(amounts)
 
 
+def _ledger_money(rows: list[Discrepancy], ledger: str) -> str:
+    totals = summarize_money(rows)
+    return "; ".join(t for t in (_currency_text(total, ledger) for total in totals) if t)
+
+
 def _per_currency(rows: list[Discrepancy]) -> str:
-    """The rows' money per currency, from the summary's own aggregation (`summarize_money`)."""
-    return "; ".join(t for t in map(_currency_text, summarize_money(rows)) if t)
+    """The rows' money per currency, from the summary's own aggregation (`summarize_money`);
+    each ledger apart, named, once Stripe's invoices are among them (never added together)."""
+    if not any(_is_stripe(row) for row in rows):
+        return _ledger_money(rows, Ledger.INTERNAL.value)
+    parts = []
+    for ledger, (title, _positive, _negative) in LEDGER_PARTS.items():
+        money = _ledger_money([r for r in rows if r.ledger.value == ledger], ledger)
+        if money:
+            parts.append(f"{title[0].lower()}{title[1:]}: {money}")
+    return "; ".join(parts)
 
 
 def _by_customer(rows: list[Discrepancy]) -> list[tuple[str, list[Discrepancy]]]:
@@ -123,7 +146,15 @@ def build_alert(
     """
     gap = gap_line(run.counts)  # a missed nightly is told on its own too
     sync_error = invoice_sync_error(run)
-    if not pending and not failed and not run.discovery_error and not sync_error and gap is None:
+    ledger_error = ledger_sync_error(run)
+    if (
+        not pending
+        and not failed
+        and not run.discovery_error
+        and not sync_error
+        and not ledger_error
+        and gap is None
+    ):
         return None
     reopened = sum(1 for row in pending if row.reopened_at is not None)
     parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
@@ -133,6 +164,8 @@ def build_alert(
         parts.append("discovery failed")
     if sync_error:
         parts.append("invoice sync failed")
+    if ledger_error:
+        parts.append("ledger sync failed")
     title = f"meter-recon run {run.id} ({run.window_start}..{run.window_end}): " + ", ".join(parts)
     amounts = _per_currency(pending)
     if amounts:
@@ -157,6 +190,8 @@ def build_alert(
             "Reading Stripe's invoices failed; the stripe ledger was compared with the line "
             f"items already read: {sync_error}",
         ]
+    if ledger_error:
+        lines += ["", f"The ledger sync failed; the run used the ledger as it was: {ledger_error}"]
     if ui_url and run.flow_run_id:
         lines += ["", f"Flow run: {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}"]
     body = redact("\n".join(lines))

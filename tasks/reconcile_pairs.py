@@ -19,6 +19,7 @@ from integrations.stripe import StripeError
 from integrations.stripe.redaction import redact
 from models.billing import price_for_pair
 from models.engine import get_engine, read_only
+from models.enums import Ledger
 from models.runs import ok_pairs
 from models.types import utcnow
 from models.usage import first_known_values
@@ -34,10 +35,12 @@ from tasks.compare import (
     fetch_range,
 )
 from tasks.diagnose import HourlyFailed
-from tasks.fetch import fetch_daily_usage, fetch_hourly_usage
+from tasks.fetch import fetch_daily_usage, fetch_hourly_usage, stripe_client
 from tasks.load import PairLedger, load_ledger, load_unbilled_price
-from tasks.record import Assessment, PairStats, record_pair
+from tasks.load_stripe import StripeLedger, load_stripe_ledger, stripe_fetch_range
+from tasks.record import Assessment, LedgerFindings, PairStats, record_pair
 from tasks.run_config import RunConfig
+from tasks.stripe_pair import as_recorded, compare_stripe_ledger
 from tasks.value import UnsupportedPrice, price_from_stripe
 
 
@@ -57,10 +60,21 @@ class RunContext:
     today: date
     config: RunConfig
     now: datetime | None = None
+    # Decided once as the run starts: an internal ledger with no line item is not compared.
+    internal_ledger_empty: bool = False
 
     @property
     def tolerance(self) -> Tolerance:
         return self.config.tolerance
+
+    @property
+    def ledgers(self) -> tuple[str, ...]:
+        """The ledgers this run compares: the configuration's, less an empty internal one."""
+        return tuple(
+            name
+            for name in self.config.ledgers
+            if not (name == Ledger.INTERNAL and self.internal_ledger_empty)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,17 +115,34 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
     config = context.config
     engine = get_engine(config.database)
     window = Window(context.window_start, context.window_end)
+    internal, stripe = Ledger.INTERNAL in context.ledgers, Ledger.STRIPE in context.ledgers
     started = time.perf_counter()
     with Session(read_only(engine)) as session:
-        ledger = load_ledger(
-            session=session,
-            customer=pair.customer,
-            meter=pair.meter,
-            start=window.start,
-            end=window.end,
+        ledger = (
+            load_ledger(
+                session=session,
+                customer=pair.customer,
+                meter=pair.meter,
+                start=window.start,
+                end=window.end,
+            )
+            if internal
+            else PairLedger(items=[])
         )
-    items = ledger.items
-    fetched = fetch_range(window=window, line_items=items, today=context.today)
+        theirs = (
+            load_stripe_ledger(
+                session=session,
+                customer=pair.customer,
+                meter=pair.meter,
+                start=window.start,
+                end=window.end,
+            )
+            if stripe
+            else None
+        )
+    fetched = fetch_range(window=window, line_items=ledger.items, today=context.today)
+    if theirs is not None:  # one daily fetch serves both ledgers
+        fetched = stripe_fetch_range(fetched=fetched, items=theirs.items, today=context.today)
     daily: dict[date, Decimal] = {}
     requests = 0
     if fetched is not None:
@@ -119,34 +150,19 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
             config, meter=pair.meter, customer=pair.customer, start=fetched[0], end=fetched[1]
         )
         daily, requests = usage.values, usage.requests
-    result = compare_pair(
-        daily=daily,
-        line_items=items,
-        window=window,
-        today=context.today,
-        formula=Formula(pair.formula),
-        tolerance=context.tolerance,
-        active_from=pair.active_from,
-        active_to=pair.active_to,
-    )
-    if ledger.withdrawn:
-        scope = replace(result.scope, withdrawn_line_item_ids=ledger.withdrawn)
-        result = replace(result, scope=scope)
     notes: list[str] = []
+    result: PairComparison | None = None
     assessments: list[Assessment] = []
-    if result.findings:
-        hourly = _HourlyFetcher(config=config, pair=pair, notes=notes)
-        assessments = _assess(
-            context,
-            pair,
-            result,
-            ledger=ledger,
-            daily=daily,
-            fetched=fetched,
-            hourly=hourly,
-            notes=notes,
+    if internal:
+        result, assessments, made = _internal(
+            context, pair, ledger=ledger, daily=daily, fetched=fetched, notes=notes
         )
-        requests += hourly.requests
+        requests += made
+    recorded_stripe = None
+    if theirs is not None:
+        notes += theirs.notes
+        recorded_stripe, made = _stripe(context, pair, theirs, daily=daily)
+        requests += made
     outcome = record_pair(
         engine=engine,
         run_id=context.run_id,
@@ -157,14 +173,95 @@ def reconcile_one(context: RunContext, pair: PairRef) -> dict[str, Any]:
         fetched=fetched,
         stats=PairStats(requests=requests, duration_ms=int((time.perf_counter() - started) * 1000)),
         assessments=assessments,
+        stripe=recorded_stripe,
     )
+    compared = [result, None if recorded_stripe is None else recorded_stripe.comparison]
     return {
-        "findings": len(result.findings),
+        "findings": sum(len(part.findings) for part in compared if part is not None),
         "new": outcome.new,
         "reopened": outcome.reopened,
         "resolved": outcome.resolved,
         "notes": notes,
     }
+
+
+def _internal(
+    context: RunContext,
+    pair: PairRef,
+    *,
+    ledger: PairLedger,
+    daily: dict[date, Decimal],
+    fetched: tuple[date, date] | None,
+    notes: list[str],
+) -> tuple[PairComparison, list[Assessment], int]:
+    """The internal ledger compared, valued and diagnosed; and the hourly requests it took."""
+    result = compare_pair(
+        daily=daily,
+        line_items=ledger.items,
+        window=Window(context.window_start, context.window_end),
+        today=context.today,
+        formula=Formula(pair.formula),
+        tolerance=context.tolerance,
+        active_from=pair.active_from,
+        active_to=pair.active_to,
+    )
+    if ledger.withdrawn:
+        scope = replace(result.scope, withdrawn_line_item_ids=ledger.withdrawn)
+        result = replace(result, scope=scope)
+    if not result.findings:
+        return result, [], 0
+    hourly = _HourlyFetcher(config=context.config, pair=pair, notes=notes)
+    assessments = _assess(
+        context,
+        pair,
+        result,
+        ledger=ledger,
+        daily=daily,
+        fetched=fetched,
+        hourly=hourly,
+        notes=notes,
+    )
+    return result, assessments, hourly.requests
+
+
+def _stripe(
+    context: RunContext, pair: PairRef, ledger: StripeLedger, *, daily: dict[date, Decimal]
+) -> tuple[LedgerFindings, int]:
+    """The `stripe` ledger compared with the same daily usage; a line not on 00:00 UTC costs
+    one request over its exact instants (counted)."""
+    client = stripe_client(context.config)
+
+    def usage_total(start: datetime, end: datetime) -> tuple[Decimal, int]:
+        total = client.usage_total(
+            meter=pair.meter,
+            customer=pair.customer,
+            start_time=int(start.timestamp()),
+            end_time=int(end.timestamp()),
+        )
+        return total.value, total.requests
+
+    window = Window(context.window_start, context.window_end)
+    now = context.now or utcnow()
+    result, requests = compare_stripe_ledger(
+        ledger,
+        customer=pair.customer,
+        meter=pair.meter,
+        daily=daily,
+        window=window,
+        today=context.today,
+        run_started=now,
+        formula=Formula(pair.formula),
+        tolerance=context.tolerance,
+        usage_total=usage_total,
+    )
+    recorded = as_recorded(
+        result,
+        window=window,
+        withdrawn=ledger.withdrawn,
+        now=now,
+        settle_hours=context.config.settle_hours,
+    )
+    return recorded, requests
 
 
 def _assess(

@@ -54,6 +54,16 @@ class RecordOutcome:
     resolved: int = 0
 
 
+def _merged(first: RecordOutcome, second: RecordOutcome) -> RecordOutcome:
+    return RecordOutcome(
+        new=first.new + second.new,
+        reopened=first.reopened + second.reopened,
+        updated=first.updated + second.updated,
+        unchanged=first.unchanged + second.unchanged,
+        resolved=first.resolved + second.resolved,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PairStats:
     requests: int
@@ -80,6 +90,15 @@ class Assessment:
 NOT_ASSESSED = Assessment()
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerFindings:
+    """One more ledger's comparison of the pair (its scope names the ledger), with one
+    assessment per finding, in order (none: nothing valued, diagnosed or settling)."""
+
+    comparison: PairComparison
+    assessments: Sequence[Assessment] = ()
+
+
 def settles_at(period_end: date, *, run_started: datetime, settle_hours: int) -> datetime | None:
     """When a discrepancy of a period ending `period_end` (00:00 UTC) may be alerted: that
     instant plus `settle_hours`, if the run started before it; else None (settled)."""
@@ -95,23 +114,28 @@ def record_pair(
     run_id: int,
     customer: str,
     meter: str,
-    comparison: PairComparison,
+    comparison: PairComparison | None,
     daily: Mapping[date, Decimal],
     fetched: tuple[date, date] | None,
     stats: PairStats,
     assessments: Sequence[Assessment] = (),
+    stripe: LedgerFindings | None = None,
 ) -> RecordOutcome:
     """Record a successfully fetched pair in one transaction.
 
-    `assessments` go with `comparison.findings`, one each in the same order (none: nothing
-    valued, diagnosed or settling). A day whose value moved since the pair's last fetch
-    leaves a `usage_change`, written before its snapshot is.
+    `comparison` is the internal ledger's (None: not compared), `stripe` the `stripe`
+    ledger's (None: not compared); each ledger's findings are upserted and what it
+    re-evaluated resolved on its own. `assessments` go with `comparison.findings`, one each
+    in the same order (none: nothing valued, diagnosed or settling). A day whose value moved
+    since the pair's last fetch leaves a `usage_change`, written before its snapshot is.
     """
-    if assessments and len(assessments) != len(comparison.findings):
-        raise ValueError(
-            f"{len(assessments)} assessments for {len(comparison.findings)} findings: "
-            "one each, in the findings' order."
-        )
+    ledgers = [
+        LedgerFindings(comparison, assessments) if comparison is not None else None,
+        stripe,
+    ]
+    for part in ledgers:
+        if part is not None and part.assessments:
+            _check_assessments(part)
     with session_scope(engine) as session:
         lock_pair(session=session, customer=customer, meter=meter)
         if fetched is not None:
@@ -131,15 +155,20 @@ def record_pair(
                 daily=daily,
                 fetched=fetched,
             )
-        outcome = record_findings(
-            session=session,
-            run_id=run_id,
-            customer=customer,
-            meter=meter,
-            findings=comparison.findings,
-            scope=comparison.scope,
-            assessments=assessments,
-        )
+        outcome = RecordOutcome()
+        for part in ledgers:
+            if part is None:
+                continue
+            recorded = record_findings(
+                session=session,
+                run_id=run_id,
+                customer=customer,
+                meter=meter,
+                findings=part.comparison.findings,
+                scope=part.comparison.scope,
+                assessments=part.assessments,
+            )
+            outcome = _merged(outcome, recorded)
         record_pair_result(
             session=session,
             run_id=run_id,
@@ -150,8 +179,18 @@ def record_pair(
             comparison=comparison,
             outcome=outcome,
             fetched=fetched,
+            stripe=None if stripe is None else stripe.comparison,
         )
     return outcome
+
+
+def _check_assessments(part: LedgerFindings) -> None:
+    findings = part.comparison.findings
+    if len(part.assessments) != len(findings):
+        raise ValueError(
+            f"{len(part.assessments)} assessments for {len(findings)} findings: "
+            "one each, in the findings' order."
+        )
 
 
 def record_pair_failure(
@@ -306,12 +345,15 @@ def record_pair_result(
     outcome: RecordOutcome | None = None,
     error: str | None = None,
     fetched: tuple[date, date] | None = None,
+    stripe: PairComparison | None = None,
 ) -> None:
     """One row per (run, pair); recording the pair again in the same run replaces it.
 
-    `fetched` is the days asked of Stripe: a later fetch knows a day covered then without a
-    bucket had no usage.
+    `comparison` gives the internal ledger's counts, `stripe` the `stripe` ledger's; the
+    findings count both. `fetched` is the days asked of Stripe: a later fetch knows a day
+    covered then without a bucket had no usage.
     """
+    findings = sum(len(c.findings) for c in (comparison, stripe) if c is not None)
     values: dict[str, Any] = {
         "run_id": run_id,
         "stripe_customer_id": customer,
@@ -323,7 +365,10 @@ def record_pair_result(
         "compared": comparison.compared if comparison else 0,
         "matched": comparison.matched if comparison else 0,
         "pending": comparison.pending if comparison else 0,
-        "findings": len(comparison.findings) if comparison else 0,
+        "findings": findings,
+        "stripe_compared": stripe.compared if stripe else 0,
+        "stripe_matched": stripe.matched if stripe else 0,
+        "stripe_pending": stripe.pending if stripe else 0,
         "discrepancies_new": outcome.new if outcome else 0,
         "discrepancies_reopened": outcome.reopened if outcome else 0,
         "discrepancies_resolved": outcome.resolved if outcome else 0,
@@ -553,6 +598,7 @@ def _in_scope(key: DiscrepancyKey, scope: Scope) -> bool:
 __all__ = [
     "NOT_ASSESSED",
     "Assessment",
+    "LedgerFindings",
     "PairStats",
     "RecordOutcome",
     "record_findings",

@@ -21,9 +21,19 @@ from sqlmodel import Session
 
 from models.discrepancies import as_record, list_discrepancies, money_record
 from models.engine import get_engine
+from models.enums import Ledger
 from models.money import format_money
 from models.types import canonical_decimal
-from tasks.summary import InvoiceSyncCounts, MeterAmount, RunSummary, build_summary
+from tasks.summary import (
+    INTERNAL_LEDGER_EMPTY,
+    CurrencyTotal,
+    InvoiceSyncCounts,
+    LedgerPart,
+    MeterAmount,
+    RunSummary,
+    TopRow,
+    build_summary,
+)
 
 SUMMARY_KEY = "meter-recon-run-summary"
 OPEN_KEY = "meter-recon-open-discrepancies"
@@ -75,23 +85,56 @@ def _overview(s: RunSummary) -> list[str]:
             f"already read): {_cell(s.invoice_sync_error)}",
             "",
         ]
+    if s.internal_ledger_empty:
+        lines += [f"**Note:** {INTERNAL_LEDGER_EMPTY}.", ""]
+    if s.ledger_sync_error:
+        lines += [
+            "**The ledger sync failed; the ledger as it was was used:** "
+            f"{_cell(s.ledger_sync_error)}",
+            "",
+        ]
     return lines
 
 
 def _money_section(s: RunSummary) -> list[str]:
-    lines = ["## Money at stake", ""]
-    if s.totals:
-        lines += ["| currency | not billed | over-billed | valued |", "|---|---:|---:|---:|"]
+    """The money, each ledger apart: amounts against two bills are never added together."""
+    lines = [
+        "## Money at stake",
+        "",
+        f"{s.at_stake} discrepancies found by this run are not resolved; "
+        f"{s.not_valued} of them are not valued.",
+    ]
+    for part in s.ledgers:
+        lines += _ledger_section(part)
+    return lines
+
+
+def _ledger_section(part: LedgerPart) -> list[str]:
+    """One ledger's part: its money per currency, what it compared, its top lines, and (for
+    Stripe's invoices) the customers no subscription bills."""
+    lines = ["", f"## {part.title}", ""]
+    if part.totals:
+        lines += [
+            f"| currency | {part.positive} | {part.negative} | valued |",
+            "|---|---:|---:|---:|",
+        ]
         lines += [
             f"| {t.currency} | {_amount_cell(t.not_billed, t.currency)} | "
             f"{_amount_cell(t.over_billed, t.currency)} | {t.count} |"
-            for t in s.totals
+            for t in part.totals
         ]
         lines.append("")
     lines.append(
-        f"{s.at_stake} discrepancies found by this run are not resolved; "
-        f"{s.not_valued} of them are not valued."
+        f"{part.at_stake} not resolved, {part.not_valued} not valued; line items compared "
+        f"{part.compared}, matched {part.matched}, pending {part.pending}."
     )
+    lines += _top_lines(part)
+    if part.not_subscribed:
+        lines += ["", "### Customers no subscription bills", ""]
+        lines += [
+            f"- {customer} / {meter}: Stripe will never invoice this usage"
+            for customer, meter in part.not_subscribed
+        ]
     return lines
 
 
@@ -142,17 +185,18 @@ def _unbroken_period(start: date, end: date) -> str:
     return _unbroken(compact_period(start, end).replace("-", "\u2011"))
 
 
-def _top_section(s: RunSummary) -> list[str]:
-    if not s.top:
+def _top_lines(part: LedgerPart) -> list[str]:
+    if not part.top:
         return []
+    billed = "invoiced" if part.ledger == Ledger.STRIPE else "ledger"
     lines = [
         "",
-        f"## Top {len(s.top)} by amount at stake",
+        f"### Top {len(part.top)} by amount at stake",
         "",
-        "| # | customer / meter | period | kind | Stripe / ledger | amount | likely cause |",
+        f"| # | customer / meter | period | kind | Stripe / {billed} | amount | likely cause |",
         "|---:|---|---|---|---:|---:|---|",
     ]
-    for r in s.top:
+    for r in part.top:
         period = _unbroken_period(r.period_start, r.period_end)
         lines.append(
             f"| {r.id} | {r.customer} / {r.meter} | {period} | {_words(r.kind)} "
@@ -254,7 +298,6 @@ def render_markdown(summary: RunSummary) -> str:
     lines = [
         *_overview(summary),
         *_money_section(summary),
-        *_top_section(summary),
         *_customers_section(summary),
         *_causes_section(summary),
         *_chart_section(summary),
@@ -267,6 +310,55 @@ def render_markdown(summary: RunSummary) -> str:
 
 def _decimal(value: Decimal | None) -> str | None:
     return None if value is None else canonical_decimal(value)
+
+
+def _top_json(r: TopRow) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "customer": r.customer,
+        "meter": r.meter,
+        "period_start": r.period_start.isoformat(),
+        "period_end": r.period_end.isoformat(),
+        "kind": r.kind,
+        "stripe_quantity": canonical_decimal(r.stripe_quantity),
+        "internal_quantity": _decimal(r.internal_quantity),
+        "difference": _decimal(r.difference),
+        "amount_at_stake": _decimal(r.amount_at_stake),
+        "currency": r.currency,
+        "likely_cause": r.likely_cause,
+        "status": r.status,
+        "ledger": r.ledger,
+    }
+
+
+def _totals_json(totals: tuple[CurrencyTotal, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "currency": t.currency,
+            "not_billed": canonical_decimal(t.not_billed),
+            "over_billed": canonical_decimal(t.over_billed),
+            "valued": t.count,
+        }
+        for t in totals
+    ]
+
+
+def _ledger_json(part: LedgerPart) -> dict[str, Any]:
+    """One ledger's part; `not_billed` is what was metered and not billed (by that ledger)."""
+    return {
+        "ledger": part.ledger,
+        "title": part.title,
+        "line_items_compared": part.compared,
+        "line_items_matched": part.matched,
+        "line_items_pending": part.pending,
+        "at_stake": part.at_stake,
+        "not_valued": part.not_valued,
+        "totals": _totals_json(part.totals),
+        "top": [_top_json(r) for r in part.top],
+        "not_subscribed": [
+            {"customer": customer, "meter": meter} for customer, meter in part.not_subscribed
+        ],
+    }
 
 
 def render_json(summary: RunSummary) -> dict[str, Any]:
@@ -282,7 +374,9 @@ def render_json(summary: RunSummary) -> dict[str, Any]:
             "error": summary.error,
             "discovery_error": summary.discovery_error,
             "invoice_sync_error": summary.invoice_sync_error,
+            "ledger_sync_error": summary.ledger_sync_error,
             "last_completed": summary.last_completed,
+            "internal_ledger_empty": summary.internal_ledger_empty,
         },
         "counts": {
             "pairs_total": summary.pairs_total,
@@ -301,33 +395,9 @@ def render_json(summary: RunSummary) -> dict[str, Any]:
         },
         "at_stake": summary.at_stake,
         "not_valued": summary.not_valued,
-        "totals": [
-            {
-                "currency": t.currency,
-                "not_billed": canonical_decimal(t.not_billed),
-                "over_billed": canonical_decimal(t.over_billed),
-                "valued": t.count,
-            }
-            for t in summary.totals
-        ],
-        "top": [
-            {
-                "id": r.id,
-                "customer": r.customer,
-                "meter": r.meter,
-                "period_start": r.period_start.isoformat(),
-                "period_end": r.period_end.isoformat(),
-                "kind": r.kind,
-                "stripe_quantity": canonical_decimal(r.stripe_quantity),
-                "internal_quantity": _decimal(r.internal_quantity),
-                "difference": _decimal(r.difference),
-                "amount_at_stake": _decimal(r.amount_at_stake),
-                "currency": r.currency,
-                "likely_cause": r.likely_cause,
-                "status": r.status,
-            }
-            for r in summary.top
-        ],
+        "totals": _totals_json(summary.totals),
+        "top": [_top_json(r) for r in summary.top],
+        "ledgers": [_ledger_json(part) for part in summary.ledgers],
         "customers": [
             {
                 "customer": c.customer,
@@ -368,6 +438,17 @@ def render_terminal(summary: RunSummary) -> list[str]:
     lines.append(f"  not valued: {summary.not_valued}")
     if summary.invoice_sync_error:
         lines.append(f"invoice sync failed: {summary.invoice_sync_error}")
+    if len(summary.ledgers) > 1 or summary.internal_ledger_empty:
+        for part in summary.ledgers:
+            amounts = [
+                f"{format_money(t.not_billed, t.currency)} {part.positive}, "
+                f"{format_money(t.over_billed, t.currency)} {part.negative}"
+                for t in part.totals
+            ]
+            said = "; ".join(amounts) or "nothing valued"
+            lines.append(f"  {part.title[0].lower()}{part.title[1:]}: {said}")
+    if summary.internal_ledger_empty:
+        lines.append(f"  {INTERNAL_LEDGER_EMPTY}")
     return lines
 
 

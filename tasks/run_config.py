@@ -46,6 +46,8 @@ class RunConfig:
     pairs_per_task: int | None = None
     stale_after_seconds: int = 120
     ledgers: tuple[str, ...] = ("internal", "stripe")
+    ledger_query: str | None = None  # the setting as given: SQL, or @path to a file of it
+    ledger_database_url: SecretStr | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, settings: Settings) -> RunConfig:
@@ -71,6 +73,12 @@ class RunConfig:
             ),
             stale_after_seconds=settings.stale_after_seconds,
             ledgers=settings.ledgers,
+            ledger_query=settings.ledger_query,
+            ledger_database_url=(
+                None
+                if settings.ledger_database_url is None
+                else SecretStr(settings.ledger_database_url)
+            ),
         )
 
     def using_database(self, url: SecretStr | str | None) -> RunConfig:
@@ -93,6 +101,13 @@ class RunConfig:
     def tolerance(self) -> Tolerance:
         return Tolerance(self.abs_tol, self.rel_tol)
 
+    @property
+    def ledger_source(self) -> str:
+        """Where the ledger query runs: its own URL, else meter-recon's database."""
+        if self.ledger_database_url is None:
+            return self.database
+        return self.ledger_database_url.get_secret_value()
+
     def recorded(self) -> dict[str, Any]:
         """What the run's record keeps: JSON values, no secret (the URL's password masked,
         the alert URLs counted, the Stripe key left out)."""
@@ -114,4 +129,6 @@ class RunConfig:
             "pairs_per_task": self.pairs_per_task,
             "stale_after_seconds": self.stale_after_seconds,
             "ledgers": list(self.ledgers),
+            "ledger_query": self.ledger_query,
+            "ledger_database_url": redact_url(self.ledger_source),
         }

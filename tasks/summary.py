@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from models.enums import Ledger, LikelyCause
 from models.errors import UserError
-from models.runs import failed_pairs, get_run, invoice_sync_error
+from models.runs import failed_pairs, get_run, invoice_sync_error, ledger_sync_error
 from models.tables import (
     DISCREPANCY_IDENTITY,
     Discrepancy,
@@ -29,6 +30,19 @@ from tasks.last_completed import gap_line
 TOP = 10
 TOP_CUSTOMERS = 10
 NO_CAUSE = "none found"
+#: What a run says, once, when it leaves the internal ledger out.
+INTERNAL_LEDGER_EMPTY = (
+    "the internal ledger holds no line item: compared against Stripe's invoices only"
+)
+#: Each ledger's part, in the order shown: its title and the words for each sign of money.
+LEDGER_PARTS = {
+    Ledger.INTERNAL.value: ("Against your ledger", "not billed", "over-billed"),
+    Ledger.STRIPE.value: (
+        "Against Stripe's invoices",
+        "metered but not invoiced",
+        "invoiced beyond what the meter now counts",
+    ),
+}
 
 
 class UnknownRun(UserError, LookupError):
@@ -77,6 +91,27 @@ class TopRow:
     currency: str | None
     likely_cause: str | None
     status: str
+    ledger: str = Ledger.INTERNAL.value
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPart:
+    """One ledger's part of the summary: what it compared, its money per currency (positive:
+    metered, not billed; negative: billed beyond the meter), its top lines, and (the `stripe`
+    ledger) the pairs no subscription bills."""
+
+    ledger: str
+    title: str
+    positive: str  # what a positive amount means in this ledger
+    negative: str
+    compared: int
+    matched: int
+    pending: int
+    at_stake: int
+    totals: tuple[CurrencyTotal, ...]
+    not_valued: int
+    top: tuple[TopRow, ...]
+    not_subscribed: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +179,9 @@ class RunSummary:
     last_completed: str | None = None  # how long since a run completed, when over two days
     invoice_sync: InvoiceSyncCounts | None = None  # None: not run, or failed
     invoice_sync_error: str | None = None
+    ledgers: tuple[LedgerPart, ...] = ()  # each ledger's own part, in `LEDGER_PARTS` order
+    internal_ledger_empty: bool = False  # the run left the internal ledger out: it was empty
+    ledger_sync_error: str | None = None  # why the ledger query could not be applied
 
 
 def _size(value: Decimal | None) -> Decimal:
@@ -239,6 +277,62 @@ def _top_row(row: Discrepancy) -> TopRow:
         currency=row.currency,
         likely_cause=row.likely_cause,
         status=row.status.value,
+        ledger=row.ledger.value,
+    )
+
+
+def _not_subscribed(rows: list[Discrepancy]) -> tuple[tuple[str, str], ...]:
+    """The (customer, meter) pairs with usage no subscription bills, sorted."""
+    return tuple(
+        sorted(
+            {
+                (r.stripe_customer_id, r.meter_id)
+                for r in rows
+                if r.likely_cause == LikelyCause.NOT_SUBSCRIBED
+            }
+        )
+    )
+
+
+def _ledger_part(ledger: str, rows: list[Discrepancy], counts: dict[str, int]) -> LedgerPart:
+    title, positive, negative = LEDGER_PARTS[ledger]
+    return LedgerPart(
+        ledger=ledger,
+        title=title,
+        positive=positive,
+        negative=negative,
+        compared=counts["compared"],
+        matched=counts["matched"],
+        pending=counts["pending"],
+        at_stake=len(rows),
+        totals=summarize_money(rows),
+        not_valued=sum(1 for r in rows if r.amount_at_stake is None or r.currency is None),
+        top=tuple(_top_row(r) for r in largest_first(rows)[:TOP]),
+        not_subscribed=_not_subscribed(rows) if ledger == Ledger.STRIPE else (),
+    )
+
+
+def _ledger_parts(run: ReconciliationRun, rows: list[Discrepancy]) -> tuple[LedgerPart, ...]:
+    """A part per ledger the run compared (a run of before two ledgers: the internal one),
+    and per ledger it has rows of."""
+    counts: dict[str, Any] = run.counts
+    compared = set(counts.get("ledgers", [Ledger.INTERNAL.value]))
+    compared |= {r.ledger.value for r in rows}
+    stripe = counts.get("stripe") or {}
+    numbers = {
+        Ledger.INTERNAL.value: {
+            "compared": run.line_items_compared,
+            "matched": run.line_items_matched,
+            "pending": run.line_items_pending,
+        },
+        Ledger.STRIPE.value: {
+            name: int(stripe.get(name, 0)) for name in ("compared", "matched", "pending")
+        },
+    }
+    return tuple(
+        _ledger_part(ledger, [r for r in rows if r.ledger.value == ledger], numbers[ledger])
+        for ledger in LEDGER_PARTS
+        if ledger in compared
     )
 
 
@@ -294,6 +388,7 @@ def summarize(source: RunRows) -> RunSummary:
         flow_run_id=run.flow_run_id,
         error=run.error,
         discovery_error=run.discovery_error,
+        ledger_sync_error=ledger_sync_error(run),
         pairs_total=run.pairs_total,
         pairs_ok=run.pairs_ok,
         pairs_failed=run.pairs_failed,
@@ -320,6 +415,8 @@ def summarize(source: RunRows) -> RunSummary:
         last_completed=gap_line(counts),
         invoice_sync=_invoice_sync(counts),
         invoice_sync_error=invoice_sync_error(run),
+        ledgers=_ledger_parts(run, rows),
+        internal_ledger_empty=bool(counts.get("internal_ledger_empty")),
     )
 
 

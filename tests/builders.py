@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from models.enums import Valuation
+from models.enums import Ledger, LineItemSource, Valuation
 from models.tables import (
     Discrepancy,
     DiscrepancyKind,
@@ -105,6 +105,51 @@ def discrepancy(
         valuation=None if amount is None else Valuation.STRIPE_PRICE,
         likely_cause=cause,
         cause_detail=detail,
+    )
+
+
+def _instant(at: date | datetime) -> datetime:
+    return at if isinstance(at, datetime) else datetime.combine(at, time(), UTC)
+
+
+def stripe_line(
+    id: str = "il_1",
+    *,
+    start: date | datetime,
+    end: date | datetime,
+    quantity: str,
+    customer: str = "cus_A",
+    meter: str = "mtr_api",
+    invoice: str = "in_1",
+    status: str = "paid",
+    price: str = "price_api",
+    currency: str = "usd",
+    amount: str = "0",
+    withdrawn: bool = False,
+) -> InvoiceLineItem:
+    """A line item of the `stripe` ledger as the invoice sync stores it: `start`/`end` a day
+    (00:00 UTC) or an exact instant, its days the UTC days the period touches."""
+    start_at, end_at = _instant(start), _instant(end)
+    last = end_at.date() + (timedelta(0) if end_at.time() == time() else timedelta(days=1))
+    finalized = None if status == "draft" else end_at + timedelta(hours=1)
+    return InvoiceLineItem(
+        ledger=Ledger.STRIPE,
+        source=LineItemSource.STRIPE_INVOICE,
+        id=id,
+        invoice_id=invoice,
+        stripe_customer_id=customer,
+        meter_id=meter,
+        period_start=start_at.date(),
+        period_end=max(last, start_at.date() + timedelta(days=1)),
+        period_start_at=start_at,
+        period_end_at=end_at,
+        quantity=Decimal(quantity),
+        currency=currency,
+        amount=Decimal(amount),
+        price_id=price,
+        invoice_status=status,
+        finalized_at=finalized,
+        withdrawn_at=finalized if withdrawn else None,
     )
 
 

@@ -34,6 +34,7 @@ def test_every_case_is_registered_in_the_order_it_runs() -> None:
         "discovery-memory",
         "baseline",
         "micro",
+        "ledger-sync",
     ]
 
 

@@ -41,6 +41,7 @@ JSON_KEYS = [
     "likely_cause",
     "cause_detail",
     "settles_at",
+    "ledger",
 ]
 
 

@@ -190,7 +190,7 @@ def test_a_run_records_its_configuration_with_its_parameters_and_no_secret(
     recorded = run.parameters["config"]
     assert recorded["stripe_api_base"] == flow_env.url
     assert recorded["max_requests_per_second"] == 500
-    assert recorded["ledgers"] == ["internal", "stripe"]
+    assert recorded["ledgers"] == ["internal"]  # as flow_env sets METER_RECON_LEDGERS
     assert LEAK_CANARY_KEY not in json.dumps(run.parameters)
 
 

@@ -111,7 +111,7 @@ def test_only_the_ten_largest_are_listed(engine: Engine) -> None:
     top = _json(engine, run)["top"]
     assert isinstance(top, list)
     assert [row["amount_at_stake"] for row in top] == [str(n) for n in range(12, 2, -1)]
-    assert "## Top 10 by amount at stake" in _summary(engine, run)
+    assert "### Top 10 by amount at stake" in _summary(engine, run)
 
 
 def test_a_top_row_is_compact_with_period_numbers_amount_and_cause(engine: Engine) -> None:
