@@ -668,7 +668,9 @@ def test_the_command_that_cannot_read_stripe_exits_1_with_one_sentence(
 
 @pytest.fixture
 def fast_sync_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prefect's retries of the sync stay real; only their delays shrink."""
+    """Prefect's retries of the sync stay real; only their delays shrink. The run compares
+    Stripe's invoices (`flow_env` leaves them out for the internal ledger's tests)."""
+    monkeypatch.setenv("METER_RECON_LEDGERS", "internal,stripe")
     import flows.reconcile as reconcile_module
     from tasks.sync_invoices import sync_stripe_invoices
 
