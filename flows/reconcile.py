@@ -416,7 +416,7 @@ def _discover(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
             if found is None
             else {
                 "pairs": found.pairs,
-                "added": len(found.added),
+                "added": found.added,
                 "items": found.items,
                 "prices": found.prices,
             },

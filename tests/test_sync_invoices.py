@@ -285,7 +285,7 @@ def test_a_void_invoice_bills_no_pair(
     simulator: StripeSimulator, config: RunConfig, engine: Engine
 ) -> None:
     reseed(simulator, "void")
-    assert sync(config).pairs_added == ()
+    assert sync(config).pairs_added == 0
 
 
 # -- prices ---------------------------------------------------------------------------------------
@@ -370,7 +370,9 @@ def test_a_pair_only_an_invoice_bills_is_tracked_with_source_stripe(
 ) -> None:
     seed_billing(simulator)
     add_invoice(simulator, "in_1")
-    assert sync(config).pairs_added == (("cus_1", "mtr_api"),)
+    tracked: list[tuple[str, str]] = []
+    assert sync(config, on_tracked=tracked.extend).pairs_added == 1
+    assert tracked == [("cus_1", "mtr_api")]
     with Session(engine) as session:
         pair = session.exec(select(TrackedPair)).one()
     assert (pair.stripe_customer_id, pair.meter_id, pair.source) == (
@@ -378,7 +380,7 @@ def test_a_pair_only_an_invoice_bills_is_tracked_with_source_stripe(
         "mtr_api",
         PairSource.STRIPE,
     )
-    assert sync(config).pairs_added == ()
+    assert sync(config).pairs_added == 0
 
 
 def test_invoices_created_before_the_day_asked_are_not_read(
