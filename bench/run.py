@@ -53,6 +53,8 @@ from typing import Any
 
 from bench.baseline import run_baseline
 from bench.dataset import Seeded, build, write_ledger
+from bench.discovery import measure as measure_discovery
+from bench.discovery import table as discovery_table
 from bench.ledger_sync import run as run_ledger_sync
 from bench.micro import (
     MicroResult,
@@ -759,6 +761,34 @@ def large_runs(bench: Bench) -> None:
 
 
 @case
+def discovery_memory(bench: Bench) -> None:
+    """Discovery alone, in its own process: its peak RSS at 20,000 and 100,000 pairs (every
+    pair already tracked, as the flow finds them), against the fast Stripe."""
+    args = bench.args
+    sizes = parse_ints(args.discovery_sizes)
+    if not sizes:
+        return
+    rows = []
+    with simulator_for(args.large_latency, args.large_rate) as fast:
+        for size in sizes:
+            row = measure_discovery(
+                size,
+                simulator=fast,
+                api_key=API_KEY,
+                rate=args.large_rate,
+                workdir=bench.workdir,
+                log=bench.log,
+            )
+            rows.append(row)
+            print(
+                f"  discovery alone x {size:,}: {row.seconds:.1f} s, peak RSS "
+                f"{row.peak_mib:.0f} MiB ({row.growth_mib:+.0f} MiB while discovering)",
+                flush=True,
+            )
+    bench.notes += ["", *discovery_table(rows)]
+
+
+@case
 def baseline(bench: Bench) -> None:
     """The same work by hand: a sequential loop over the official `stripe` SDK."""
     args, simulator = bench.args, bench.simulator
@@ -866,6 +896,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--large-sizes", default="20000,100000", help="pairs, fast Stripe (memory stays flat)"
     )
+    parser.add_argument(
+        "--discovery-sizes", default="20000,100000", help="pairs, discovery alone (its memory)"
+    )
     parser.add_argument("--large-rate", type=float, default=1000.0, help="requests/s, large runs")
     parser.add_argument("--large-latency", type=float, default=0.005, help="seconds, large runs")
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s (server and client)")
@@ -889,6 +922,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.sizes, args.per_pair_sizes, args.dask_sizes = "200,1000", "200", "200"
         args.server_sizes, args.large_sizes = "200,1000", "500,2000"
+        args.discovery_sizes = "500,2000"
         args.baseline_pairs, args.micro_pairs = 200, 300
         args.stripe_ledger_sizes = "1000"
     try:

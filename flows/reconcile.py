@@ -30,8 +30,8 @@ from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
 from models.enums import Ledger
+from models.ledger import ledger_has_line_items
 from models.ledger_query import LedgerSyncFailed
-from models.line_items import ledger_has_line_items
 from models.meters import cached_formulas, upsert_meters
 from models.pairs import count_pairs, pair_pages
 from models.runs import (
@@ -416,7 +416,7 @@ def _discover(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
             if found is None
             else {
                 "pairs": found.pairs,
-                "added": len(found.added),
+                "added": found.added,
                 "items": found.items,
                 "prices": found.prices,
             },

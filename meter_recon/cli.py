@@ -149,8 +149,9 @@ def _price_label(price_id: str | None, price: StripePrice | None) -> str:
 def pairs_sync(*, database_url_: DatabaseUrl = None) -> int:
     """Learn from Stripe's subscriptions which pairs it bills and at what price, now.
 
-    Tracks every billed pair not tracked yet (source stripe) and caches items and prices;
-    exit code 1 when Stripe could not be read (nothing is changed then).
+    Tracks every billed pair not tracked yet (source stripe), printing each as its batch is
+    written, and caches items and prices; exit code 1 when Stripe could not be read (the
+    pairs printed before stay tracked).
     """
     from integrations.stripe.errors import StripeError
     from tasks.discover import discover
@@ -163,21 +164,25 @@ def pairs_sync(*, database_url_: DatabaseUrl = None) -> int:
         resolve_api_key(config)
         try:
             with open_database(config.database):
-                found = discover(config)
+                found = discover(config, on_tracked=_print_tracked)
         except StripeError as error:
             if refused := key_refused(error):
                 raise refused from error
             err_console.print(f"discovery failed: {describe_error(error)}", markup=False)
             return EXIT_PAIRS_FAILED
-    for customer, meter in found.added:
-        console.print(f"tracking {customer} / {meter} (source stripe)", markup=False)
     console.print(
         f"{found.pairs} billed pair(s) in {found.items} metered item(s), "
-        f"{found.prices} price(s); {len(found.added)} newly tracked; "
+        f"{found.prices} price(s); {found.added} newly tracked; "
         f"{found.requests} Stripe request(s)",
         markup=False,
     )
     return EXIT_OK
+
+
+def _print_tracked(pairs: list[tuple[str, str]]) -> None:
+    """Each pair a sync started tracking, as its batch is committed (none is held till the end)."""
+    for customer, meter in pairs:
+        console.print(f"tracking {customer} / {meter} (source stripe)", markup=False)
 
 
 @invoices_app.command(name="sync")
@@ -201,16 +206,14 @@ def invoices_sync(*, since: str | None = None, database_url_: DatabaseUrl = None
     with prefect_settings():  # the key may come from a Prefect Secret block
         resolve_api_key(config)
         try:
-            found = sync_invoices(config, since=day)
+            found = sync_invoices(config, since=day, on_tracked=_print_tracked)
         except StripeError as error:
             err_console.print(f"invoice sync failed: {describe_error(error)}", markup=False)
             return EXIT_PAIRS_FAILED
-    for customer, meter in found.pairs_added:
-        console.print(f"tracking {customer} / {meter} (source stripe)", markup=False)
     console.print(
         f"{found.invoices} invoice(s) created since {day}: {found.line_items} metered line "
         f"item(s), {found.added} added, {found.changed} changed, {found.withdrawn} withdrawn; "
-        f"{found.malformed} malformed skipped; {len(found.pairs_added)} newly tracked pair(s); "
+        f"{found.malformed} malformed skipped; {found.pairs_added} newly tracked pair(s); "
         f"{found.requests} Stripe request(s)",
         markup=False,
     )

@@ -1744,7 +1744,10 @@ def trial_customer_never_billed(build: _Builder, customer: str) -> None:
     trial = cal.today - timedelta(days=10)
     build.hand_tracked.append(HandTrackedPair(customer, RUNS.id, trial, None))
     build.report_day(RUNS, customer, trial - timedelta(days=5))
-    used = sorted({cal.today - _DAY, *build.rng.sample(list(_days(trial, cal.today - _DAY)), 4)})
+    # Its last day of usage ended 72 h before the anchor day began, so a later run of the
+    # same window (another day) finds the same unbilled days in the stripe ledger.
+    last = cal.today - 4 * _DAY
+    used = sorted({last, *build.rng.sample(list(_days(trial, last)), 4)})
     for day in used:
         build.report_day(RUNS, customer, day)
         build.expect_unbilled(

@@ -81,7 +81,11 @@ def upsert_prices(*, session: Session, rows: Sequence[Mapping[str, Any]]) -> Non
 
 
 def upsert_subscription_items(*, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert or refresh cached items (a discovery writes them a page at a time)."""
+    """Insert or refresh cached items (a discovery writes them a page at a time).
+
+    A row is never set back to an older `refreshed_at`: of two discoveries at once, the one
+    that started earlier must not make the later one forget the items both listed.
+    """
     if not rows:
         return
     table = SubscriptionItem.__table__  # type: ignore[attr-defined]
@@ -89,6 +93,7 @@ def upsert_subscription_items(*, session: Session, rows: Sequence[Mapping[str, A
     statement = statement.on_conflict_do_update(
         index_elements=["id"],
         set_={c.name: statement.excluded[c.name] for c in table.columns if c.name != "id"},
+        where=table.c.refreshed_at <= statement.excluded.refreshed_at,
     )
     session.execute(statement, list(rows))
 
@@ -99,6 +104,20 @@ def forget_subscription_items(*, session: Session, seen_before: datetime) -> int
     stale = table.c.refreshed_at < seen_before
     count = session.execute(sa.select(sa.func.count()).select_from(table).where(stale)).scalar()
     session.execute(sa.delete(table).where(stale))
+    return int(count or 0)
+
+
+def count_billed_pairs(*, session: Session, refreshed_since: datetime) -> int:
+    """Distinct (customer, meter) pairs of the items listed since `refreshed_since`, counted by
+    the database: a discovery of a million pairs holds none of them to count them."""
+    table = SubscriptionItem.__table__  # type: ignore[attr-defined]
+    pairs = (
+        sa.select(table.c.stripe_customer_id, table.c.meter_id)
+        .where(table.c.refreshed_at >= refreshed_since)
+        .distinct()
+        .subquery()
+    )
+    count = session.execute(sa.select(sa.func.count()).select_from(pairs)).scalar()
     return int(count or 0)
 
 
@@ -145,6 +164,7 @@ def price_for_pair(*, session: Session, customer: str, meter: str) -> dict[str, 
 
 __all__ = [
     "IGNORED_STATUS",
+    "count_billed_pairs",
     "forget_subscription_items",
     "json_safe",
     "price_for_pair",

@@ -447,3 +447,11 @@ def withdraw_stripe_invoice(
     if keep:
         statement = statement.where(table.c.id.not_in(sorted(keep)))
     return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def ledger_has_line_items(*, session: Session, ledger: Ledger | str) -> bool:
+    """Whether `ledger` holds any line item at all, withdrawn ones included (a ledger once
+    used is compared, so its withdrawn items' discrepancies resolve): one EXISTS query."""
+    items = InvoiceLineItem.__table__  # type: ignore[attr-defined]
+    held = sa.exists().where(items.c.ledger == Ledger(ledger).value)
+    return bool(session.execute(sa.select(held)).scalar())

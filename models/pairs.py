@@ -36,35 +36,37 @@ def track_from_ledger(*, session: Session, pairs: Iterable[tuple[str, str]]) -> 
     return _count(session) - before
 
 
+#: Rows of one `track_from_stripe` statement: 4 parameters each, within SQLite's 32,766.
+STRIPE_PAIRS_PER_STATEMENT = 5000
+
+
 def track_from_stripe(
     *, session: Session, pairs: Iterable[tuple[str, str]]
 ) -> list[tuple[str, str]]:
-    """Track pairs Stripe bills; the newly tracked ones are returned, tracked ones keep theirs."""
-    wanted = sorted(set(pairs))
-    if not wanted:
-        return []
-    known: set[tuple[str, str]] = set()
-    customers = sorted({customer for customer, _ in wanted})
-    for start in range(0, len(customers), 500):  # only the wanted customers' pairs are read
-        known.update(
-            session.exec(
-                select(TrackedPair.stripe_customer_id, TrackedPair.meter_id).where(
-                    col(TrackedPair.stripe_customer_id).in_(customers[start : start + 500])
-                )
-            )
-        )
-    new = [pair for pair in wanted if pair not in known]
-    table = TrackedPair.__table__  # type: ignore[attr-defined]
-    statement = insert_for(session, table).on_conflict_do_nothing(
-        index_elements=["stripe_customer_id", "meter_id"]
-    )
+    """Track pairs Stripe bills; the newly tracked ones are returned, tracked ones keep theirs.
+
+    One statement per 5,000 pairs: the database, not a set in memory, tells which are new
+    (`INSERT ... ON CONFLICT DO NOTHING RETURNING`), so a caller passing one batch at a time
+    holds one batch, and two callers at once track each pair once. Rows go in sorted, so
+    concurrent batches lock the unique index in one order.
+    """
     rows = [
         {"stripe_customer_id": customer, "meter_id": meter, "source": PairSource.STRIPE}
-        for customer, meter in new
+        for customer, meter in sorted(set(pairs))
     ]
-    for start in range(0, len(rows), 5000):
-        session.execute(statement, rows[start : start + 5000])
-    return new
+    if not rows:
+        return []
+    table = TrackedPair.__table__  # type: ignore[attr-defined]
+    added: list[tuple[str, str]] = []
+    for start in range(0, len(rows), STRIPE_PAIRS_PER_STATEMENT):
+        statement = (
+            insert_for(session, table)
+            .values(rows[start : start + STRIPE_PAIRS_PER_STATEMENT])
+            .on_conflict_do_nothing(index_elements=["stripe_customer_id", "meter_id"])
+            .returning(table.c.stripe_customer_id, table.c.meter_id)
+        )
+        added += ((str(customer), str(meter)) for customer, meter in session.execute(statement))
+    return sorted(added)
 
 
 def _count(session: Session) -> int:

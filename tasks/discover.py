@@ -3,11 +3,13 @@
 Stripe knows the customers our ledger never heard of: every metered subscription item
 names a customer, a price and the price's meter. The selection below is pure; the task
 pages Stripe, fetches each tiered price once with its tiers, and caches what it found.
+Memory holds one batch of items, never the account's pairs: each batch's pairs are tracked
+by the database as the batch is written (it says which are new), and counted there at the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +21,7 @@ from prefect.logging import get_run_logger
 from integrations.stripe.models import Subscription
 from models.billing import (
     IGNORED_STATUS,
+    count_billed_pairs,
     forget_subscription_items,
     price_row,
     upsert_prices,
@@ -52,9 +55,10 @@ class MeteredItem:
 
 @dataclass(frozen=True, slots=True)
 class Discovery:
-    """What one discovery found; `added` are the pairs it started tracking."""
+    """What one discovery found, as counts (the pairs themselves stay in the database):
+    `added` how many pairs it started tracking, `pairs` the distinct pairs Stripe bills."""
 
-    added: tuple[tuple[str, str], ...]
+    added: int
     pairs: int
     items: int
     prices: int
@@ -122,51 +126,60 @@ def _item_row(item: MeteredItem, now: datetime) -> dict[str, Any]:
 #: Items written per transaction while Stripe is paged: memory holds one batch, not the account.
 ITEM_BATCH = 1000
 
+#: Told each batch of pairs a discovery started tracking, once the batch is committed.
+OnTracked = Callable[[list[tuple[str, str]]], None]
 
-def discover(config: RunConfig) -> Discovery:
+
+def discover(config: RunConfig, *, on_tracked: OnTracked | None = None) -> Discovery:
     """Page Stripe's subscriptions, fetch tiered prices, and cache items, prices and pairs.
 
-    Items are written a batch at a time as the pages come, so an account of 100,000s of
-    items is never in memory at once; those no longer listed are dropped at the end.
+    Items are written a batch at a time as the pages come, each batch with its pairs (those
+    not tracked yet are tracked, source stripe, and passed to `on_tracked`), so an account of
+    100,000s of items is never in memory at once; those no longer listed are dropped at the
+    end. A Stripe failure raises; what was written before it stays.
     """
     engine = get_engine(config.database)
     client = stripe_client(config)
     before = client.requests_made
     now = utcnow()
-    prices: dict[str, Mapping[str, Any]] = {}
-    pairs: set[tuple[str, str]] = set()
-    items = 0
-    batch: list[dict[str, Any]] = []
+    prices: dict[str, Mapping[str, Any]] = {}  # the account's price catalogue, not its pairs
+    items = added = 0
+    batch: list[MeteredItem] = []
     for subscription in client.iter_subscriptions():
         for item in metered_items([subscription]):
             prices.setdefault(str(item.price["id"]), item.price)
-            pairs.add(item.pair)
-            batch.append(_item_row(item, now))
+            batch.append(item)
         if len(batch) >= ITEM_BATCH:
-            items += _write_items(engine, batch)
+            added += _write_batch(engine, batch, now, on_tracked)
+            items += len(batch)
             batch = []
-    items += _write_items(engine, batch)
+    added += _write_batch(engine, batch, now, on_tracked)
+    items += len(batch)
     for price_id in tiered_price_ids(prices.values()):
         prices[price_id] = client.get_price(price_id, expand_tiers=True)
     requests = client.requests_made - before
     with session_scope(engine) as session:
-        upsert_prices(session=session, rows=[price_row(p, now=now) for p in prices.values()])
+        rows = [price_row(prices[price_id], now=now) for price_id in sorted(prices)]
+        upsert_prices(session=session, rows=rows)
         forget_subscription_items(session=session, seen_before=now)
-        added = track_from_stripe(session=session, pairs=sorted(pairs))
-    return Discovery(
-        added=tuple(added),
-        pairs=len(pairs),
-        items=items,
-        prices=len(prices),
-        requests=requests,
-    )
+        pairs = count_billed_pairs(session=session, refreshed_since=now)
+    return Discovery(added=added, pairs=pairs, items=items, prices=len(prices), requests=requests)
 
 
-def _write_items(engine: Any, rows: list[dict[str, Any]]) -> int:
-    if rows:
-        with session_scope(engine) as session:
-            upsert_subscription_items(session=session, rows=rows)
-    return len(rows)
+def _write_batch(
+    engine: Any, batch: list[MeteredItem], now: datetime, on_tracked: OnTracked | None
+) -> int:
+    """One transaction: the batch's items upserted and its new pairs tracked (two statements,
+    rows sorted so that concurrent discoveries take their locks in one order)."""
+    if not batch:
+        return 0
+    with session_scope(engine) as session:
+        rows = [_item_row(item, now) for item in sorted(batch, key=lambda item: item.id)]
+        upsert_subscription_items(session=session, rows=rows)
+        tracked = track_from_stripe(session=session, pairs=[item.pair for item in batch])
+    if tracked and on_tracked is not None:
+        on_tracked(tracked)
+    return len(tracked)
 
 
 @task(
@@ -184,6 +197,6 @@ def discover_pairs(config: RunConfig) -> Discovery:
         found.pairs,
         found.items,
         found.prices,
-        len(found.added),
+        found.added,
     )
     return found

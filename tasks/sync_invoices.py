@@ -11,7 +11,7 @@ logged with its id, counted and skipped: it never sinks the sync.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -43,13 +43,17 @@ INVOICE_BATCH = 200
 
 _log = logging.getLogger("meter_recon.invoices")
 
+#: Told each batch of pairs a sync started tracking, once the batch is committed.
+OnTracked = Callable[[list[tuple[str, str]]], None]
+
 
 @dataclass(frozen=True, slots=True)
 class InvoiceSync:
     """What one sync read and changed. `line_items` are the metered line items read (upserted
     by id: `added` new, `changed` updated, the rest as stored); `withdrawn` those newly
     withdrawn (a void invoice, or lines an invoice no longer has); `malformed` what could not be
-    read; `requests` the HTTP attempts it made."""
+    read; `pairs_added` how many pairs it started tracking; `requests` the HTTP attempts it
+    made. Counts only: what a sync of a whole account read stays in the database."""
 
     invoices: int
     line_items: int
@@ -58,7 +62,7 @@ class InvoiceSync:
     withdrawn: int
     malformed: int
     prices_fetched: int
-    pairs_added: tuple[tuple[str, str], ...]
+    pairs_added: int
     requests: int
 
     def counts(self) -> dict[str, int]:
@@ -71,7 +75,7 @@ class InvoiceSync:
             "withdrawn": self.withdrawn,
             "malformed": self.malformed,
             "prices_fetched": self.prices_fetched,
-            "pairs_added": len(self.pairs_added),
+            "pairs_added": self.pairs_added,
         }
 
 
@@ -135,7 +139,7 @@ class _Tally:
     line_items: int = 0
     malformed: int = 0
     changes: LineItemChanges = field(default_factory=LineItemChanges)
-    pairs_added: list[tuple[str, str]] = field(default_factory=list)
+    pairs_added: int = 0
 
 
 def _listing(
@@ -187,9 +191,16 @@ def _read_invoice(
     )
 
 
-def _write(engine: Engine, batch: list[_ReadInvoice], now: datetime, tally: _Tally) -> None:
+def _write(
+    engine: Engine,
+    batch: list[_ReadInvoice],
+    now: datetime,
+    tally: _Tally,
+    on_tracked: OnTracked | None,
+) -> None:
     """One transaction: the batch's line items upserted, what its invoices no longer hold
-    withdrawn, and the pairs they bill tracked (source stripe)."""
+    withdrawn, and the pairs they bill tracked (source stripe; the new ones, once committed,
+    passed to `on_tracked`)."""
     if not batch:
         return
     items = [item for read in batch for item in read.items]
@@ -203,7 +214,10 @@ def _write(engine: Engine, batch: list[_ReadInvoice], now: datetime, tally: _Tal
                     session=session, invoice_id=read.invoice_id, now=now, keep=keep
                 )
         billed = {(i.customer, i.meter) for i in items if i.invoice_status != VOID}
-        tally.pairs_added += track_from_stripe(session=session, pairs=billed)
+        tracked = track_from_stripe(session=session, pairs=billed)
+    tally.pairs_added += len(tracked)
+    if tracked and on_tracked is not None:
+        on_tracked(tracked)
     tally.line_items += len(items)
     tally.changes = tally.changes + changes + LineItemChanges(withdrawn=withdrawn)
 
@@ -214,6 +228,7 @@ def sync_invoices(
     since: date,
     customers: Iterable[str] = (),
     logger: Logger | None = None,
+    on_tracked: OnTracked | None = None,
 ) -> InvoiceSync:
     """Read Stripe's invoices created since `since` 00:00 UTC (of `customers` only, when
     given) into the `stripe` ledger; a Stripe failure after the client's retries raises, and
@@ -235,9 +250,9 @@ def sync_invoices(
         if read is not None:
             batch.append(read)
         if len(batch) >= INVOICE_BATCH or sum(len(r.items) for r in batch) >= ITEM_BATCH:
-            _write(engine, batch, now, tally)
+            _write(engine, batch, now, tally, on_tracked)
             batch = []
-    _write(engine, batch, now, tally)
+    _write(engine, batch, now, tally, on_tracked)
     return InvoiceSync(
         invoices=tally.invoices,
         line_items=tally.line_items,
@@ -246,7 +261,7 @@ def sync_invoices(
         withdrawn=tally.changes.withdrawn,
         malformed=tally.malformed,
         prices_fetched=prices.fetched,
-        pairs_added=tuple(sorted(set(tally.pairs_added))),
+        pairs_added=tally.pairs_added,
         requests=client.requests_made - before,
     )
 
@@ -268,6 +283,6 @@ def sync_stripe_invoices(
         found.changed,
         found.withdrawn,
         found.malformed,
-        len(found.pairs_added),
+        found.pairs_added,
     )
     return found

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bench.dataset import OFF_MIDNIGHT, build, pair_list, write_ledger
+from bench.discovery import measure as measure_discovery
 from bench.run import (
     CASES,
     STRIPE_LEDGER_LABEL,
@@ -43,6 +44,7 @@ def test_every_case_is_registered_in_the_order_it_runs() -> None:
         "dask",
         "server-running",
         "large-runs",
+        "discovery-memory",
         "baseline",
         "micro",
         "ledger-sync",
@@ -213,8 +215,25 @@ def test_discovery_finds_the_ledgers_pairs_and_tracks_none_anew(
     write_ledger(seeded, database_url)
     flow_env.data = seeded.data
     found = discover(RunConfig.of(get_settings()))
-    assert (found.pairs, found.added, found.prices) == (40, (), 4)
+    assert (found.pairs, found.added, found.prices) == (40, 0, 4)
     assert found.requests == 2  # one page of 10 subscriptions, the tiered price with its tiers
+
+
+def test_discovery_alone_is_measured_in_its_own_process_finding_every_seeded_pair(
+    tmp_path: Path,
+) -> None:
+    with StripeSimulator(api_key="sk_test_discovery_alone") as simulator:
+        row = measure_discovery(
+            40,
+            simulator=simulator,
+            api_key="sk_test_discovery_alone",
+            rate=1000.0,
+            workdir=tmp_path,
+            log=tmp_path / "log",
+        )
+    assert (row.found_pairs, row.added, row.subscriptions, row.requests) == (40, 0, 10, 2)
+    assert 0 < row.rss_before_mib <= row.peak_mib
+    assert parse_args([]).discovery_sizes == "20000,100000"
 
 
 def test_the_bench_counts_discovery_and_hourly_requests_where_they_arrive() -> None:

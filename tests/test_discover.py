@@ -132,12 +132,14 @@ def test_discovery_tracks_every_billed_pair_with_source_stripe(
     flow_env: StripeSimulator, engine: Engine
 ) -> None:
     seed_billing(flow_env)
-    found = discover(RunConfig.of(get_settings()))
-    assert found.added == (
+    tracked: list[tuple[str, str]] = []
+    found = discover(RunConfig.of(get_settings()), on_tracked=tracked.extend)
+    assert found.added == 3
+    assert tracked == [
         ("cus_A", "mtr_api"),
         ("cus_StripeOnly", "mtr_api"),
         ("cus_StripeOnly", "mtr_storage"),
-    )
+    ]
     with Session(engine) as session:
         sources = {p.source for p in session.exec(select(TrackedPair))}
         items = sorted(session.exec(select(CachedItem.id)))
@@ -167,7 +169,9 @@ def test_discovery_caches_tiered_prices_with_their_tiers(
 def test_discovering_again_adds_nothing(flow_env: StripeSimulator) -> None:
     seed_billing(flow_env)
     discover(RunConfig.of(get_settings()))
-    assert discover(RunConfig.of(get_settings())).added == ()
+    tracked: list[tuple[str, str]] = []
+    assert discover(RunConfig.of(get_settings()), on_tracked=tracked.extend).added == 0
+    assert tracked == []
 
 
 def test_a_subscription_with_more_items_than_stripe_inlines_has_them_all(

@@ -662,6 +662,16 @@ def test_the_stripe_ledger_finds_exactly_what_was_planted(anchor: date) -> None:
         assert after == planted_in_stripe_ledger(data)
 
 
+@pytest.mark.parametrize("days_later", [1, 3, 40])
+def test_a_run_on_a_later_day_finds_the_same_in_the_stripe_ledger(days_later: int) -> None:
+    """`make demo` again another day runs the same window: no day becomes unbilled by then
+    (no day without an invoice has usage within the 72 h before the anchor)."""
+    data = generate(anchor=ANCHOR, customers=36, seed=7)
+    later = datetime.combine(ANCHOR + timedelta(days=days_later), time(9, 30), tzinfo=UTC)
+    found = found_in_stripe_ledger(data, run_started=later, late_events=True)
+    assert found == planted_in_stripe_ledger(data)
+
+
 @pytest.mark.parametrize("anchor", [date(2026, 11, 25), date(2026, 12, 1), date(2028, 3, 1)])
 def test_every_line_not_planted_bills_what_stripe_metered_over_its_period(anchor: date) -> None:
     """A line's quantity is its meter's usage over exactly its period as known when the

@@ -19,7 +19,7 @@ from integrations.settings import get_settings
 from models.billing import price_row, upsert_prices, upsert_subscription_items
 from models.engine import session_scope
 from models.enums import Ledger, LikelyCause
-from models.line_items import ledger_has_line_items
+from models.ledger import ledger_has_line_items
 from models.tables import (
     Discrepancy,
     DiscrepancyKind,

@@ -7,9 +7,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from flows.triage import TriageAction, triage_discrepancies
+from models.enums import Ledger
 from models.tables import Discrepancy, DiscrepancyStatus
-from tests.builders import new_run
-from tests.finance import seed_discrepancies, statuses
+from tests.builders import discrepancy, new_run
+from tests.finance import add, seed_discrepancies, statuses
 
 
 @pytest.fixture
@@ -57,3 +58,38 @@ def test_a_resolved_id_fails_the_run_and_changes_nothing(triage_env: str, engine
         triage_discrepancies(ids=ids, action=TriageAction.ACKNOWLEDGE, note="x")
     with Session(engine) as session:
         assert statuses(session, ids)[:2] == [(DiscrepancyStatus.OPEN, None)] * 2
+
+
+def test_filters_without_ids_acknowledge_every_open_one_that_matches(
+    triage_env: str, engine: Engine
+) -> None:
+    run_id = new_run(engine)
+    internal = seed_discrepancies(engine, run_id)
+    on_stripe = discrepancy(run_id=run_id, customer="cus_S", line_item="il_1")
+    on_stripe.ledger = Ledger.STRIPE
+    (stripe_id,) = add(engine, on_stripe)
+    changed = triage_discrepancies(
+        ids=[], action=TriageAction.ACKNOWLEDGE, note="invoiced next period", ledger=Ledger.STRIPE
+    )
+    assert changed == 1
+    with Session(engine) as session:
+        assert statuses(session, [stripe_id]) == [
+            (DiscrepancyStatus.ACKNOWLEDGED, "invoiced next period")
+        ]
+        assert statuses(session, internal) == [(DiscrepancyStatus.OPEN, None)] * 3
+
+
+def test_ids_and_filters_together_change_nothing(triage_env: str, engine: Engine) -> None:
+    ids = seed_discrepancies(engine, new_run(engine))
+    with pytest.raises(ValueError, match="Give discrepancy ids, or filters"):
+        triage_discrepancies(
+            ids=ids[:1], action=TriageAction.ACKNOWLEDGE, note="x", customer="cus_0"
+        )
+    with Session(engine) as session:
+        assert statuses(session, ids) == [(DiscrepancyStatus.OPEN, None)] * 3
+
+
+def test_filters_do_not_reopen(triage_env: str, engine: Engine) -> None:
+    seed_discrepancies(engine, new_run(engine))
+    with pytest.raises(ValueError, match="to re-open, give the discrepancy ids"):
+        triage_discrepancies(ids=[], action=TriageAction.REOPEN, note="x", customer="cus_0")
