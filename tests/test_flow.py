@@ -184,8 +184,7 @@ def test_prefect_history_holds_every_task_run_and_both_artifacts(world: World) -
         artifacts = client.read_artifacts()
     assert task_run_kinds(task_runs) == {
         "refresh-meters": 1,
-        "discover-pairs": 1,
-        "sync-invoices": 1,
+        "discover-pairs": 1,  # no sync-invoices: `flow_env` compares the internal ledger only
         "reconcile": world.pairs,
         "diagnose-wrong-meter": 1,
         "publish-report": 1,
@@ -195,6 +194,19 @@ def test_prefect_history_holds_every_task_run_and_both_artifacts(world: World) -
     assert summary.task_runs_recorded == len(task_runs) == summary.task_runs_expected
     keys = {a.key for a in artifacts if a.flow_run_id == flow_run_id}
     assert keys == {"meter-recon-run-summary", "meter-recon-open-discrepancies"}
+
+
+def test_a_run_comparing_stripes_invoices_records_its_sync_task_run_too(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METER_RECON_LEDGERS", "internal,stripe")
+    summary = run_window(world)
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id_of(summary)]))
+        )
+    assert task_run_kinds(task_runs)["sync-invoices"] == 1
+    assert summary.task_runs_recorded == len(task_runs) == summary.task_runs_expected
 
 
 def test_a_run_with_failed_pairs_also_expects_and_records_their_task_run(world: World) -> None:

@@ -25,10 +25,10 @@ from flows.hooks import alert_run_ended
 from flows.reconcile import reconcile_meters, refresh_meters
 from flows.windows import utc_today
 from integrations.settings import get_settings
-from integrations.stripe.errors import AuthenticationError
 from models.tables import PairResult, ReconciliationRun, RunStatus, Trigger
 from models.types import utcnow
 from simulator import StripeSimulator
+from tasks.fetch import KeyRefused
 from tests.fixtures.alerts import AlertInbox
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world
@@ -72,7 +72,7 @@ def test_a_run_whose_meter_refresh_raises_alerts_once_with_its_run_id_and_no_key
 ) -> None:
     monkeypatch.setattr(reconcile_module, "refresh_meters", refresh_meters.with_options(retries=0))
     world.simulator.api_key = "sk_test_someoneelse_0000000000000000"  # ours gets a 401
-    with pytest.raises(AuthenticationError):
+    with pytest.raises(KeyRefused):
         reconcile_meters(start=world.start, end=world.end, trigger=Trigger.MANUAL)
     (run,) = runs(engine)
     assert run.status is RunStatus.FAILED
