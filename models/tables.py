@@ -67,6 +67,8 @@ class InvoiceLineItem(SQLModel, table=True):
     __table_args__ = (
         sa.CheckConstraint("period_end > period_start", name="ck_line_item_period"),
         sa.Index("ix_line_item_pair_period", "stripe_customer_id", "meter_id", "period_start"),
+        # An invoice's line items, read when it is voided or read again (sync-invoices).
+        sa.Index("ix_line_item_ledger_invoice", "ledger", "invoice_id"),
     )
 
     ledger: Ledger = Field(

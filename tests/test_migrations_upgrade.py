@@ -340,3 +340,42 @@ def test_downgrading_to_0004_and_up_again_keeps_every_internal_row(
     assert {row["ledger"] for row in items} == {"internal"}
     (row,) = _read(upgraded_from_0004, "discrepancy")
     assert (row["ledger"], row["status"]) == ("internal", "acknowledged")
+
+
+# -- 0005 -> 0006 -> 0007: the stripe ledger's counts per pair, its line items by invoice -----
+
+
+@pytest.fixture
+def upgraded_from_0005(empty_database_url: str) -> str:
+    _populate_at_0004(empty_database_url)
+    command.upgrade(alembic_config(empty_database_url), "0005")
+    upgrade(empty_database_url)
+    return empty_database_url
+
+
+def test_pair_results_of_before_compared_no_stripe_line_item(upgraded_from_0005: str) -> None:
+    (row,) = _read(upgraded_from_0005, "pair_result")
+    assert (row["stripe_compared"], row["stripe_matched"], row["stripe_pending"]) == (0, 0, 0)
+    assert row["status"] == ROWS_0001["pair_result"]["status"]
+
+
+def test_line_items_are_indexed_by_ledger_and_invoice_after_the_upgrade(
+    upgraded_from_0005: str,
+) -> None:
+    indexes = sa.inspect(get_engine(upgraded_from_0005)).get_indexes("invoice_line_item")
+    by_name = {index["name"]: index["column_names"] for index in indexes}
+    assert by_name["ix_line_item_ledger_invoice"] == ["ledger", "invoice_id"]
+    assert len(_read(upgraded_from_0005, "invoice_line_item")) == 2
+
+
+def test_downgrading_to_0005_and_up_again_keeps_every_row(upgraded_from_0005: str) -> None:
+    command.downgrade(alembic_config(upgraded_from_0005), "0005")
+    assert current_revision(upgraded_from_0005) == "0005"
+    upgrade(upgraded_from_0005)
+    assert current_revision(upgraded_from_0005) == head_revision(upgraded_from_0005)
+    assert sorted(str(r["id"]) for r in _read(upgraded_from_0005, "invoice_line_item")) == [
+        "li_1",
+        "li_2",
+    ]
+    assert len(_read(upgraded_from_0005, "pair_result")) == 1
+    assert len(_read(upgraded_from_0005, "discrepancy")) == 1
