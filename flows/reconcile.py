@@ -51,7 +51,7 @@ from models.runs import (
 from models.tables import PairStatus, ReconciliationRun, RunStatus, Trigger
 from models.types import utcnow
 from tasks.alert import alert_finance
-from tasks.discover import Discovery, discover_pairs
+from tasks.discover import discover_pairs
 from tasks.fetch import (
     MissingApiKey,
     fetch_meters,
@@ -65,7 +65,7 @@ from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
 from tasks.run_config import RunConfig
 from tasks.summary import INTERNAL_LEDGER_EMPTY
-from tasks.sync_invoices import InvoiceSync, sync_stripe_invoices
+from tasks.sync_invoices import sync_stripe_invoices
 from tasks.sync_ledger import sync_ledger
 
 HEARTBEAT_SECONDS = 10.0
@@ -386,27 +386,10 @@ def _sync_ledger(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
 
 def _discover(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
     """Track the pairs Stripe bills and cache their prices; a discovery that fails after its
-    retries leaves the run going on the cached pairs and prices (it is not a failed pair).
-
-    Its requests are counted here, around the task and its retries: the flow makes no other
-    request meanwhile (the meters are refreshed, the fan-out has not started).
-    """
-    before = _requests_made(config)
-    state = tasks.call(discover_pairs, config)
-    requests = _requests_made(config) - before
-    found: Discovery | None = None
-    error: str | None = None
-    if state.is_completed():
-        found = state.result()
-    else:
-        failure = state.result(raise_on_failure=False)
-        if not isinstance(failure, BaseException):
-            failure = RuntimeError(f"discover-pairs ended {state.type.value}")
-        _stop_if_key_refused(failure)
-        error = describe_error(failure)
-        get_run_logger().warning(
-            "discovery failed; going on with the cached pairs and prices: %s", error
-        )
+    retries leaves the run going on the cached pairs and prices (it is not a failed pair)."""
+    found, error, requests = _step_it_can_go_on_without(
+        tasks, config, discover_pairs, config, what="discovery", left="the cached pairs and prices"
+    )
     with session_scope(get_engine(config.database)) as session:
         record_discovery(
             session=session,
@@ -424,36 +407,21 @@ def _discover(tasks: TaskRuns, config: RunConfig, run_id: int) -> None:
         )
 
 
-def _stop_if_key_refused(failure: object) -> None:
-    """A key Stripe refuses fails every request: the run ends now, not after every pair."""
-    refused = key_refused(failure)
-    if refused is not None:
-        raise refused
-
-
 def _sync_invoices(
     tasks: TaskRuns, config: RunConfig, run_id: int, *, since: date, customers: list[str]
 ) -> None:
     """Bring what Stripe invoiced since the window's start into the `stripe` ledger; a sync
-    that fails after its retries leaves the run going with the line items already stored.
-
-    Its requests are counted around the task, like discovery's (the fan-out has not started).
-    """
-    before = _requests_made(config)
-    state = tasks.call(sync_stripe_invoices, config, since, tuple(customers))
-    requests = _requests_made(config) - before
-    found: InvoiceSync | None = None
-    error: str | None = None
-    if state.is_completed():
-        found = state.result()
-    else:
-        failure = state.result(raise_on_failure=False)
-        if not isinstance(failure, BaseException):
-            failure = RuntimeError(f"sync-invoices ended {state.type.value}")
-        error = describe_error(failure)
-        get_run_logger().warning(
-            "invoice sync failed; going on with the Stripe line items already stored: %s", error
-        )
+    that fails after its retries leaves the run going with the line items already stored."""
+    found, error, requests = _step_it_can_go_on_without(
+        tasks,
+        config,
+        sync_stripe_invoices,
+        config,
+        since,
+        tuple(customers),
+        what="invoice sync",
+        left="the Stripe line items already stored",
+    )
     with session_scope(get_engine(config.database)) as session:
         record_invoice_sync(
             session=session,
@@ -462,6 +430,36 @@ def _sync_invoices(
             found=None if found is None else found.counts(),
             error=error,
         )
+
+
+def _step_it_can_go_on_without(
+    tasks: TaskRuns, config: RunConfig, task: Any, *args: Any, what: str, left: str
+) -> tuple[Any, str | None, int]:
+    """Run a step whose failure after its retries the run survives: its result, or why it
+    failed in one line (a refused key still ends the run), and its Stripe requests.
+
+    They are counted around the task and its retries: the flow makes no other request
+    meanwhile (the meters are refreshed, the fan-out has not started).
+    """
+    before = _requests_made(config)
+    state = tasks.call(task, *args)
+    requests = _requests_made(config) - before
+    if state.is_completed():
+        return state.result(), None, requests
+    failure = state.result(raise_on_failure=False)
+    if not isinstance(failure, BaseException):
+        failure = RuntimeError(f"{task.name} ended {state.type.value}")
+    _stop_if_key_refused(failure)
+    error = describe_error(failure)
+    get_run_logger().warning("%s failed; going on with %s: %s", what, left, error)
+    return None, error, requests
+
+
+def _stop_if_key_refused(failure: object) -> None:
+    """A key Stripe refuses fails every request: the run ends now, not after every pair."""
+    refused = key_refused(failure)
+    if refused is not None:
+        raise refused
 
 
 def _internal_ledger_empty(config: RunConfig, run_id: int) -> bool:
