@@ -77,8 +77,9 @@ def database_url(value: str | None) -> str:
 def open_database(value: str | None) -> Iterator[Engine]:
     """The command's database, checked at the newest revision; any database failure inside,
     on opening or later, leaves as one sentence (`models.db_errors`), exit code 2."""
-    from models.db_errors import database_errors, require_current_schema
+    from models.db_errors import database_errors
     from models.engine import get_engine
+    from models.migrate import require_current_schema
 
     url = database_url(value)
     with database_errors(url):
@@ -593,7 +594,8 @@ def _checked_run(
     meters: list[str],
     manual: bool,
 ) -> int:
-    from models.db_errors import database_errors, require_current_schema
+    from models.db_errors import database_errors
+    from models.migrate import require_current_schema
     from tasks.fetch import resolve_api_key
     from tasks.run_config import RunConfig
 

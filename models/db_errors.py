@@ -78,10 +78,10 @@ def translate(error: BaseException, *, url: str) -> DatabaseProblem | None:
         error.connection_invalidated
     ):
         return None
-    return DatabaseUnreachable(f"{_cannot_use(url, reason)}.")
+    return DatabaseUnreachable(f"{cannot_use(url, reason)}.")
 
 
-def _cannot_use(url: str, reason: str) -> str:
+def cannot_use(url: str, reason: str) -> str:
     """The sentence that a database cannot be used, with the fix that fits the backend."""
     shown = shown_url(url)
     parsed = make_url(url)
@@ -131,39 +131,3 @@ def database_errors(url: str) -> Iterator[None]:
         if problem is None or problem is error:
             raise
         raise problem from error
-
-
-def require_current_schema(url: str) -> None:
-    """Refuse a database that is missing, unreachable, or not at the newest revision."""
-    from alembic.script import ScriptDirectory
-
-    from models.migrate import alembic_config, current_revision, head_revision
-
-    check_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(parsed.database or "").expanduser()
-        if not path.parent.is_dir():
-            raise DatabaseUnreachable(f"{_cannot_use(url, 'no such folder')}.")
-        if not path.exists():  # connecting would create an empty file
-            raise SchemaNotCurrent(f"The database {shown_url(url)} does not exist yet: {UPGRADE}.")
-    with database_errors(url):
-        current = current_revision(url)
-    head = head_revision(url)
-    if current == head:
-        return
-    if current is None:
-        raise SchemaNotCurrent(f"The database {shown_url(url)} has no schema yet: {UPGRADE}.")
-    known = {
-        script.revision
-        for script in ScriptDirectory.from_config(alembic_config(url)).walk_revisions()
-    }
-    if current not in known:
-        raise SchemaNotCurrent(
-            f"The database {shown_url(url)} is at revision {current}, newer than this "
-            "meter-recon knows: upgrade meter-recon."
-        )
-    raise SchemaNotCurrent(
-        f"The database {shown_url(url)} is at revision {current}, behind the newest "
-        f"({head}): {UPGRADE}."
-    )
