@@ -140,5 +140,5 @@ def _failure_texts(future: PrefectFuture[Any]) -> dict[PairRef | None, str]:
         for pair, text in error.failures.items():
             texts[pair] = text
         return texts
-    except BaseException as error:
+    except Exception as error:  # a signal (SIGTERM: Prefect's TerminationSignal) ends the run
         return {None: describe_error(error)}

@@ -175,3 +175,21 @@ def test_progress_counts_every_pair_once_up_to_the_total() -> None:
 def test_a_run_with_no_pairs_submits_nothing() -> None:
     fan, tasks = fan_out([], page=5, per_task=2, in_flight=2)
     assert (tasks.started, fan.seen, fan.most_in_flight) == (0, 0, 0)
+
+
+class _InterruptedWait:
+    """A future whose wait is interrupted by a signal, as SIGTERM interrupts the flow's."""
+
+    def result(self, raise_on_failure: bool = True) -> object:
+        from prefect.exceptions import TerminationSignal
+
+        raise TerminationSignal(signal=15)
+
+
+def test_a_signal_while_waiting_for_a_task_ends_the_run_not_the_task() -> None:
+    from prefect.exceptions import TerminationSignal
+
+    from flows.fanout import _failure_texts
+
+    with pytest.raises(TerminationSignal):
+        _failure_texts(_InterruptedWait())  # type: ignore[arg-type]
