@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from models.enums import Ledger, LineItemSource, Valuation
 from models.tables import (
@@ -28,6 +28,7 @@ from tasks.compare import (
     Window,
     compare_pair,
 )
+from tasks.record import PairStats, RecordOutcome, record_pair
 
 HEADER = (
     "id,invoice_id,stripe_customer_id,meter_id,period_start,period_end,quantity,currency,amount"
@@ -211,3 +212,33 @@ def comparison(
         active_from=date.fromisoformat(active_from) if active_from else None,
         active_to=date.fromisoformat(active_to) if active_to else None,
     )
+
+
+def record_comparison(
+    engine: Engine,
+    run_id: int,
+    result: PairComparison,
+    *,
+    customer: str = "cus_A",
+    meter: str = "mtr_api",
+) -> RecordOutcome:
+    """A pair's comparison recorded as its task records it (no usage stored, one request)."""
+    return record_pair(
+        engine=engine,
+        run_id=run_id,
+        customer=customer,
+        meter=meter,
+        comparison=result,
+        daily={},
+        fetched=None,
+        stats=PairStats(requests=1, duration_ms=5),
+    )
+
+
+def discrepancy_rows(engine: Engine, ledger: Ledger | None = None) -> list[Discrepancy]:
+    """Every stored discrepancy (of one ledger, when given), in the order they were recorded."""
+    with Session(engine) as session:
+        statement = select(Discrepancy).order_by(col(Discrepancy.id))
+        if ledger is not None:
+            statement = statement.where(Discrepancy.ledger == ledger)
+        return list(session.exec(statement).all())

@@ -17,8 +17,9 @@ from sqlmodel import Session, select
 
 from models.tables import Discrepancy, DiscrepancyStatus
 from tasks.compare import PairComparison
-from tasks.record import PairStats, RecordOutcome, record_pair
+from tasks.record import RecordOutcome
 from tests.builders import comparison, days, item, new_run
+from tests.builders import record_comparison as record
 
 OPEN, ACKNOWLEDGED, RESOLVED = (
     DiscrepancyStatus.OPEN,
@@ -58,19 +59,6 @@ LIFECYCLE = [
     Row("it holds with other numbers", ACKNOWLEDGED, OTHER_NUMBERS, OPEN, "reopened", True),
     Row("it holds with the same numbers", ACKNOWLEDGED, FIRST, ACKNOWLEDGED, "unchanged", False),
 ]
-
-
-def record(engine: Engine, run_id: int, result: PairComparison) -> RecordOutcome:
-    return record_pair(
-        engine=engine,
-        run_id=run_id,
-        customer="cus_A",
-        meter="mtr_api",
-        comparison=result,
-        daily={},
-        fetched=None,
-        stats=PairStats(requests=1, duration_ms=5),
-    )
 
 
 def put_in_state(engine: Engine, status: DiscrepancyStatus, *, run_id: int) -> None:

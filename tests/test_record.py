@@ -35,6 +35,8 @@ from tasks.record import (
     settles_at,
 )
 from tests.builders import comparison, days, item, new_run
+from tests.builders import discrepancy_rows as rows
+from tests.builders import record_comparison as record
 
 CUSTOMER, METER = "cus_A", "mtr_api"
 STATS = PairStats(requests=1, duration_ms=5)
@@ -43,24 +45,6 @@ MISMATCH_CHANGED = comparison(
     days({"2026-11-01": "8"}), item("li_1", "2026-11-01", "2026-11-02", "5")
 )
 MATCHED = comparison(days({"2026-11-01": "5"}), item("li_1", "2026-11-01", "2026-11-02", "5"))
-
-
-def record(engine: Engine, run_id: int, result: PairComparison) -> RecordOutcome:
-    return record_pair(
-        engine=engine,
-        run_id=run_id,
-        customer=CUSTOMER,
-        meter=METER,
-        comparison=result,
-        daily={},
-        fetched=None,
-        stats=STATS,
-    )
-
-
-def rows(engine: Engine) -> list[Discrepancy]:
-    with Session(engine) as session:
-        return list(session.exec(select(Discrepancy).order_by(col(Discrepancy.id))).all())
 
 
 def only(engine: Engine) -> Discrepancy:

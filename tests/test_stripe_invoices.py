@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,6 +32,7 @@ from integrations.stripe.client import (
     parse_listed_invoice,
 )
 from simulator import Fault, StripeSimulator
+from tests.fixtures.canned import CannedStripe
 from tests.fixtures.stripe import INVOICES_FIXTURES_FILE, INVOICES_SDK_REQUESTS_FILE, TEST_KEY
 
 ClientFactory = Callable[..., StripeClient]
@@ -366,35 +365,6 @@ def test_an_unreadable_invoice_is_malformed(change: dict[str, Any], reason: str)
     assert reason in got.reason
 
 
-class CannedStripe:
-    """Canned JSON pages on 127.0.0.1, by request target: what the simulator will not serve."""
-
-    def __init__(self, pages: dict[str, Any]) -> None:
-        canned = pages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                payload = json.dumps(canned[self.path]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(
-            target=self.http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 @pytest.fixture
 def canned_listing() -> Iterator[CannedStripe]:
     good = wire_invoice("in_good", status="paid")
@@ -405,7 +375,7 @@ def canned_listing() -> Iterator[CannedStripe]:
         "has_more": False,
         "url": "/v1/invoices",
     }
-    server = CannedStripe({f"/v1/invoices?created%5Bgte%5D={OCT_1}&limit=100": page})
+    server = CannedStripe({f"/v1/invoices?created%5Bgte%5D={OCT_1}&limit=100": (200, page)})
     yield server
     server.close()
 

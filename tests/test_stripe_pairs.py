@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from flows.windows import utc_today
 from integrations.settings import get_settings
@@ -21,7 +21,6 @@ from models.engine import session_scope
 from models.enums import Ledger, LikelyCause
 from models.ledger import ledger_has_line_items
 from models.tables import (
-    Discrepancy,
     DiscrepancyKind,
     DiscrepancyStatus,
     InvoiceLineItem,
@@ -31,6 +30,7 @@ from models.types import utcnow
 from simulator import StripeSimulator
 from tasks.reconcile_pairs import PairRef, RunContext, reconcile_one
 from tasks.run_config import RunConfig
+from tests.builders import discrepancy_rows as rows
 from tests.builders import line_item, new_run, stripe_line
 
 TODAY = utc_today()
@@ -121,14 +121,6 @@ def reconcile(engine: Engine, *, ledgers: tuple[str, ...] = ("stripe",)) -> int:
     )
     reconcile_one(context, PAIR)
     return run_id
-
-
-def rows(engine: Engine, ledger: Ledger | None = None) -> list[Discrepancy]:
-    with Session(engine) as session:
-        statement = select(Discrepancy).order_by(col(Discrepancy.id))
-        if ledger is not None:
-            statement = statement.where(Discrepancy.ledger == ledger)
-        return list(session.exec(statement).all())
 
 
 def result(engine: Engine, run_id: int) -> PairResult:

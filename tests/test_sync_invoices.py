@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -29,6 +27,7 @@ from tasks.discover import discover
 from tasks.fetch import close_clients, configure_clients
 from tasks.run_config import RunConfig
 from tasks.sync_invoices import InvoiceSync, default_since, sync_invoices
+from tests.fixtures.canned import CannedStripe
 from tests.fixtures.stripe import (
     BILLING_SDK_REQUESTS_FILE,
     INVOICES_FIXTURES_FILE,
@@ -507,36 +506,6 @@ def test_the_requests_are_the_official_sdk_s(simulator: StripeSimulator, config:
 
 
 # -- what cannot be read --------------------------------------------------------------------------
-
-
-class CannedStripe:
-    """Canned answers on 127.0.0.1, by request target: what the simulator will not serve."""
-
-    def __init__(self, answers: dict[str, tuple[int, Any]]) -> None:
-        canned = answers
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, body = canned[self.path]
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(
-            target=self.http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 def wire_line(line_id: str, price: str) -> dict[str, Any]:

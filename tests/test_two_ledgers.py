@@ -25,13 +25,13 @@ from simulator import StripeSimulator
 from tasks.compare import PairComparison
 from tasks.load import load_ledger
 from tasks.reconcile_pairs import PairRef, RunContext, reconcile_one
-from tasks.record import PairStats, RecordOutcome, record_pair
 from tasks.run_config import RunConfig
 from tests.builders import comparison, days, item, line_item, new_run
+from tests.builders import discrepancy_rows as rows
+from tests.builders import record_comparison as record
 from tests.finance import add, discrepancy
 
 CUSTOMER, METER = "cus_A", "mtr_api"
-STATS = PairStats(requests=1, duration_ms=5)
 Kind = DiscrepancyKind
 
 
@@ -49,24 +49,6 @@ def withdraw(engine: Engine, *ids: str) -> None:
     table = InvoiceLineItem.__table__  # type: ignore[attr-defined]
     with session_scope(engine) as session:
         session.execute(sa.update(table).where(table.c.id.in_(ids)).values(withdrawn_at=utcnow()))
-
-
-def record(engine: Engine, run_id: int, result: PairComparison) -> RecordOutcome:
-    return record_pair(
-        engine=engine,
-        run_id=run_id,
-        customer=CUSTOMER,
-        meter=METER,
-        comparison=result,
-        daily={},
-        fetched=None,
-        stats=STATS,
-    )
-
-
-def rows(engine: Engine) -> list[Discrepancy]:
-    with Session(engine) as session:
-        return list(session.exec(select(Discrepancy).order_by(col(Discrepancy.id))).all())
 
 
 def loaded(engine: Engine) -> tuple[list[str], frozenset[str]]:
