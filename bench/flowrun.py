@@ -68,6 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         manual=True,
     )
     marks["flow_returned"] = time.time()
+    own = resource.getrusage(resource.RUSAGE_SELF)
     from flows.task_runners import pairs_per_task_for
     from tasks.run_config import RunConfig
 
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         "process_started": PROCESS_STARTED,
         "marks": marks,
         "client_peak_rss_kib": peak_rss_kib(),
+        "cpu_self": own.ru_utime + own.ru_stime,  # this process alone, not its children
         "settings": {
             "max_workers": settings.max_workers,
             "pairs_per_task": pairs_per_task_for(RunConfig.of(settings), summary.pairs_total),

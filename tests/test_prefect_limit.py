@@ -170,6 +170,28 @@ def test_a_process_that_stops_asking_gives_back_its_unspent_slots() -> None:
     assert gcl.refusals == []
 
 
+def test_the_idle_watcher_gives_slots_back_to_the_prefect_api_the_batch_came_from() -> None:
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    class Recording(FakeGcl):
+        returned_to: list[str | None] = []
+
+        def give_back(self, name: str, slots: int, held_seconds: float) -> None:
+            self.returned_to.append(get_current_settings().api.url)
+            super().give_back(name, slots, held_seconds)
+
+    plan = plan_for(40.0)
+    gcl = Recording(plan.limit, plan.slot_decay_per_second, RTT)
+    limiter = PrefectRateLimiter(plan, server=gcl, idle_return=0.05)
+    api = "http://127.0.0.1:4299/api"  # the flow's server; no temporary one may be started
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        limiter.acquire()
+    deadline = time.monotonic() + 5
+    while not gcl.returned_to and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gcl.returned_to == [api]
+
+
 def test_a_process_with_a_request_waiting_keeps_its_batch() -> None:
     plan = plan_for(40.0)
     clock, gcl, (limiter,) = clocked(plan)

@@ -47,6 +47,7 @@ to Prefect per batch.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import threading
 import time
@@ -409,7 +410,13 @@ class PrefectRateLimiter:
             if not self._watch_idle or self._watching:
                 return
             self._watching = True
-        threading.Thread(target=self._watch, name="meter-recon-rate-limit", daemon=True).start()
+        # In a copy of this thread's context: Prefect's settings live in a context variable, and
+        # a bare thread would see none, no API URL, and start a temporary Prefect server of its
+        # own to give the slots back to (a server the batch never came from).
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(self._watch,), name="meter-recon-rate-limit", daemon=True
+        ).start()
 
     def _watch(self) -> None:
         """While a batch has time left, give it back once nobody has wanted it for a while."""
