@@ -67,7 +67,7 @@ from bench.micro import (
     throwaway_postgres,
 )
 from bench.stats import BenchStats
-from bench.steady import idle_seconds, seconds_per_request
+from bench.steady import idle_seconds, seconds_per_request, stall_spans
 from bench.stripe_ledger import BOTH_LEDGERS, LedgerCost, cost_table, read_cost
 from integrations.prefect_server import spawn
 from simulator import StripeSimulator
@@ -105,6 +105,7 @@ class FlowCase:
     steady_ratio: float = 0.0  # seconds per request x R in the steady middle of the fan-out
     idle: float = 0.0  # seconds in gaps of more than 0.5 s with no request (stalls)
     stalls: int = 0
+    stall_spans: list[tuple[float, float]] = field(default_factory=list)  # (at, seconds)
     runner: str = ""  # the task runner the run fanned out on, as it ran
     grouping: str = ""  # pairs per task, and whether set or chosen by the flow
     database: str = SQLITE  # where the run records: SQLite (a file) or PostgreSQL
@@ -360,6 +361,7 @@ def _run_flow_case(
     case.max_per_second = stats.max_arrivals_per_window(1.0)
     steady = seconds_per_request(list(stats.arrival_times))
     case.idle, case.stalls = idle_seconds(list(stats.arrival_times))
+    case.stall_spans = stall_spans(list(stats.arrival_times))
     case.steady_ratio = steady * case.rate if steady is not None else 0.0
     run_settings = result["settings"]
     case.tasks = math.ceil(seeded.pairs / run_settings["pairs_per_task"])

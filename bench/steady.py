@@ -29,3 +29,14 @@ def idle_seconds(arrivals: Sequence[float], *, gap: float = 0.5) -> tuple[float,
     ordered = sorted(arrivals)
     gaps = [b - a for a, b in pairwise(ordered) if b - a > gap]
     return sum(gaps), len(gaps)
+
+
+def stall_spans(arrivals: Sequence[float], *, gap: float = 0.5) -> list[tuple[float, float]]:
+    """Each stall as (seconds after the first arrival it began, its length): where a run
+    waits (its start, a hand-over, its tail) tells what it waits for."""
+    ordered = sorted(arrivals)
+    if not ordered:
+        return []
+    return [
+        (round(a - ordered[0], 2), round(b - a, 2)) for a, b in pairwise(ordered) if b - a > gap
+    ]

@@ -29,12 +29,19 @@ LOCAL_CLUSTER_WORKERS = 2
 # ONE_TASK_PER_PAIR_UP_TO pairs keep one task per pair (every pair its own run in the UI);
 # larger ones group pairs so that about TASKS_PER_SECOND tasks a second run at full speed.
 ONE_TASK_PER_PAIR_UP_TO = 100
-TASKS_PER_SECOND = {TaskRunnerKind.THREADS: 4.0, TaskRunnerKind.DASK: 2.0}
+TASKS_PER_SECOND = {TaskRunnerKind.THREADS: 4.0, TaskRunnerKind.DASK: 1.0}
+
+
+# Dask's statistical profiler samples every thread of a worker every 10 ms, for a dashboard
+# the local cluster does not serve: with 16 threads a worker that is CPU it takes from the
+# requests it paces.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 def _dask_runner_class() -> type[Any]:
     """`SharedApiDaskTaskRunner`, defined on first use: `prefect_dask` imports `distributed`,
     which a thread-pool run has no use for (it would add to every run's start-up)."""
+    from dask.config import set as dask_config_set
     from prefect_dask.task_runners import DaskTaskRunner
 
     class SharedApiDaskTaskRunner(DaskTaskRunner):
@@ -63,7 +70,8 @@ def _dask_runner_class() -> type[Any]:
                 self._api_settings = temporary_settings(updates={PREFECT_API_URL: server.api_url})
                 self._api_settings.__enter__()
             try:
-                super().__enter__()  # type: ignore[no-untyped-call]
+                with dask_config_set(WORKER_CONFIG):  # the local cluster's workers take it
+                    super().__enter__()  # type: ignore[no-untyped-call]
             except BaseException:
                 self._leave_api_settings()
                 raise
