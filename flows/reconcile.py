@@ -63,7 +63,7 @@ from tasks.last_completed import record_gap
 from tasks.reconcile_pairs import PairRef, RunContext, describe_error, reconcile_pairs
 from tasks.record import PairStats, record_pair_result
 from tasks.report import publish_report
-from tasks.run_config import RunConfig
+from tasks.run_config import LOCAL_CLUSTER_WORKERS, RunConfig
 from tasks.summary import INTERNAL_LEDGER_EMPTY
 from tasks.sync_invoices import sync_stripe_invoices
 from tasks.sync_ledger import sync_ledger
@@ -329,12 +329,21 @@ def _run(
 
 
 def _share_rate_limit(config: RunConfig) -> None:
-    """Dask workers share Stripe's rate limit through a Prefect GCL: create it (or bring it
-    to this run's rate) before any task asks Stripe for anything."""
-    if config.task_runner is TaskRunnerKind.DASK:
-        rate = plan_for(config.max_requests_per_second)
+    """The workers of a Dask cluster elsewhere share Stripe's rate limit through a Prefect
+    GCL: create it (or bring it to this run's rate) before any task asks Stripe for anything.
+    A local cluster's workers pace by one grid of the machine's clock and need nothing."""
+    if config.task_runner is not TaskRunnerKind.DASK:
+        return
+    rate = plan_for(config.max_requests_per_second, workers=LOCAL_CLUSTER_WORKERS)
+    if config.dask_address:
         ensure_limit(rate)
         get_run_logger().info("Stripe rate limit shared through Prefect: %s", rate)
+    else:
+        get_run_logger().info(
+            "Stripe rate limit shared by the %d local workers: %.2f requests/s in all",
+            LOCAL_CLUSTER_WORKERS,
+            rate.slot_decay_per_second,
+        )
 
 
 def _meters(tasks: TaskRuns, config: RunConfig) -> dict[str, str]:

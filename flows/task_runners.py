@@ -17,9 +17,7 @@ from typing import Any
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from integrations.settings import TaskRunnerKind
-from tasks.run_config import RunConfig
-
-LOCAL_CLUSTER_WORKERS = 2
+from tasks.run_config import LOCAL_CLUSTER_WORKERS, RunConfig
 
 # Grouping pairs into tasks (`METER_RECON_PAIRS_PER_TASK`, else chosen per run). Measured on
 # 2 cores with the embedded Prefect server: a task run costs the Prefect server ~30 ms of CPU

@@ -13,7 +13,7 @@ from integrations.settings import TaskRunnerKind
 from integrations.stripe import DailyUsage, HourlyUsage, Meter, RateLimiter, StripeClient
 from integrations.stripe.errors import AuthenticationError
 from models.errors import UserError
-from tasks.run_config import RunConfig
+from tasks.run_config import LOCAL_CLUSTER_WORKERS, RunConfig
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -92,15 +92,40 @@ def configure_clients(**options: Any) -> None:
 
 
 def _rate_limiter(config: RunConfig) -> RateLimiter | None:
-    """The override if any; on Dask, the Prefect GCL every worker process shares; else None
-    (the client's per-process limiter)."""
+    """The override if any; in a worker of the local Dask cluster, its share of one grid the
+    machine's workers pace by; in a worker of a cluster elsewhere, the Prefect GCL every
+    worker process shares; else None (the client's per-process limiter: the flow's process,
+    which sends nothing while workers do)."""
     if _limiter_override is not None:
         return _limiter_override
-    if config.task_runner is TaskRunnerKind.DASK:
+    if config.task_runner is not TaskRunnerKind.DASK:
+        return None
+    index = _local_worker_index(config)
+    if index is not None:
+        from integrations.stripe.interleaved import shared_interleaved_rate_limiter
+        from integrations.stripe.prefect_limit import plan_for
+
+        plan = plan_for(config.max_requests_per_second, workers=LOCAL_CLUSTER_WORKERS)
+        return shared_interleaved_rate_limiter(plan, processes=LOCAL_CLUSTER_WORKERS, index=index)
+    if config.dask_address:
         from integrations.stripe.prefect_limit import shared_prefect_rate_limiter
 
         return shared_prefect_rate_limiter(config.max_requests_per_second)
     return None
+
+
+def _local_worker_index(config: RunConfig) -> int | None:
+    """This process's number in the run's local cluster (Dask names its workers 0 to n-1);
+    None outside one: the flow's own process, or a cluster at `dask_address`."""
+    if config.dask_address:
+        return None
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return None
+    return name if isinstance(name, int) and 0 <= name < LOCAL_CLUSTER_WORKERS else None
 
 
 def stripe_client(config: RunConfig) -> StripeClient:

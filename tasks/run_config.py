@@ -18,6 +18,9 @@ from integrations.settings import Settings, TaskRunnerKind
 from models.engine import redact_url
 from tasks.compare import Tolerance
 
+#: Worker processes of the Dask `LocalCluster` a run starts when no `dask_address` is given.
+LOCAL_CLUSTER_WORKERS = 2
+
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:

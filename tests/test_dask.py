@@ -1,9 +1,10 @@
 """Scale-out: the same flow on a real Dask `LocalCluster` (two worker processes).
 
 Chosen by a setting alone (`METER_RECON_TASK_RUNNER=dask`), it must find exactly what the
-thread runner finds, and the worker processes must share Stripe's rate limit through a
-Prefect global concurrency limit: the simulator, limiting at the same rate, never refuses a
-request and never sees more than the limit start in any sliding second.
+thread runner finds, and the worker processes must share Stripe's rate limit (one grid of the
+machine's clock on a local cluster, a Prefect global concurrency limit for a cluster
+elsewhere): the simulator, limiting at the same rate, never refuses a request and never sees
+more than the limit start in any sliding second.
 """
 
 from __future__ import annotations
