@@ -108,10 +108,10 @@ def time_discovery(marks: dict[str, float]) -> None:
 
     discover = tasks.discover.discover
 
-    def timed(config: Any) -> Any:
+    def timed(config: Any, **options: Any) -> Any:
         marks["discovery_started"] = time.time()
         try:
-            return discover(config)
+            return discover(config, **options)
         finally:
             marks["discovery_done"] = time.time()
 

@@ -717,6 +717,60 @@ def dask(bench: Bench) -> None:
                 bench.notes.append(f"- {label}: not run, {exc}")
 
 
+@case
+def runners(bench: Bench) -> None:
+    """Threads and the Dask `LocalCluster` side by side: the same pairs, rate and database,
+    one size after the other; whole and marginal cost against the bound, 429s, and the CPU
+    each pair costs the flow's process, Prefect's server and the Dask workers."""
+    args = bench.args
+    sizes = parse_ints(args.runner_sizes)
+    if not sizes:
+        return
+    database = parse_databases(args.runner_database)[0]
+    rows: dict[str, list[FlowCase]] = {}
+    try:
+        with simulator_for(args.latency, args.runner_rate) as simulator:
+            for name, env in (("threads", {}), ("Dask", {"METER_RECON_TASK_RUNNER": "dask"})):
+                rows[name] = bench.sized(
+                    f"flow, {name} beside {'Dask' if name == 'threads' else 'threads'}",
+                    sizes,
+                    env=env,
+                    simulator=simulator,
+                    rate=args.runner_rate,
+                    database=database,
+                )
+    except PostgresUnreachable as exc:
+        bench.notes.append(f"- threads beside Dask: not run, {exc}")
+        return
+    bench.notes += ["", *runner_table(rows)]
+
+
+def runner_table(rows: dict[str, list[FlowCase]]) -> list[str]:
+    """Per runner: the largest run's whole cost, the fan-out's and the fitted marginal cost
+    (the slope over the sizes, start-up left out), and CPU per pair by process."""
+    lines = [
+        "| runner, side by side | R req/s | pairs | wall s | bound s | whole (wall / bound) "
+        "| fan-out / bound | marginal (fit over sizes) | 429s | stalls > 0.5 s (s) "
+        "| CPU ms per pair flow / server / Dask workers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for group in rows.values():
+        largest = max(group, key=lambda c: c.pairs)
+        _, per_request = fit_line([(c.requests, c.wall) for c in group])
+        marginal = f"{per_request * largest.rate:.3f}" if len(group) > 1 else "-"
+        fanout_bound = max(largest.requests - 1 - largest.discovery_requests, 1) / largest.rate
+        pairs = largest.pairs
+        lines.append(
+            f"| {largest.runner} | {largest.rate:,.0f} | {pairs:,} | {largest.wall:.1f} "
+            f"| {largest.bound:.1f} | {largest.ratio:.3f} "
+            f"| {largest.phases['fanout'] / fanout_bound:.3f} | {marginal} "
+            f"| {sum(c.rate_limited for c in group)} | {largest.stalls} ({largest.idle:.1f}) "
+            f"| {largest.client_cpu * 1000 / pairs:.1f} / {largest.server_cpu * 1000 / pairs:.1f}"
+            f" / {largest.workers_cpu * 1000 / pairs:.1f} |"
+        )
+    return lines
+
+
 PREFECT_DATABASE = "meter_recon_bench_prefect"
 
 
@@ -893,6 +947,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--dask-sizes", default="5000", help="pairs, Dask LocalCluster")
     parser.add_argument(
+        "--runner-sizes", default="500,1500", help="pairs, threads beside Dask (empty: none)"
+    )
+    parser.add_argument(
+        "--runner-rate", type=float, default=50.0, help="requests/s, threads beside Dask"
+    )
+    parser.add_argument(
+        "--runner-database", default="postgres", help="where threads beside Dask record"
+    )
+    parser.add_argument(
         "--stripe-ledger-sizes",
         default="1000,20000",
         help="pairs, both ledgers with invoices for every pair (empty: none)",
@@ -942,6 +1005,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.sizes, args.per_pair_sizes, args.dask_sizes = "200,1000", "200", "200"
         args.server_sizes, args.large_sizes = "200,1000", "500,2000"
+        args.runner_sizes = "200,500"
         args.discovery_sizes = "500,2000"
         args.baseline_pairs, args.micro_pairs = 200, 300
         args.stripe_ledger_sizes = "1000"

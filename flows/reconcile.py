@@ -17,7 +17,12 @@ from sqlmodel import Session
 from flows.fanout import FanOut, Plan
 from flows.history import TaskRuns, wait_for_history
 from flows.hooks import alert_run_ended
-from flows.task_runners import in_flight_for, pairs_per_task_for, task_runner_for
+from flows.task_runners import (
+    RunnerStart,
+    in_flight_for,
+    pairs_per_task_for,
+    started_task_runner,
+)
 from flows.windows import check_window, nightly_window, utc_today
 from flows.wrong_meter import diagnose_wrong_meter
 from integrations.settings import (
@@ -297,24 +302,31 @@ def _run(
     if config.ledger_query:
         _sync_ledger(tasks, config, run_id)
     _share_rate_limit(config)
-    formulas = _meters(tasks, config)
-    if config.discover_pairs:
-        _discover(tasks, config, run_id)
-    if Ledger.STRIPE in config.ledgers:
-        _sync_invoices(tasks, config, run_id, since=window[0], customers=customers)
-    context = RunContext(
-        run_id=run_id,
-        window_start=window[0],
-        window_end=window[1],
-        today=today,
-        config=config,
-        now=utcnow(),
-        internal_ledger_empty=_internal_ledger_empty(config, run_id),
-    )
-    plan = _plan(config, customers=customers, meters=meters, formulas=formulas)
-    pairs_total = _fan_out(
-        tasks, context, plan, customers=customers, meters=meters, formulas=formulas
-    )
+    with started_task_runner(config) as fan_out_runner:  # a Dask cluster starts meanwhile
+        formulas = _meters(tasks, config)
+        if config.discover_pairs:
+            _discover(tasks, config, run_id)
+        if Ledger.STRIPE in config.ledgers:
+            _sync_invoices(tasks, config, run_id, since=window[0], customers=customers)
+        context = RunContext(
+            run_id=run_id,
+            window_start=window[0],
+            window_end=window[1],
+            today=today,
+            config=config,
+            now=utcnow(),
+            internal_ledger_empty=_internal_ledger_empty(config, run_id),
+        )
+        plan = _plan(config, customers=customers, meters=meters, formulas=formulas)
+        pairs_total = _fan_out(
+            tasks,
+            context,
+            plan,
+            fan_out_runner,
+            customers=customers,
+            meters=meters,
+            formulas=formulas,
+        )
     tasks.call(diagnose_wrong_meter, context).result()
     _finish(
         config,
@@ -516,6 +528,7 @@ def _fan_out(
     tasks: TaskRuns,
     context: RunContext,
     plan: Plan,
+    started: RunnerStart,
     *,
     customers: list[str],
     meters: list[str],
@@ -544,12 +557,11 @@ def _fan_out(
         reconcile=reconcile_pairs,
         record_failures=record_failed_pairs,
     )
-    with task_runner_for(config) as runner:
-        tasks.runner = runner
-        try:
-            return fan_out.run(pages, formulas)
-        finally:
-            tasks.runner = None
+    tasks.runner = started.runner()
+    try:
+        return fan_out.run(pages, formulas)
+    finally:
+        tasks.runner = None
 
 
 def _finish(

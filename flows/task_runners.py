@@ -10,8 +10,12 @@
 
 from __future__ import annotations
 
+import contextvars
+import importlib
 import math
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -136,3 +140,66 @@ def task_runner_for(config: RunConfig) -> TaskRunner[Any]:
             }
         )
     return ThreadPoolTaskRunner(max_workers=config.max_workers)
+
+
+#: What a Dask worker imports to unpickle its first task: the flow's module, and everything
+#: the flow and its tasks import.
+WORKER_IMPORTS = "flows.reconcile"
+
+
+def import_the_flow() -> None:
+    """Run on each worker as the cluster starts (returns nothing: a module does not pickle)."""
+    importlib.import_module(WORKER_IMPORTS)
+
+
+class RunnerStart:
+    """The fan-out's task runner, started while the run's first steps run.
+
+    A local Dask cluster takes seconds to be of use: two processes start, then each imports
+    the flow to unpickle its first task. Started in a thread of its own as the run begins,
+    that happens while the flow reads meters and discovers pairs (waiting on Stripe, mostly),
+    instead of after them. `runner()` waits for it, and raises what stopped it.
+    """
+
+    def __init__(self, runner: TaskRunner[Any], *, warm: bool) -> None:
+        self._runner = runner
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if warm:
+            context = contextvars.copy_context()  # Prefect's settings: the flow's API
+            self._thread = threading.Thread(
+                target=context.run, args=(self._warm,), name="meter-recon-dask-start", daemon=True
+            )
+            self._thread.start()
+
+    def _warm(self) -> None:
+        try:
+            client = getattr(self._runner, "client")  # noqa: B009  (starts the cluster)
+            client.run(import_the_flow)
+        except BaseException as error:  # told by `runner()`, in the flow's thread
+            self._error = error
+
+    def runner(self) -> TaskRunner[Any]:
+        """The runner, ready: its cluster started and its workers' imports done."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._runner
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+@contextmanager
+def started_task_runner(config: RunConfig) -> Iterator[RunnerStart]:
+    """The configuration's task runner, entered now; a local Dask cluster starts beside the
+    steps that run until the fan-out. Leaving it stops the cluster (after a start under way)."""
+    with task_runner_for(config) as runner:
+        start = RunnerStart(
+            runner, warm=config.task_runner is TaskRunnerKind.DASK and not config.dask_address
+        )
+        try:
+            yield start
+        finally:
+            start.wait()

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from sqlalchemy import Engine
 
-from models.discrepancies import set_causes, uncaused_in_run
+from models.discrepancies import UNCAUSED_PAGE, set_causes, uncaused_by_customer
 from models.engine import get_engine, session_scope
 from models.enums import LikelyCause
 from models.tables import Discrepancy
@@ -54,14 +54,18 @@ def wrong_meter_causes(
     }
 
 
-def diagnose_run(*, engine: Engine, run_id: int, tolerance: Tolerance) -> int:
-    """Give rule 6's cause to the run's rows it fits, in one transaction; returns how many."""
+def diagnose_run(
+    *, engine: Engine, run_id: int, tolerance: Tolerance, page_size: int = UNCAUSED_PAGE
+) -> int:
+    """Give rule 6's cause to the run's rows it fits, in one transaction, a customer at a
+    time (the rows of one customer are all rule 6 compares); returns how many."""
+    found = 0
     with session_scope(engine) as session:
-        causes = wrong_meter_causes(
-            uncaused_in_run(session=session, run_id=run_id), tolerance=tolerance
-        )
-        set_causes(session=session, causes=causes)
-    return len(causes)
+        for rows in uncaused_by_customer(session=session, run_id=run_id, page_size=page_size):
+            causes = wrong_meter_causes(rows, tolerance=tolerance)
+            set_causes(session=session, causes=causes)
+            found += len(causes)
+    return found
 
 
 @task(name="diagnose-wrong-meter", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -142,12 +142,20 @@ _SORT_KEYS: Mapping[SortBy, Callable[[Discrepancy], Any]] = {
 }
 
 
-def uncaused_in_run(*, session: Session, run_id: int) -> Sequence[Discrepancy]:
+UNCAUSED_PAGE = 2000  # rows read at a time by `uncaused_by_customer`
+
+
+def uncaused_by_customer(
+    *, session: Session, run_id: int, page_size: int = UNCAUSED_PAGE
+) -> Iterator[list[Discrepancy]]:
     """The run's internal-ledger rows a likely cause is looked for and none was found (rule
-    6's input)."""
-    return session.exec(
-        select(Discrepancy)
-        .where(
+    6's input), one customer's at a time: rule 6 only matches rows of one customer, so a run
+    holds a page of rows, not every row it found (keyset pages on customer, then id)."""
+    customer, key = col(Discrepancy.stripe_customer_id), col(Discrepancy.id)
+    after: tuple[str, int] | None = None
+    group: list[Discrepancy] = []
+    while True:
+        statement = select(Discrepancy).where(
             Discrepancy.last_seen_run == run_id,
             # Rule 6 is the internal ledger's: Stripe's invoices have their own causes.
             Discrepancy.ledger == Ledger.INTERNAL,
@@ -156,8 +164,23 @@ def uncaused_in_run(*, session: Session, run_id: int) -> Sequence[Discrepancy]:
             col(Discrepancy.likely_cause).is_(None),
             col(Discrepancy.difference).is_not(None),
         )
-        .order_by(col(Discrepancy.id))
-    ).all()
+        if after is not None:
+            statement = statement.where(
+                sa.or_(customer > after[0], sa.and_(customer == after[0], key > after[1]))
+            )
+        page = list(session.exec(statement.order_by(customer, key).limit(page_size)).all())
+        for row in page:
+            if group and group[0].stripe_customer_id != row.stripe_customer_id:
+                yield group
+                group = []
+            group.append(row)
+        if len(page) < page_size:
+            break
+        last = page[-1]
+        assert last.id is not None
+        after = (last.stripe_customer_id, last.id)
+    if group:
+        yield group
 
 
 def set_causes(*, session: Session, causes: Mapping[int, tuple[LikelyCause, str]]) -> None:

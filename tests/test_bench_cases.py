@@ -22,6 +22,7 @@ from bench.run import (
     grouping_label,
     ledgers_note,
     parse_args,
+    runner_table,
     parse_databases,
     runner_label,
 )
@@ -42,6 +43,7 @@ def test_every_case_is_registered_in_the_order_it_runs() -> None:
         "one-task-per-pair",
         "default-grouping",
         "dask",
+        "runners",
         "server-running",
         "large-runs",
         "discovery-memory",
@@ -72,6 +74,34 @@ def test_a_row_names_its_runner_and_grouping() -> None:
     assert runner_label({"task_runner": "dask", "max_workers": 16}).startswith("Dask")
     assert grouping_label(1, chosen=False) == "1 pair per task (set)"
     assert grouping_label(62, chosen=True) == "62 pairs per task (chosen by the flow)"
+
+
+def test_threads_and_dask_are_measured_side_by_side_at_1500_pairs_and_50_a_second() -> None:
+    args = parse_args([])
+    assert (args.runner_sizes, args.runner_rate, args.runner_database) == (
+        "500,1500",
+        50.0,
+        "postgres",
+    )
+
+
+def test_the_side_by_side_table_fits_the_marginal_cost_and_splits_cpu_by_process() -> None:
+    def row(pairs: int, requests: int, wall: float, runner: str) -> FlowCase:
+        case = FlowCase("flow", pairs, 0, "", requests=requests, wall=wall, rate=50.0)
+        case.runner, case.discovery_requests = runner, 1
+        case.phases = {"fanout": wall - 4.0}
+        case.client_cpu, case.server_cpu, case.workers_cpu = 3.0, 1.5, 30.0
+        return case
+
+    # 1,000 more requests took 22 s more: 1.1 x 1/R at the margin, whatever the start-up.
+    table = runner_table({"Dask": [row(500, 551, 20.0, "Dask"), row(1500, 1551, 42.0, "Dask")]})
+    assert len(table) == 3
+    cells = [cell.strip() for cell in table[2].split("|")[1:-1]]
+    assert cells[0] == "Dask"
+    assert cells[2] == "1,500"
+    assert cells[5] == f"{42.0 / (1551 / 50):.3f}"  # whole: wall / bound
+    assert cells[7] == "1.100"  # marginal: the fitted slope x R
+    assert cells[10] == "2.0 / 1.0 / 20.0"  # CPU ms per pair: flow / server / Dask workers
 
 
 def test_dask_rows_record_into_sqlite_postgres_or_both() -> None:

@@ -10,12 +10,20 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from dataclasses import replace
+from types import SimpleNamespace
 
+import distributed
 import pytest
+from pydantic import SecretStr
 
+from integrations.settings import TaskRunnerKind
 from integrations.stripe.interleaved import InterleavedRateLimiter, shared_interleaved_rate_limiter
-from integrations.stripe.prefect_limit import plan_for
+from integrations.stripe.prefect_limit import PrefectRateLimiter, plan_for
+from integrations.stripe.rate_limit import SlidingWindowRateLimiter
 from simulator import max_in_window
+from tasks.fetch import close_clients, stripe_client
+from tasks.run_config import LOCAL_CLUSTER_WORKERS, RunConfig
 from tests.fixtures.gcl import FakeClock
 
 
@@ -116,3 +124,49 @@ def test_every_caller_of_a_process_shares_one_limiter() -> None:
     one = shared_interleaved_rate_limiter(plan, processes=2, index=0)
     assert shared_interleaved_rate_limiter(plan, processes=2, index=0) is one
     assert shared_interleaved_rate_limiter(plan, processes=2, index=1) is not one
+
+
+# -- which limiter a process paces by -----------------------------------------------------------
+
+
+def client_limiter(config: RunConfig) -> object:
+    close_clients()
+    try:
+        return stripe_client(config).rate_limiter
+    finally:
+        close_clients()
+
+
+@pytest.fixture
+def dask_config() -> RunConfig:
+    return RunConfig(
+        database_url=SecretStr("sqlite://"),
+        stripe_api_key=SecretStr("sk_test_limiter_choice"),
+        task_runner=TaskRunnerKind.DASK,
+        max_requests_per_second=50.0,
+    )
+
+
+def test_a_worker_of_the_local_cluster_paces_by_its_share_of_the_grid(
+    dask_config: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(name=1))
+    limiter = client_limiter(dask_config)
+    assert isinstance(limiter, InterleavedRateLimiter)
+    assert (limiter.index, limiter.processes) == (1, LOCAL_CLUSTER_WORKERS)
+    assert limiter.plan == plan_for(50.0, workers=LOCAL_CLUSTER_WORKERS)
+
+
+def test_a_worker_of_a_cluster_elsewhere_shares_the_prefect_limit(
+    dask_config: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(name=1))
+    remote = replace(dask_config, dask_address="tcp://scheduler.internal:8786")
+    assert isinstance(client_limiter(remote), PrefectRateLimiter)
+
+
+def test_the_flows_own_process_paces_alone_outside_any_worker(dask_config: RunConfig) -> None:
+    limiter = client_limiter(dask_config)  # not in a Dask worker: get_worker raises
+    assert not isinstance(limiter, InterleavedRateLimiter | PrefectRateLimiter)
+    assert isinstance(limiter, SlidingWindowRateLimiter)
+    assert limiter.rate == 50.0

@@ -154,6 +154,24 @@ def test_acknowledged_rows_are_diagnosed_too(engine: Engine) -> None:
     assert diagnose_run(engine=engine, run_id=run_id, tolerance=EXACT) == 2
 
 
+def test_rows_read_a_page_at_a_time_find_what_one_read_finds(engine: Engine) -> None:
+    # Customers whose rows straddle pages of 3: a customer is diagnosed with all its rows.
+    run_id = new_run(engine)
+    rows = []
+    for customer in ("cus_A", "cus_B", "cus_C"):
+        rows += [
+            row(run_id, customer=customer, meter="mtr_a", difference="-40"),
+            row(run_id, customer=customer, meter="mtr_b", difference="7"),
+            row(run_id, customer=customer, meter="mtr_c", difference="40"),
+            row(run_id, customer=customer, meter="mtr_d", difference="-7"),
+        ]
+    seed(engine, *rows)
+    assert diagnose_run(engine=engine, run_id=run_id, tolerance=EXACT, page_size=3) == 12
+    paged = causes(engine)
+    assert {cause for cause, _ in paged.values()} == {LikelyCause.WRONG_METER}
+    assert all("Meter mtr_" in str(detail) for _, detail in paged.values())
+
+
 # ------------------------------------------------------------------------- end to end
 
 

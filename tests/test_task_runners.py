@@ -1,0 +1,63 @@
+"""The fan-out's task runner starts as the run begins: a local Dask cluster comes up, and its
+workers import the flow, while the flow reads meters and discovers pairs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from flows.task_runners import RunnerStart, import_the_flow
+
+
+class SlowCluster:
+    """Stands in for a Dask task runner whose `client` starts a cluster (until `up` is set)."""
+
+    def __init__(self, *, fails: bool = False) -> None:
+        self.up = threading.Event()
+        self.fails = fails
+        self.started_in: str | None = None
+        self.ran: list[Callable[[], Any]] = []
+
+    @property
+    def client(self) -> SlowCluster:
+        self.started_in = threading.current_thread().name
+        assert self.up.wait(5)
+        if self.fails:
+            raise RuntimeError("the cluster could not start")
+        return self
+
+    def run(self, function: Callable[[], Any]) -> None:
+        self.ran.append(function)
+
+
+def test_the_cluster_starts_in_a_thread_of_its_own_while_the_flow_goes_on() -> None:
+    cluster = SlowCluster()
+    start = RunnerStart(cluster, warm=True)  # type: ignore[arg-type]
+    # Returned at once: the flow's thread is free while the cluster starts.
+    assert cluster.ran == []
+    cluster.up.set()
+    assert start.runner() is cluster
+    assert cluster.started_in == "meter-recon-dask-start"
+    assert cluster.ran == [import_the_flow]  # every worker imports the flow before its tasks
+
+
+def test_a_cluster_that_could_not_start_fails_the_fan_out_in_the_flows_thread() -> None:
+    cluster = SlowCluster(fails=True)
+    start = RunnerStart(cluster, warm=True)  # type: ignore[arg-type]
+    cluster.up.set()
+    with pytest.raises(RuntimeError, match="could not start"):
+        start.runner()
+
+
+def test_a_thread_runner_is_used_as_it_is() -> None:
+    cluster = SlowCluster()
+    start = RunnerStart(cluster, warm=False)  # type: ignore[arg-type]
+    assert start.runner() is cluster
+    assert cluster.started_in is None  # nothing started early, nothing to wait for
+
+
+def test_a_worker_imports_the_flow_and_sends_nothing_back() -> None:
+    assert import_the_flow() is None
