@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -22,7 +23,15 @@ from models.types import canonical_decimal, utcnow
 from tasks.last_completed import gap_line
 from tasks.report import compact_period
 from tasks.run_config import RunConfig
-from tasks.summary import LEDGER_PARTS, CurrencyTotal, largest_first, summarize_money
+from tasks.summary import (
+    LEDGER_PARTS,
+    CurrencyTotal,
+    Money,
+    Smallest,
+    currency_totals,
+    largest_first,
+    largest_key,
+)
 
 MAX_LINES = 50
 
@@ -88,67 +97,133 @@ def _currency_text(total: CurrencyTotal, ledger: str = Ledger.INTERNAL.value) ->
     return " / ".join(amounts)
 
 
-def _ledger_money(rows: list[Discrepancy], ledger: str) -> str:
-    totals = summarize_money(rows)
-    return "; ".join(t for t in (_currency_text(total, ledger) for total in totals) if t)
+@dataclass
+class _Money:
+    """The money of some rows per ledger and currency, and which ledgers they came from."""
+
+    by_ledger: dict[str, Money] = field(default_factory=dict)
+    ledgers: set[str] = field(default_factory=set)
+
+    def add(self, row: Discrepancy) -> None:
+        self.ledgers.add(row.ledger.value)
+        if row.amount_at_stake is not None and row.currency is not None:
+            money = self.by_ledger.setdefault(row.ledger.value, Money())
+            money.add(row.currency, row.amount_at_stake)
+
+    def text(self) -> str:
+        """Per currency, from the summary's own aggregation; each ledger apart, named, once
+        Stripe's invoices are among the rows (never added together)."""
+        if Ledger.STRIPE.value not in self.ledgers:
+            return self._ledger_text(Ledger.INTERNAL.value)
+        parts = []
+        for ledger, (title, _positive, _negative) in LEDGER_PARTS.items():
+            money = self._ledger_text(ledger)
+            if money:
+                parts.append(f"{title[0].lower()}{title[1:]}: {money}")
+        return "; ".join(parts)
+
+    def _ledger_text(self, ledger: str) -> str:
+        totals = currency_totals(self.by_ledger.get(ledger) or Money())
+        return "; ".join(t for t in (_currency_text(total, ledger) for total in totals) if t)
 
 
-def _per_currency(rows: list[Discrepancy]) -> str:
-    """The rows' money per currency, from the summary's own aggregation (`summarize_money`);
-    each ledger apart, named, once Stripe's invoices are among them (never added together)."""
-    if not any(_is_stripe(row) for row in rows):
-        return _ledger_money(rows, Ledger.INTERNAL.value)
-    parts = []
-    for ledger, (title, _positive, _negative) in LEDGER_PARTS.items():
-        money = _ledger_money([r for r in rows if r.ledger.value == ledger], ledger)
-        if money:
-            parts.append(f"{title[0].lower()}{title[1:]}: {money}")
-    return "; ".join(parts)
+@dataclass(frozen=True, slots=True)
+class _CustomerLines:
+    """One customer's part of the body: ranked by its largest row, its lines largest first."""
+
+    largest: tuple[object, ...]
+    header: str
+    lines: tuple[str, ...]
 
 
-def _by_customer(rows: list[Discrepancy]) -> list[tuple[str, list[Discrepancy]]]:
-    """Customers in the order of their largest row (largest amount first), rows likewise."""
-    groups: dict[str, list[Discrepancy]] = {}
-    for row in largest_first(rows):
-        groups.setdefault(row.stripe_customer_id, []).append(row)
-    return list(groups.items())
+class _Body:
+    """The body's customers, from rows that come a customer at a time: only the customers
+    whose lines can be shown are kept, each with at most `MAX_LINES` lines."""
 
+    def __init__(self) -> None:
+        self._top: Smallest[_CustomerLines] = Smallest(MAX_LINES, lambda c: c.largest)
+        self._rows: list[Discrepancy] = []
 
-def _body_lines(pending: list[Discrepancy]) -> list[str]:
-    lines: list[str] = []
-    shown = 0
-    for customer, rows in _by_customer(pending):
-        if shown >= MAX_LINES:
-            break
-        amounts = _per_currency(rows)
-        lines.append(f"{customer}{f' ({amounts})' if amounts else ''}:")
-        for row in rows[: MAX_LINES - shown]:
-            lines.append(_line(row))
-            shown += 1
-    if len(pending) > shown:
-        lines.append(
-            f"... and {len(pending) - shown} more: meter-recon discrepancies --status open"
+    def add(self, row: Discrepancy) -> None:
+        if self._rows and self._rows[0].stripe_customer_id != row.stripe_customer_id:
+            self._flush()
+        self._rows.append(row)
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        rows, money = largest_first(self._rows), _Money()
+        for row in rows:
+            money.add(row)
+        amounts = money.text()
+        customer = rows[0].stripe_customer_id
+        self._top.add(
+            _CustomerLines(
+                largest=largest_key(rows[0]),
+                header=f"{customer}{f' ({amounts})' if amounts else ''}:",
+                lines=tuple(_line(row) for row in rows[:MAX_LINES]),
+            )
         )
-    return lines
+        self._rows = []
+
+    def lines(self, pending: int) -> list[str]:
+        """Customers in the order of their largest row (largest amount first), at most
+        `MAX_LINES` discrepancy lines in all, then how many more there are."""
+        self._flush()
+        lines: list[str] = []
+        shown = 0
+        for customer in self._top.result():
+            if shown >= MAX_LINES:
+                break
+            lines.append(customer.header)
+            for line in customer.lines[: MAX_LINES - shown]:
+                lines.append(line)
+                shown += 1
+        if pending > shown:
+            lines.append(f"... and {pending - shown} more: meter-recon discrepancies --status open")
+        return lines
+
+
+@dataclass
+class _Pending:
+    """What the alert says of the rows waiting to be alerted, read in one pass."""
+
+    ids: list[int] = field(default_factory=list)
+    reopened: int = 0
+    money: _Money = field(default_factory=_Money)
+    body: _Body = field(default_factory=_Body)
+
+    @classmethod
+    def of(cls, rows: Iterable[Discrepancy]) -> _Pending:
+        pending = cls()
+        for row in rows:
+            if row.id is not None:
+                pending.ids.append(row.id)
+            pending.reopened += row.reopened_at is not None
+            pending.money.add(row)
+            pending.body.add(row)
+        return pending
 
 
 def build_alert(
     *,
     run: ReconciliationRun,
-    pending: list[Discrepancy],
+    pending: Iterable[Discrepancy],
     failed: list[PairResult],
     ui_url: str | None = None,
 ) -> Alert | None:
     """The run's message, or None when there is nothing new to say.
 
-    RE-OPENED comes from `reopened_at`, so a row whose first alert was not delivered is
-    still NEW the next time.
+    `pending` comes a customer's rows together (as `pending_alert` reads them) and is read
+    once. RE-OPENED comes from `reopened_at`, so a row whose first alert was not delivered
+    is still NEW the next time.
     """
+    waiting = _Pending.of(pending)
     gap = gap_line(run.counts)  # a missed nightly is told on its own too
     sync_error = invoice_sync_error(run)
     ledger_error = ledger_sync_error(run)
     if (
-        not pending
+        not waiting.ids
         and not failed
         and not run.discovery_error
         and not sync_error
@@ -156,8 +231,8 @@ def build_alert(
         and gap is None
     ):
         return None
-    reopened = sum(1 for row in pending if row.reopened_at is not None)
-    parts = [f"{len(pending) - reopened} new", f"{reopened} re-opened discrepancies"]
+    reopened = waiting.reopened
+    parts = [f"{len(waiting.ids) - reopened} new", f"{reopened} re-opened discrepancies"]
     if failed:
         parts.append(f"{len(failed)} pair(s) failed")
     if run.discovery_error:
@@ -167,10 +242,10 @@ def build_alert(
     if ledger_error:
         parts.append("ledger sync failed")
     title = f"meter-recon run {run.id} ({run.window_start}..{run.window_end}): " + ", ".join(parts)
-    amounts = _per_currency(pending)
+    amounts = waiting.money.text()
     if amounts:
         title += f"; {amounts}"
-    lines = ([gap, ""] if gap else []) + _body_lines(pending)
+    lines = ([gap, ""] if gap else []) + waiting.body.lines(len(waiting.ids))
     if failed:
         lines.append("")
         lines.append("Pairs not reconciled (their discrepancies were left as they were):")
@@ -195,29 +270,43 @@ def build_alert(
     if ui_url and run.flow_run_id:
         lines += ["", f"Flow run: {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}"]
     body = redact("\n".join(lines))
-    ids = tuple(row.id for row in pending if row.id is not None)
-    return Alert(title=redact(title), body=body, discrepancy_ids=ids)
+    return Alert(title=redact(title), body=body, discrepancy_ids=tuple(waiting.ids))
+
+
+PENDING_PAGE = 2000  # rows `pending_alert` reads at a time
 
 
 def pending_alert(*, session: Session, run_id: int, ui_url: str | None = None) -> Alert | None:
-    """What is open, not alerted yet and not settling any more, for run `run_id`'s message."""
+    """What is open, not alerted yet and not settling any more, for run `run_id`'s message;
+    read a page at a time, a customer's rows together (a run of any size holds a page)."""
     run = get_run(session=session, run_id=run_id)
-    pending = list(
-        session.exec(
-            select(Discrepancy)
-            .where(
-                Discrepancy.status == DiscrepancyStatus.OPEN,
-                col(Discrepancy.alerted_at).is_(None),
-                sa.or_(
-                    col(Discrepancy.settles_at).is_(None),
-                    col(Discrepancy.settles_at) <= run.started_at,
-                ),
-            )
-            .order_by(col(Discrepancy.id))
-        ).all()
-    )
     failed = failed_pairs(session=session, run_id=run_id)
-    return build_alert(run=run, pending=pending, failed=failed, ui_url=ui_url)
+    return build_alert(run=run, pending=_pending_rows(session, run), failed=failed, ui_url=ui_url)
+
+
+def _pending_rows(session: Session, run: ReconciliationRun) -> Iterator[Discrepancy]:
+    customer, key = col(Discrepancy.stripe_customer_id), col(Discrepancy.id)
+    after: tuple[str, int] | None = None
+    while True:
+        statement = select(Discrepancy).where(
+            Discrepancy.status == DiscrepancyStatus.OPEN,
+            col(Discrepancy.alerted_at).is_(None),
+            sa.or_(
+                col(Discrepancy.settles_at).is_(None),
+                col(Discrepancy.settles_at) <= run.started_at,
+            ),
+        )
+        if after is not None:
+            statement = statement.where(
+                sa.or_(customer > after[0], sa.and_(customer == after[0], key > after[1]))
+            )
+        page = list(session.exec(statement.order_by(customer, key).limit(PENDING_PAGE)).all())
+        yield from page
+        if len(page) < PENDING_PAGE:
+            return
+        last = page[-1]
+        assert last.id is not None
+        after = (last.stripe_customer_id, last.id)
 
 
 def deliver(alert: Alert, urls: list[str]) -> None:

@@ -8,11 +8,13 @@ Money is never added across currencies: every total is per currency.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from models.enums import Ledger, LikelyCause
@@ -192,73 +194,162 @@ def _identity(row: Discrepancy) -> tuple[str, ...]:
     return tuple(str(getattr(row, name)) for name in DISCREPANCY_IDENTITY)
 
 
-def largest_first(rows: list[Discrepancy]) -> list[Discrepancy]:
+def largest_key(row: Discrepancy) -> tuple[Decimal, Decimal, tuple[str, ...]]:
     """By |amount at stake| (not valued last), then |difference|, then identity (not id)."""
-    return sorted(
-        rows, key=lambda r: (-_size(r.amount_at_stake), -_size(r.difference), _identity(r))
-    )
+    return (-_size(row.amount_at_stake), -_size(row.difference), _identity(row))
+
+
+def largest_first(rows: Iterable[Discrepancy]) -> list[Discrepancy]:
+    """By |amount at stake| (not valued last), then |difference|, then identity (not id)."""
+    return sorted(rows, key=largest_key)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Smallest(Generic[T]):
+    """The `k` smallest items by `key` of a stream, holding at most `4 k` at a time."""
+
+    k: int
+    key: Callable[[T], Any]
+    _items: list[T] = field(default_factory=list)
+
+    def add(self, item: T) -> None:
+        self._items.append(item)
+        if len(self._items) > 4 * self.k:
+            self._items = sorted(self._items, key=self.key)[: self.k]
+
+    def result(self) -> list[T]:
+        return sorted(self._items, key=self.key)[: self.k]
 
 
 def _split(amount: Decimal) -> tuple[Decimal, Decimal]:
     return (amount, Decimal(0)) if amount > 0 else (Decimal(0), amount)
 
 
-def summarize_money(rows: list[Discrepancy]) -> tuple[CurrencyTotal, ...]:
+@dataclass
+class Money:
+    """Per key (a currency, or a currency and a meter): not-billed and over-billed sums and
+    how many valued rows; not valued rows are left out. Never added across currencies."""
+
+    sums: dict[Any, list[Decimal]] = field(
+        default_factory=lambda: defaultdict(lambda: [Decimal(0), Decimal(0)])
+    )
+    counts: dict[Any, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, key: Any, amount: Decimal) -> None:
+        positive, negative = _split(amount)
+        self.sums[key][0] += positive
+        self.sums[key][1] += negative
+        self.counts[key] += 1
+
+
+def summarize_money(rows: Iterable[Discrepancy]) -> tuple[CurrencyTotal, ...]:
     """Per currency (sorted), the not-billed and over-billed sums; not valued rows left out."""
-    sums: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-    counts: dict[str, int] = defaultdict(int)
+    money = Money()
     for row in rows:
-        if row.amount_at_stake is None or row.currency is None:
-            continue
-        positive, negative = _split(row.amount_at_stake)
-        sums[row.currency][0] += positive
-        sums[row.currency][1] += negative
-        counts[row.currency] += 1
+        if row.amount_at_stake is not None and row.currency is not None:
+            money.add(row.currency, row.amount_at_stake)
+    return currency_totals(money)
+
+
+def currency_totals(money: Money) -> tuple[CurrencyTotal, ...]:
     return tuple(
-        CurrencyTotal(currency=c, not_billed=s[0], over_billed=s[1], count=counts[c])
-        for c, s in sorted(sums.items())
+        CurrencyTotal(currency=c, not_billed=s[0], over_billed=s[1], count=money.counts[c])
+        for c, s in sorted(money.sums.items())
     )
 
 
-def _by_customer(rows: list[Discrepancy]) -> tuple[CustomerTotal, ...]:
-    sums: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    for row in rows:
-        if row.amount_at_stake is None or row.currency is None:
-            continue
-        key = (row.stripe_customer_id, row.currency)
-        positive, negative = _split(row.amount_at_stake)
-        sums[key][0] += positive
-        sums[key][1] += negative
-        counts[key] += 1
-    ranked = sorted(sums.items(), key=lambda item: (-(item[1][0] - item[1][1]), item[0]))
-    return tuple(
-        CustomerTotal(
-            customer=k[0], currency=k[1], not_billed=s[0], over_billed=s[1], count=counts[k]
-        )
-        for k, s in ranked[:TOP_CUSTOMERS]
-    )
+def _customer_rank(total: CustomerTotal) -> tuple[Decimal, tuple[str, str]]:
+    return (-(total.not_billed - total.over_billed), (total.customer, total.currency))
 
 
-def _by_meter(rows: list[Discrepancy]) -> tuple[MeterAmount, ...]:
-    sums: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-    for row in rows:
+class _Customers:
+    """The customers with the most money at stake, from rows that come a customer at a
+    time: a customer's totals are final when the next customer's rows begin."""
+
+    def __init__(self) -> None:
+        self._top: Smallest[CustomerTotal] = Smallest(TOP_CUSTOMERS, _customer_rank)
+        self._customer: str | None = None
+        self._money = Money()
+
+    def add(self, row: Discrepancy) -> None:
+        if row.stripe_customer_id != self._customer:
+            self._flush()
+            self._customer = row.stripe_customer_id
+        if row.amount_at_stake is not None and row.currency is not None:
+            self._money.add(row.currency, row.amount_at_stake)
+
+    def _flush(self) -> None:
+        if self._customer is not None:
+            for currency, (positive, negative) in self._money.sums.items():
+                self._top.add(
+                    CustomerTotal(
+                        customer=self._customer,
+                        currency=currency,
+                        not_billed=positive,
+                        over_billed=negative,
+                        count=self._money.counts[currency],
+                    )
+                )
+        self._money = Money()
+
+    def result(self) -> tuple[CustomerTotal, ...]:
+        self._flush()
+        self._customer = None
+        return tuple(self._top.result())
+
+
+@dataclass
+class _Tally:
+    """What a summary (or one ledger's part of it) counts of its rows, in one pass."""
+
+    at_stake: int = 0
+    not_valued: int = 0
+    money: Money = field(default_factory=Money)
+    top: Smallest[Discrepancy] = field(default_factory=lambda: Smallest(TOP, largest_key))
+    not_subscribed: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, row: Discrepancy) -> None:
+        self.at_stake += 1
         if row.amount_at_stake is None or row.currency is None:
-            continue
-        positive, negative = _split(row.amount_at_stake)
-        sums[(row.currency, row.meter_id)][0] += positive
-        sums[(row.currency, row.meter_id)][1] += negative
+            self.not_valued += 1
+        else:
+            self.money.add(row.currency, row.amount_at_stake)
+        self.top.add(row)
+        if row.likely_cause == LikelyCause.NOT_SUBSCRIBED:
+            self.not_subscribed.add((row.stripe_customer_id, row.meter_id))
+
+
+@dataclass
+class _RunTally:
+    """The whole run's tallies: overall, per ledger, per customer, per meter, per cause."""
+
+    overall: _Tally = field(default_factory=_Tally)
+    ledgers: dict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+    customers: _Customers = field(default_factory=_Customers)
+    meters: Money = field(default_factory=Money)
+    causes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, row: Discrepancy) -> None:
+        self.overall.add(row)
+        self.ledgers[row.ledger.value].add(row)
+        self.customers.add(row)
+        if row.amount_at_stake is not None and row.currency is not None:
+            self.meters.add((row.currency, row.meter_id), row.amount_at_stake)
+        self.causes[row.likely_cause or NO_CAUSE] += 1
+
+
+def _meter_amounts(meters: Money) -> tuple[MeterAmount, ...]:
     return tuple(
         MeterAmount(meter=k[1], currency=k[0], not_billed=s[0], over_billed=s[1])
-        for k, s in sorted(sums.items())
+        for k, s in sorted(meters.sums.items())
     )
 
 
-def _causes(rows: list[Discrepancy]) -> tuple[tuple[str, int], ...]:
-    counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        counts[row.likely_cause or NO_CAUSE] += 1
-    return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+def _causes(causes: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(causes.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _top_row(row: Discrepancy) -> TopRow:
@@ -281,20 +372,7 @@ def _top_row(row: Discrepancy) -> TopRow:
     )
 
 
-def _not_subscribed(rows: list[Discrepancy]) -> tuple[tuple[str, str], ...]:
-    """The (customer, meter) pairs with usage no subscription bills, sorted."""
-    return tuple(
-        sorted(
-            {
-                (r.stripe_customer_id, r.meter_id)
-                for r in rows
-                if r.likely_cause == LikelyCause.NOT_SUBSCRIBED
-            }
-        )
-    )
-
-
-def _ledger_part(ledger: str, rows: list[Discrepancy], counts: dict[str, int]) -> LedgerPart:
+def _ledger_part(ledger: str, tally: _Tally, counts: dict[str, int]) -> LedgerPart:
     title, positive, negative = LEDGER_PARTS[ledger]
     return LedgerPart(
         ledger=ledger,
@@ -304,20 +382,20 @@ def _ledger_part(ledger: str, rows: list[Discrepancy], counts: dict[str, int]) -
         compared=counts["compared"],
         matched=counts["matched"],
         pending=counts["pending"],
-        at_stake=len(rows),
-        totals=summarize_money(rows),
-        not_valued=sum(1 for r in rows if r.amount_at_stake is None or r.currency is None),
-        top=tuple(_top_row(r) for r in largest_first(rows)[:TOP]),
-        not_subscribed=_not_subscribed(rows) if ledger == Ledger.STRIPE else (),
+        at_stake=tally.at_stake,
+        totals=currency_totals(tally.money),
+        not_valued=tally.not_valued,
+        top=tuple(_top_row(r) for r in tally.top.result()),
+        not_subscribed=tuple(sorted(tally.not_subscribed)) if ledger == Ledger.STRIPE else (),
     )
 
 
-def _ledger_parts(run: ReconciliationRun, rows: list[Discrepancy]) -> tuple[LedgerPart, ...]:
+def _ledger_parts(run: ReconciliationRun, tallies: dict[str, _Tally]) -> tuple[LedgerPart, ...]:
     """A part per ledger the run compared (a run of before two ledgers: the internal one),
     and per ledger it has rows of."""
     counts: dict[str, Any] = run.counts
     compared = set(counts.get("ledgers", [Ledger.INTERNAL.value]))
-    compared |= {r.ledger.value for r in rows}
+    compared |= {ledger for ledger, tally in tallies.items() if tally.at_stake}
     stripe = counts.get("stripe") or {}
     numbers = {
         Ledger.INTERNAL.value: {
@@ -330,7 +408,7 @@ def _ledger_parts(run: ReconciliationRun, rows: list[Discrepancy]) -> tuple[Ledg
         },
     }
     return tuple(
-        _ledger_part(ledger, [r for r in rows if r.ledger.value == ledger], numbers[ledger])
+        _ledger_part(ledger, tallies.get(ledger) or _Tally(), numbers[ledger])
         for ledger in LEDGER_PARTS
         if ledger in compared
     )
@@ -347,38 +425,66 @@ def _latest_run_id(session: Session) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RunRows:
-    """What a summary is built from: the run, its rows not resolved, its failed pairs."""
+    """What a summary is built from: the run, its rows not resolved (a customer's rows
+    together, as `read_run` streams them), its failed pairs."""
 
     run: ReconciliationRun
-    rows: list[Discrepancy]
+    rows: Iterable[Discrepancy]
     failed: list[PairResult]
 
 
+ROWS_PAGE = 2000  # rows `read_run` reads at a time
+
+
 def read_run(*, session: Session, run_id: int | None = None) -> RunRows:
-    """The rows of run `run_id` (the latest when None): what it found that is not resolved."""
+    """The rows of run `run_id` (the latest when None): what it found that is not resolved,
+    streamed a page at a time in customer order while `session` is open (a summary of a run
+    of any size holds one page of rows)."""
     run_id = _latest_run_id(session) if run_id is None else run_id
     try:
         run = get_run(session=session, run_id=run_id)
     except LookupError as missing:
         raise UnknownRun(f"There is no run with id {run_id}.") from missing
-    rows = list(
-        session.exec(
-            select(Discrepancy).where(
-                col(Discrepancy.first_seen_run) <= run_id,
-                col(Discrepancy.last_seen_run) >= run_id,
-                Discrepancy.status != DiscrepancyStatus.RESOLVED,
-            )
-        ).all()
+    return RunRows(
+        run=run,
+        rows=_rows_of_run(session, run_id),
+        failed=failed_pairs(session=session, run_id=run_id),
     )
-    return RunRows(run=run, rows=rows, failed=failed_pairs(session=session, run_id=run_id))
+
+
+def _rows_of_run(session: Session, run_id: int) -> Iterator[Discrepancy]:
+    customer, key = col(Discrepancy.stripe_customer_id), col(Discrepancy.id)
+    after: tuple[str, int] | None = None
+    while True:
+        statement = select(Discrepancy).where(
+            col(Discrepancy.first_seen_run) <= run_id,
+            col(Discrepancy.last_seen_run) >= run_id,
+            Discrepancy.status != DiscrepancyStatus.RESOLVED,
+        )
+        if after is not None:
+            statement = statement.where(
+                sa.or_(customer > after[0], sa.and_(customer == after[0], key > after[1]))
+            )
+        page = list(session.exec(statement.order_by(customer, key).limit(ROWS_PAGE)).all())
+        yield from page
+        if len(page) < ROWS_PAGE:
+            return
+        last = page[-1]
+        assert last.id is not None
+        after = (last.stripe_customer_id, last.id)
 
 
 def summarize(source: RunRows) -> RunSummary:
-    """The summary of a run's rows, without I/O: every renderer reads this one value."""
-    run, rows = source.run, source.rows
+    """The summary of a run's rows, without I/O, in one pass over them: every renderer reads
+    this one value."""
+    run = source.run
     assert run.id is not None
+    tally = _RunTally()
+    for row in source.rows:
+        tally.add(row)
     failed = sorted(source.failed, key=lambda r: (r.stripe_customer_id, r.meter_id))
     counts: dict[str, Any] = run.counts
+    overall = tally.overall
     return RunSummary(
         run_id=run.id,
         status=run.status.value,
@@ -401,13 +507,13 @@ def summarize(source: RunRows) -> RunSummary:
         discrepancies_settling=run.discrepancies_settling,
         requests=int(counts.get("requests", 0)),
         open_by_kind=dict(sorted(counts.get("by_kind", {}).items())),
-        at_stake=len(rows),
-        totals=summarize_money(rows),
-        not_valued=sum(1 for r in rows if r.amount_at_stake is None or r.currency is None),
-        top=tuple(_top_row(r) for r in largest_first(rows)[:TOP]),
-        customers=_by_customer(rows),
-        causes=_causes(rows),
-        meters=_by_meter(rows),
+        at_stake=overall.at_stake,
+        totals=currency_totals(overall.money),
+        not_valued=overall.not_valued,
+        top=tuple(_top_row(r) for r in overall.top.result()),
+        customers=tally.customers.result(),
+        causes=_causes(tally.causes),
+        meters=_meter_amounts(tally.meters),
         failed=tuple(
             FailedPair(customer=p.stripe_customer_id, meter=p.meter_id, error=p.error or "")
             for p in failed
@@ -415,7 +521,7 @@ def summarize(source: RunRows) -> RunSummary:
         last_completed=gap_line(counts),
         invoice_sync=_invoice_sync(counts),
         invoice_sync_error=invoice_sync_error(run),
-        ledgers=_ledger_parts(run, rows),
+        ledgers=_ledger_parts(run, tally.ledgers),
         internal_ledger_empty=bool(counts.get("internal_ledger_empty")),
     )
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -13,6 +14,7 @@ from models.tables import (
     RunStatus,
     Trigger,
 )
+from tasks import alert as alert_module
 from tasks.alert import MAX_LINES, build_alert, pending_alert
 from tests.builders import discrepancy, new_run
 from tests.finance import add
@@ -198,3 +200,37 @@ def test_a_settling_discrepancy_waits_until_it_settles(engine: Engine) -> None:
         alert = pending_alert(session=session, run_id=run_id)
     assert alert is not None
     assert alert.discrepancy_ids == (rows["settled"].id,)
+
+
+def test_an_alert_read_a_page_at_a_time_is_the_alert_of_one_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Customers whose rows straddle pages of 2 rows: each is one group, ranked by its largest.
+    run_id = new_run(engine)
+    rows = [
+        discrepancy(
+            run_id=run_id,
+            customer=customer,
+            meter=meter,
+            line_item=f"li_{customer}_{meter}",
+            amount=f"{number}{len(meter)}",
+            currency="usd",
+        )
+        for number, customer in enumerate(["cus_A", "cus_B", "cus_C"], start=1)
+        for meter in ("mtr_api", "mtr_seats", "mtr_storage")
+    ]
+    add(engine, *rows)
+    with Session(engine) as session:
+        whole = pending_alert(session=session, run_id=run_id)
+    monkeypatch.setattr(alert_module, "PENDING_PAGE", 2)
+    with Session(engine) as session:
+        paged = pending_alert(session=session, run_id=run_id)
+    assert paged == whole
+    assert paged is not None
+    headers = [line for line in paged.body.splitlines() if not line.startswith("- ")]
+    assert headers == [
+        "cus_C (387.00 usd not billed):",
+        "cus_B (267.00 usd not billed):",
+        "cus_A (147.00 usd not billed):",
+    ]
+    assert sorted(paged.discrepancy_ids) == list(range(1, 10))

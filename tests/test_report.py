@@ -19,6 +19,7 @@ from models.tables import (
     RunStatus,
     Trigger,
 )
+from tasks import summary as summary_module
 from tasks.report import compact_period, render_json, render_markdown, render_terminal
 from tasks.summary import CurrencyTotal, RunRows, build_summary, summarize
 from tests.builders import discrepancy, new_run
@@ -210,6 +211,36 @@ def test_the_summary_is_aggregated_from_the_rows_without_the_database() -> None:
         ),
     )
     assert [row.id for row in summary.top] == [1, 2, 3]
+
+
+def test_a_summary_read_a_page_at_a_time_is_the_summary_of_one_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Customers whose rows straddle pages of 2 rows: each customer is totalled once, whole.
+    run = new_run(engine)
+    rows = []
+    for number, customer in enumerate(["cus_A", "cus_B", "cus_C", "cus_D"], start=1):
+        for meter in ("mtr_api", "mtr_seats", "mtr_storage"):
+            amount = f"{number}.{len(meter)}"
+            rows.append(
+                discrepancy(
+                    run_id=run,
+                    customer=customer,
+                    meter=meter,
+                    line_item=f"li_{customer}_{meter}",
+                    amount=amount,
+                    currency="usd",
+                )
+            )
+    add(engine, *rows)
+    with Session(engine) as session:
+        whole = build_summary(session=session, run_id=run)
+    monkeypatch.setattr(summary_module, "ROWS_PAGE", 2)
+    with Session(engine) as session:
+        paged = build_summary(session=session, run_id=run)
+    assert paged == whole
+    assert [(c.customer, c.count) for c in paged.customers][:2] == [("cus_D", 3), ("cus_C", 3)]
+    assert paged.at_stake == 12
 
 
 def test_causes_are_counted_with_the_rows_without_one(engine: Engine) -> None:
