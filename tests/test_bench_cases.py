@@ -22,9 +22,9 @@ from bench.run import (
     grouping_label,
     ledgers_note,
     parse_args,
-    runner_table,
     parse_databases,
     runner_label,
+    runner_table,
 )
 from bench.stats import BenchStats
 from bench.stripe_ledger import LedgerCost, cost_table
