@@ -31,7 +31,8 @@ from integrations.settings import (
     get_settings,
     read_ledger_query,
 )
-from integrations.stripe.prefect_limit import ensure_limit, plan_for
+from integrations.stripe.local_share import share_of
+from integrations.stripe.prefect_limit import DEFAULT_JITTER, ensure_limit, plan_for
 from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
 from models.enums import Ledger
@@ -343,19 +344,25 @@ def _run(
 def _share_rate_limit(config: RunConfig) -> None:
     """The workers of a Dask cluster elsewhere share Stripe's rate limit through a Prefect
     GCL: create it (or bring it to this run's rate) before any task asks Stripe for anything.
-    A local cluster's workers pace by one grid of the machine's clock and need nothing."""
+    A local cluster's workers each keep to a fixed share and need nothing."""
     if config.task_runner is not TaskRunnerKind.DASK:
         return
-    rate = plan_for(config.max_requests_per_second, workers=LOCAL_CLUSTER_WORKERS)
+    rate = config.max_requests_per_second
     if config.dask_address:
-        ensure_limit(rate)
-        get_run_logger().info("Stripe rate limit shared through Prefect: %s", rate)
-    else:
-        get_run_logger().info(
-            "Stripe rate limit shared by the %d local workers: %.2f requests/s in all",
-            LOCAL_CLUSTER_WORKERS,
-            rate.slot_decay_per_second,
-        )
+        plan = plan_for(rate)
+        ensure_limit(plan)
+        get_run_logger().info("Stripe rate limit shared through Prefect: %s", plan)
+        return
+    shares = [
+        share_of(rate, processes=LOCAL_CLUSTER_WORKERS, index=index)
+        for index in range(LOCAL_CLUSTER_WORKERS)
+    ]
+    get_run_logger().info(
+        "Stripe rate limit shared by the %d local workers: %s requests in any %.2f s",
+        LOCAL_CLUSTER_WORKERS,
+        " + ".join(map(str, shares)),
+        1 + DEFAULT_JITTER,
+    )
 
 
 def _meters(tasks: TaskRuns, config: RunConfig) -> dict[str, str]:

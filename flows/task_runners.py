@@ -37,7 +37,27 @@ TASKS_PER_SECOND = {TaskRunnerKind.THREADS: 4.0, TaskRunnerKind.DASK: 1.0}
 # Dask's statistical profiler samples every thread of a worker every 10 ms, for a dashboard
 # the local cluster does not serve: with 16 threads a worker that is CPU it takes from the
 # requests it paces.
-WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+WORKER_CONFIG: dict[str, Any] = {"distributed.worker.profile.enabled": False}
+
+
+def _local_cluster_config() -> dict[str, Any]:
+    """Dask's configuration while the local cluster starts: no profiler, and, where the
+    platform has it, workers forked from one server process that has imported the flow
+    already (`forkserver`, its preload): the import is paid once, not once per worker."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return WORKER_CONFIG
+    from dask.config import set as dask_config_set
+    from distributed.utils import get_mp_context
+
+    config = {**WORKER_CONFIG, "distributed.worker.multiprocessing-method": "forkserver"}
+    with dask_config_set(config):
+        # After distributed's own preload is set (it sets it on first use), and before the
+        # server starts: once started, a server keeps what it imported.
+        context = get_mp_context()  # type: ignore[no-untyped-call]
+        context.set_forkserver_preload(["distributed", WORKER_IMPORTS])
+    return config
 
 
 def _dask_runner_class() -> type[Any]:
@@ -72,12 +92,20 @@ def _dask_runner_class() -> type[Any]:
                 self._api_settings = temporary_settings(updates={PREFECT_API_URL: server.api_url})
                 self._api_settings.__enter__()
             try:
-                with dask_config_set(WORKER_CONFIG):  # the local cluster's workers take it
-                    super().__enter__()  # type: ignore[no-untyped-call]
+                super().__enter__()  # type: ignore[no-untyped-call]
             except BaseException:
                 self._leave_api_settings()
                 raise
             return self
+
+        @property
+        def client(self) -> Any:
+            """The Dask client, on first use starting the local cluster (under
+            `_local_cluster_config`) unless the runner has an address."""
+            if self._client is not None or self.address:
+                return super().client
+            with dask_config_set(_local_cluster_config()):
+                return super().client
 
         def __exit__(self, *args: Any) -> None:
             try:
@@ -123,6 +151,11 @@ def in_flight_for(config: RunConfig) -> int:
     return max(2, 2 * config.max_workers)
 
 
+def local_threads_per_worker(config: RunConfig) -> int:
+    """`max_workers` threads in all, split between the local cluster's worker processes."""
+    return max(1, math.ceil(config.max_workers / LOCAL_CLUSTER_WORKERS))
+
+
 def task_runner_for(config: RunConfig) -> TaskRunner[Any]:
     """A bounded thread pool on one machine, or a Dask cluster to scale out."""
     if config.task_runner is TaskRunnerKind.DASK:
@@ -132,9 +165,9 @@ def task_runner_for(config: RunConfig) -> TaskRunner[Any]:
         return runner(  # type: ignore[no-any-return]
             cluster_kwargs={
                 "n_workers": LOCAL_CLUSTER_WORKERS,
-                # Each worker gets every thread: the shared limit hands the whole rate to one
-                # worker at a time, in batches (`integrations.stripe.prefect_limit`).
-                "threads_per_worker": config.max_workers,
+                # The run's threads split between the workers, as the rate limit is: each
+                # worker keeps to its share of both.
+                "threads_per_worker": local_threads_per_worker(config),
                 "processes": True,
                 "dashboard_address": None,
             }

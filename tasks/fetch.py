@@ -92,8 +92,8 @@ def configure_clients(**options: Any) -> None:
 
 
 def _rate_limiter(config: RunConfig) -> RateLimiter | None:
-    """The override if any; in a worker of the local Dask cluster, its share of one grid the
-    machine's workers pace by; in a worker of a cluster elsewhere, the Prefect GCL every
+    """The override if any; in a worker of the local Dask cluster, its fixed share of the
+    limit; in a worker of a cluster elsewhere, the Prefect GCL every
     worker process shares; else None (the client's per-process limiter: the flow's process,
     which sends nothing while workers do)."""
     if _limiter_override is not None:
@@ -102,11 +102,11 @@ def _rate_limiter(config: RunConfig) -> RateLimiter | None:
         return None
     index = _local_worker_index(config)
     if index is not None:
-        from integrations.stripe.interleaved import shared_interleaved_rate_limiter
-        from integrations.stripe.prefect_limit import plan_for
+        from integrations.stripe.local_share import local_share_limiter
 
-        plan = plan_for(config.max_requests_per_second, workers=LOCAL_CLUSTER_WORKERS)
-        return shared_interleaved_rate_limiter(plan, processes=LOCAL_CLUSTER_WORKERS, index=index)
+        return local_share_limiter(
+            config.max_requests_per_second, processes=LOCAL_CLUSTER_WORKERS, index=index
+        )
     if config.dask_address:
         from integrations.stripe.prefect_limit import shared_prefect_rate_limiter
 
