@@ -57,7 +57,11 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
 
     progress.set_listener(on_progress)
     time_discovery(marks)
-    wait_until_ready()  # what `execute` does first; here to time it
+    from flows.task_runners import prestart_local_workers
+    from tasks.run_config import RunConfig
+
+    prestart_local_workers(RunConfig.of(settings))  # what `execute` does first, then waits:
+    wait_until_ready()  # here, to time the wait
     marks["server_ready"] = time.time()
     summary: Any = execute(
         settings=settings,
@@ -70,7 +74,6 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     marks["flow_returned"] = time.time()
     own = resource.getrusage(resource.RUSAGE_SELF)
     from flows.task_runners import pairs_per_task_for
-    from tasks.run_config import RunConfig
 
     result = {
         "summary": {k: str(v) if isinstance(v, date) else v for k, v in asdict(summary).items()},

@@ -106,6 +106,10 @@ class FlowCase:
     idle: float = 0.0  # seconds in gaps of more than 0.5 s with no request (stalls)
     stalls: int = 0
     stall_spans: list[tuple[float, float]] = field(default_factory=list)  # (at, seconds)
+    #: The flow's RSS (MiB) every half second, as (seconds after the run began, MiB), and
+    #: when its phases began: where the peak is, in the raw figures.
+    rss_timeline: list[tuple[float, int]] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)
     runner: str = ""  # the task runner the run fanned out on, as it ran
     grouping: str = ""  # pairs per task, and whether set or chosen by the flow
     database: str = SQLITE  # where the run records: SQLite (a file) or PostgreSQL
@@ -179,6 +183,16 @@ def _is_prefect_server(pid: int) -> bool:
     return b"uvicorn" in command and b"prefect.server.api.server:create_app" in command
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class RssSampler:
     """Peak RSS of a process and, separately, of its descendants: Prefect's server, and any
     other (the Dask cluster's worker processes), whose CPU is kept apart from the server's."""
@@ -190,12 +204,14 @@ class RssSampler:
         self.client_cpu = 0.0
         self.descendants_cpu: dict[int, float] = {}
         self.servers: set[int] = set()
+        self.timeline: list[tuple[float, int]] = []  # (time, the flow's RSS in MiB) each sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             self.client_kib = max(self.client_kib, _peak_rss_kib(self.pid))
+            self.timeline.append((round(time.time(), 1), _rss_kib(self.pid) // 1024))
             self.client_cpu = max(self.client_cpu, _cpu_seconds(self.pid))
             stack = _children(self.pid)
             while stack:
@@ -362,6 +378,8 @@ def _run_flow_case(
     steady = seconds_per_request(list(stats.arrival_times))
     case.idle, case.stalls = idle_seconds(list(stats.arrival_times))
     case.stall_spans = stall_spans(list(stats.arrival_times))
+    case.rss_timeline = [(round(at - started, 1), mib) for at, mib in sampler.timeline]
+    case.marks = {name: round(at - started, 1) for name, at in marks.items()}
     case.steady_ratio = steady * case.rate if steady is not None else 0.0
     run_settings = result["settings"]
     case.tasks = math.ceil(seeded.pairs / run_settings["pairs_per_task"])

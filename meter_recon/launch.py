@@ -79,10 +79,13 @@ def execute(
     from pydantic import SecretStr
 
     from flows.reconcile import reconcile_meters
+    from flows.task_runners import prestart_local_workers
     from integrations.prefect_server import prefect_settings, wait_until_ready
     from models.tables import Trigger
     from tasks.run_config import RunConfig
 
+    config = RunConfig.of(settings)
+    prestart_local_workers(config)  # a local Dask cluster's imports, while the server boots
     wait_until_ready()
     with prefect_settings():
         return reconcile_meters(
@@ -93,5 +96,5 @@ def execute(
             lookback_days=lookback_days,
             trigger=Trigger.MANUAL if manual else Trigger.SCHEDULED,
             database_url=SecretStr(database_url) if database_url else None,
-            config=RunConfig.of(settings),
+            config=config,
         )
