@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
+from multiprocessing import forkserver
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
-from flows.task_runners import RunnerStart, import_the_flow
+from flows.task_runners import (
+    RunnerStart,
+    import_the_flow,
+    local_threads_per_worker,
+    prestart_local_workers,
+)
+from integrations.settings import TaskRunnerKind
+from tasks.run_config import RunConfig
 
 
 class SlowCluster:
@@ -61,3 +71,31 @@ def test_a_thread_runner_is_used_as_it_is() -> None:
 
 def test_a_worker_imports_the_flow_and_sends_nothing_back() -> None:
     assert import_the_flow() is None
+
+
+@pytest.mark.parametrize(
+    ("runner", "address", "started"),
+    [
+        (TaskRunnerKind.DASK, None, True),
+        (TaskRunnerKind.DASK, "tcp://scheduler.internal:8786", False),
+        (TaskRunnerKind.THREADS, None, False),
+    ],
+    ids=["local-cluster", "cluster-elsewhere", "threads"],
+)
+def test_only_a_local_cluster_has_its_fork_server_started_before_the_flow(
+    monkeypatch: pytest.MonkeyPatch, runner: TaskRunnerKind, address: str | None, started: bool
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(forkserver, "ensure_running", lambda: calls.append("started"))
+    config = RunConfig(
+        database_url=SecretStr("sqlite://"), task_runner=runner, dask_address=address
+    )
+    prestart_local_workers(config)
+    assert calls == (["started"] if started else [])
+
+
+def test_the_local_cluster_splits_the_runs_threads_between_its_workers() -> None:
+    config = RunConfig(database_url=SecretStr("sqlite://"), max_workers=16)
+    assert local_threads_per_worker(config) == 8
+    assert local_threads_per_worker(replace(config, max_workers=3)) == 2
+    assert local_threads_per_worker(replace(config, max_workers=1)) == 1
