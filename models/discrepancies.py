@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
@@ -142,6 +143,30 @@ _SORT_KEYS: Mapping[SortBy, Callable[[Discrepancy], Any]] = {
 }
 
 
+def rows_in_customer_order(
+    *, session: Session, where: Sequence[sa.ColumnElement[bool]], page_size: int
+) -> Iterator[Discrepancy]:
+    """The discrepancies matching every condition of `where`, a customer's rows together
+    (ordered by customer, then id), read `page_size` at a time: a caller that keeps what it
+    needs of each row holds one page, however many rows match (keyset pages on the same
+    order, so each costs the same however deep it is)."""
+    customer, key = col(Discrepancy.stripe_customer_id), col(Discrepancy.id)
+    after: tuple[str, int] | None = None
+    while True:
+        statement = select(Discrepancy).where(*where)
+        if after is not None:
+            statement = statement.where(
+                sa.or_(customer > after[0], sa.and_(customer == after[0], key > after[1]))
+            )
+        page = list(session.exec(statement.order_by(customer, key).limit(page_size)).all())
+        yield from page
+        if len(page) < page_size:
+            return
+        last = page[-1]
+        assert last.id is not None
+        after = (last.stripe_customer_id, last.id)
+
+
 UNCAUSED_PAGE = 2000  # rows read at a time by `uncaused_by_customer`
 
 
@@ -150,37 +175,22 @@ def uncaused_by_customer(
 ) -> Iterator[list[Discrepancy]]:
     """The run's internal-ledger rows a likely cause is looked for and none was found (rule
     6's input), one customer's at a time: rule 6 only matches rows of one customer, so a run
-    holds a page of rows, not every row it found (keyset pages on customer, then id)."""
-    customer, key = col(Discrepancy.stripe_customer_id), col(Discrepancy.id)
-    after: tuple[str, int] | None = None
-    group: list[Discrepancy] = []
-    while True:
-        statement = select(Discrepancy).where(
-            Discrepancy.last_seen_run == run_id,
+    holds a page of rows, not every row it found."""
+    rows = rows_in_customer_order(
+        session=session,
+        where=[
+            Discrepancy.last_seen_run == run_id,  # type: ignore[list-item]
             # Rule 6 is the internal ledger's: Stripe's invoices have their own causes.
-            Discrepancy.ledger == Ledger.INTERNAL,
+            Discrepancy.ledger == Ledger.INTERNAL,  # type: ignore[list-item]
             col(Discrepancy.kind).in_(DIAGNOSED_KINDS),
             col(Discrepancy.status).in_(NOT_RESOLVED),
             col(Discrepancy.likely_cause).is_(None),
             col(Discrepancy.difference).is_not(None),
-        )
-        if after is not None:
-            statement = statement.where(
-                sa.or_(customer > after[0], sa.and_(customer == after[0], key > after[1]))
-            )
-        page = list(session.exec(statement.order_by(customer, key).limit(page_size)).all())
-        for row in page:
-            if group and group[0].stripe_customer_id != row.stripe_customer_id:
-                yield group
-                group = []
-            group.append(row)
-        if len(page) < page_size:
-            break
-        last = page[-1]
-        assert last.id is not None
-        after = (last.stripe_customer_id, last.id)
-    if group:
-        yield group
+        ],
+        page_size=page_size,
+    )
+    for _customer, group in groupby(rows, key=lambda row: row.stripe_customer_id):
+        yield list(group)
 
 
 def set_causes(*, session: Session, causes: Mapping[int, tuple[LikelyCause, str]]) -> None:

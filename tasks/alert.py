@@ -11,9 +11,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_UI_URL
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from integrations.stripe.redaction import redact
+from models.discrepancies import rows_in_customer_order
 from models.engine import get_engine, session_scope
 from models.enums import Ledger
 from models.money import format_money
@@ -285,28 +286,18 @@ def pending_alert(*, session: Session, run_id: int, ui_url: str | None = None) -
 
 
 def _pending_rows(session: Session, run: ReconciliationRun) -> Iterator[Discrepancy]:
-    customer, key = col(Discrepancy.stripe_customer_id), col(Discrepancy.id)
-    after: tuple[str, int] | None = None
-    while True:
-        statement = select(Discrepancy).where(
-            Discrepancy.status == DiscrepancyStatus.OPEN,
+    return rows_in_customer_order(
+        session=session,
+        where=[
+            Discrepancy.status == DiscrepancyStatus.OPEN,  # type: ignore[list-item]
             col(Discrepancy.alerted_at).is_(None),
             sa.or_(
                 col(Discrepancy.settles_at).is_(None),
                 col(Discrepancy.settles_at) <= run.started_at,
             ),
-        )
-        if after is not None:
-            statement = statement.where(
-                sa.or_(customer > after[0], sa.and_(customer == after[0], key > after[1]))
-            )
-        page = list(session.exec(statement.order_by(customer, key).limit(PENDING_PAGE)).all())
-        yield from page
-        if len(page) < PENDING_PAGE:
-            return
-        last = page[-1]
-        assert last.id is not None
-        after = (last.stripe_customer_id, last.id)
+        ],
+        page_size=PENDING_PAGE,
+    )
 
 
 def deliver(alert: Alert, urls: list[str]) -> None:

@@ -17,12 +17,13 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from models.discrepancies import as_record, list_discrepancies, money_record
+from models.discrepancies import as_record, money_record, rows_in_customer_order
 from models.engine import get_engine
 from models.enums import Ledger
 from models.money import format_money
+from models.tables import Discrepancy, DiscrepancyStatus
 from models.types import canonical_decimal
 from tasks.summary import (
     INTERNAL_LEDGER_EMPTY,
@@ -31,12 +32,17 @@ from tasks.summary import (
     LedgerPart,
     MeterAmount,
     RunSummary,
+    Smallest,
     TopRow,
     build_summary,
+    largest_key,
 )
 
 SUMMARY_KEY = "meter-recon-run-summary"
 OPEN_KEY = "meter-recon-open-discrepancies"
+TABLE_ROWS = 1000  # rows of the open-discrepancies table, largest amounts first
+TABLE_PAGE = 2000  # rows read at a time to find them
+OPEN_STATUSES = (DiscrepancyStatus.OPEN, DiscrepancyStatus.ACKNOWLEDGED)
 CHART_METERS = 12
 
 
@@ -458,15 +464,35 @@ def publish_report(run_id: int, database_url: SecretStr) -> str:
     engine = get_engine(database_url.get_secret_value())
     with Session(engine) as session:
         markdown = render_markdown(build_summary(session=session, run_id=run_id))
-        open_rows = [
-            {**as_record(r), **money_record(r)} for r in list_discrepancies(session=session)
-        ]
+        open_rows, open_count = largest_open(session=session)
     create_markdown_artifact(
         markdown=markdown, key=SUMMARY_KEY, description=f"meter-recon run {run_id}"
     )
+    description = f"Open and acknowledged discrepancies after run {run_id}"
+    if open_count > len(open_rows):
+        description += (
+            f": the {len(open_rows):,} with the most money at stake, of {open_count:,} "
+            "(`meter-recon discrepancies` lists them all)"
+        )
     create_table_artifact(
         table=open_rows or [{"status": "no open discrepancies"}],
         key=OPEN_KEY,
-        description=f"Open and acknowledged discrepancies after run {run_id}",
+        description=description,
     )
     return markdown
+
+
+def largest_open(*, session: Session) -> tuple[list[dict[str, Any]], int]:
+    """The open and acknowledged discrepancies with the most money at stake, largest first
+    (at most `TABLE_ROWS`: a table finance reads, and one request to Prefect's API, not every
+    row of a large account), and how many there are in all."""
+    largest: Smallest[Discrepancy] = Smallest(TABLE_ROWS, largest_key)
+    count = 0
+    for row in rows_in_customer_order(
+        session=session,
+        where=[col(Discrepancy.status).in_(OPEN_STATUSES)],
+        page_size=TABLE_PAGE,
+    ):
+        largest.add(row)
+        count += 1
+    return [{**as_record(r), **money_record(r)} for r in largest.result()], count

@@ -14,9 +14,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from models.discrepancies import rows_in_customer_order
 from models.enums import Ledger, LikelyCause
 from models.errors import UserError
 from models.runs import failed_pairs, get_run, invoice_sync_error, ledger_sync_error
@@ -453,25 +453,15 @@ def read_run(*, session: Session, run_id: int | None = None) -> RunRows:
 
 
 def _rows_of_run(session: Session, run_id: int) -> Iterator[Discrepancy]:
-    customer, key = col(Discrepancy.stripe_customer_id), col(Discrepancy.id)
-    after: tuple[str, int] | None = None
-    while True:
-        statement = select(Discrepancy).where(
+    return rows_in_customer_order(
+        session=session,
+        where=[
             col(Discrepancy.first_seen_run) <= run_id,
             col(Discrepancy.last_seen_run) >= run_id,
-            Discrepancy.status != DiscrepancyStatus.RESOLVED,
-        )
-        if after is not None:
-            statement = statement.where(
-                sa.or_(customer > after[0], sa.and_(customer == after[0], key > after[1]))
-            )
-        page = list(session.exec(statement.order_by(customer, key).limit(ROWS_PAGE)).all())
-        yield from page
-        if len(page) < ROWS_PAGE:
-            return
-        last = page[-1]
-        assert last.id is not None
-        after = (last.stripe_customer_id, last.id)
+            Discrepancy.status != DiscrepancyStatus.RESOLVED,  # type: ignore[list-item]
+        ],
+        page_size=ROWS_PAGE,
+    )
 
 
 def summarize(source: RunRows) -> RunSummary:

@@ -19,6 +19,7 @@ from models.tables import (
     RunStatus,
     Trigger,
 )
+from tasks import report as report_module
 from tasks import summary as summary_module
 from tasks.report import compact_period, render_json, render_markdown, render_terminal
 from tasks.summary import CurrencyTotal, RunRows, build_summary, summarize
@@ -408,3 +409,37 @@ def test_an_unbilled_day_is_listed_without_ledger_numbers(engine: Engine) -> Non
         "| 2026\u201111\u201102\u00a0→\u00a011\u201103 | unbilled usage | 7 / - "
         "| not\u00a0valued | - |"
     ) in _summary(engine, run)
+
+
+def test_the_open_table_lists_the_largest_open_and_acknowledged_and_counts_them_all(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = new_run(engine)
+    add(
+        engine,
+        discrepancy(run_id=run, customer="cus_A", line_item="1", amount="5", currency="usd"),
+        discrepancy(run_id=run, customer="cus_B", line_item="2", amount="-90", currency="usd"),
+        discrepancy(
+            run_id=run,
+            customer="cus_C",
+            line_item="3",
+            amount="40",
+            currency="usd",
+            status=DiscrepancyStatus.ACKNOWLEDGED,
+        ),
+        discrepancy(run_id=run, customer="cus_D", line_item="4", amount="7", currency="usd"),
+        discrepancy(
+            run_id=run,
+            customer="cus_E",
+            line_item="5",
+            amount="500",
+            currency="usd",
+            status=DiscrepancyStatus.RESOLVED,
+        ),
+    )
+    monkeypatch.setattr(report_module, "TABLE_ROWS", 2)
+    monkeypatch.setattr(report_module, "TABLE_PAGE", 2)  # several pages
+    with Session(engine) as session:
+        rows, count = report_module.largest_open(session=session)
+    assert [row["customer"] for row in rows] == ["cus_B", "cus_C"]
+    assert count == 4  # every open and acknowledged one, the resolved one left out
