@@ -965,7 +965,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--dask-sizes", default="5000", help="pairs, Dask LocalCluster")
     parser.add_argument(
-        "--runner-sizes", default="500,1500", help="pairs, threads beside Dask (empty: none)"
+        "--runner-sizes", default="500,1000,1500", help="pairs, threads beside Dask (empty: none)"
     )
     parser.add_argument(
         "--runner-rate", type=float, default=50.0, help="requests/s, threads beside Dask"

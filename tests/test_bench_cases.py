@@ -79,7 +79,7 @@ def test_a_row_names_its_runner_and_grouping() -> None:
 def test_threads_and_dask_are_measured_side_by_side_at_1500_pairs_and_50_a_second() -> None:
     args = parse_args([])
     assert (args.runner_sizes, args.runner_rate, args.runner_database) == (
-        "500,1500",
+        "500,1000,1500",
         50.0,
         "postgres",
     )
