@@ -165,14 +165,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _peak_rss_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
+    """A memory figure of `/proc/PID/status` (`VmHWM`: peak RSS, `VmRSS`: RSS now), in KiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _peak_rss_kib(pid: int) -> int:
+    return _status_kib(pid, "VmHWM")
 
 
 def _is_prefect_server(pid: int) -> bool:
@@ -184,13 +189,7 @@ def _is_prefect_server(pid: int) -> bool:
 
 
 def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _status_kib(pid, "VmRSS")
 
 
 class RssSampler:

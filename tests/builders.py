@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -107,6 +108,25 @@ def discrepancy(
         likely_cause=cause,
         cause_detail=detail,
     )
+
+
+def customers_by_meters(
+    *, run_id: int, customers: list[str], meters: list[str], amount: Callable[[int, str], str]
+) -> list[Discrepancy]:
+    """A usd discrepancy for every customer and meter, `amount(n, meter)` for the n-th customer
+    (from 1): rows of one customer that a page of a few rows cuts apart."""
+    return [
+        discrepancy(
+            run_id=run_id,
+            customer=customer,
+            meter=meter,
+            line_item=f"li_{customer}_{meter}",
+            amount=amount(number, meter),
+            currency="usd",
+        )
+        for number, customer in enumerate(customers, start=1)
+        for meter in meters
+    ]
 
 
 def _instant(at: date | datetime) -> datetime:

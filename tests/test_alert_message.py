@@ -16,7 +16,7 @@ from models.tables import (
 )
 from tasks import alert as alert_module
 from tasks.alert import MAX_LINES, build_alert, pending_alert
-from tests.builders import discrepancy, new_run
+from tests.builders import customers_by_meters, discrepancy, new_run
 from tests.finance import add
 
 RUN = ReconciliationRun(
@@ -207,18 +207,12 @@ def test_an_alert_read_a_page_at_a_time_is_the_alert_of_one_read(
 ) -> None:
     # Customers whose rows straddle pages of 2 rows: each is one group, ranked by its largest.
     run_id = new_run(engine)
-    rows = [
-        discrepancy(
-            run_id=run_id,
-            customer=customer,
-            meter=meter,
-            line_item=f"li_{customer}_{meter}",
-            amount=f"{number}{len(meter)}",
-            currency="usd",
-        )
-        for number, customer in enumerate(["cus_A", "cus_B", "cus_C"], start=1)
-        for meter in ("mtr_api", "mtr_seats", "mtr_storage")
-    ]
+    rows = customers_by_meters(
+        run_id=run_id,
+        customers=["cus_A", "cus_B", "cus_C"],
+        meters=["mtr_api", "mtr_seats", "mtr_storage"],
+        amount=lambda number, meter: f"{number}{len(meter)}",
+    )
     add(engine, *rows)
     with Session(engine) as session:
         whole = pending_alert(session=session, run_id=run_id)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -37,7 +35,7 @@ from models.tables import InvoiceLineItem, ReconciliationRun, Trigger
 from simulator import StripeSimulator, max_in_window
 from tasks.fetch import close_clients, configure_clients
 from tasks.run_config import RunConfig
-from tests.fixtures.gcl import FakeGcl
+from tests.fixtures.gcl import FakeGcl, drive
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found, noon
 
@@ -193,23 +191,7 @@ def test_processes_sharing_the_gcl_never_start_more_than_the_limit_in_a_second()
     plan = plan_for(rate)
     gcl = FakeGcl(plan.limit, plan.slot_decay_per_second)
     limiters = [PrefectRateLimiter(plan, server=gcl) for _ in range(3)]  # 3 "processes"
-    starts: list[float] = []
-    lock = threading.Lock()
-    stop = time.monotonic() + 2.5
-
-    def client(limiter: PrefectRateLimiter) -> None:
-        while time.monotonic() < stop:
-            limiter.acquire()
-            with lock:
-                starts.append(time.monotonic())
-
-    threads = [
-        threading.Thread(target=client, args=(limiter,)) for limiter in limiters for _ in range(4)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    starts = drive(limiters, threads_each=4, seconds=2.5)
     assert max_in_window(starts, 1.0) <= plan.worst_second() <= rate
     assert len(starts) / 2.5 >= 0.6 * plan.slot_decay_per_second  # blocks are not wasted
     assert sum(limiter.acquisitions for limiter in limiters) < len(starts) / 2

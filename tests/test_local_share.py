@@ -8,8 +8,6 @@ process paces by depends on where it runs.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -24,6 +22,7 @@ from integrations.stripe.rate_limit import SlidingWindowRateLimiter
 from simulator import max_in_window
 from tasks.fetch import close_clients, stripe_client
 from tasks.run_config import LOCAL_CLUSTER_WORKERS, RunConfig
+from tests.fixtures.gcl import drive
 
 
 @pytest.mark.parametrize(
@@ -57,21 +56,7 @@ def test_two_workers_together_never_let_more_than_the_budget_start_in_a_second()
         SlidingWindowRateLimiter(share_of(rate, processes=2, index=i), 1.0, margin=DEFAULT_JITTER)
         for i in range(2)
     ]
-    starts: list[float] = []
-    lock = threading.Lock()
-    stop = time.monotonic() + 2.5
-
-    def client(limiter: SlidingWindowRateLimiter) -> None:
-        while time.monotonic() < stop:
-            limiter.acquire()
-            with lock:
-                starts.append(time.monotonic())
-
-    threads = [threading.Thread(target=client, args=(lim,)) for lim in limiters for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    starts = drive(limiters, threads_each=4, seconds=2.5)
     budget = int(rate * 0.98)
     # Stamped just after each start: a window a little short of a second leaves room for a
     # stamp taken late on a busy machine (each worker alone may start its share at once).

@@ -23,7 +23,7 @@ from tasks import report as report_module
 from tasks import summary as summary_module
 from tasks.report import compact_period, render_json, render_markdown, render_terminal
 from tasks.summary import CurrencyTotal, RunRows, build_summary, summarize
-from tests.builders import discrepancy, new_run
+from tests.builders import customers_by_meters, discrepancy, new_run
 from tests.finance import add, failed_pair
 
 
@@ -219,20 +219,12 @@ def test_a_summary_read_a_page_at_a_time_is_the_summary_of_one_read(
 ) -> None:
     # Customers whose rows straddle pages of 2 rows: each customer is totalled once, whole.
     run = new_run(engine)
-    rows = []
-    for number, customer in enumerate(["cus_A", "cus_B", "cus_C", "cus_D"], start=1):
-        for meter in ("mtr_api", "mtr_seats", "mtr_storage"):
-            amount = f"{number}.{len(meter)}"
-            rows.append(
-                discrepancy(
-                    run_id=run,
-                    customer=customer,
-                    meter=meter,
-                    line_item=f"li_{customer}_{meter}",
-                    amount=amount,
-                    currency="usd",
-                )
-            )
+    rows = customers_by_meters(
+        run_id=run,
+        customers=["cus_A", "cus_B", "cus_C", "cus_D"],
+        meters=["mtr_api", "mtr_seats", "mtr_storage"],
+        amount=lambda number, meter: f"{number}.{len(meter)}",
+    )
     add(engine, *rows)
     with Session(engine) as session:
         whole = build_summary(session=session, run_id=run)
@@ -415,26 +407,18 @@ def test_the_open_table_lists_the_largest_open_and_acknowledged_and_counts_them_
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = new_run(engine)
+    open_, acknowledged, resolved = (
+        DiscrepancyStatus.OPEN,
+        DiscrepancyStatus.ACKNOWLEDGED,
+        DiscrepancyStatus.RESOLVED,
+    )
+    rows = [("cus_A", "5", open_), ("cus_B", "-90", open_), ("cus_C", "40", acknowledged)]
+    rows += [("cus_D", "7", open_), ("cus_E", "500", resolved)]
     add(
         engine,
-        discrepancy(run_id=run, customer="cus_A", line_item="1", amount="5", currency="usd"),
-        discrepancy(run_id=run, customer="cus_B", line_item="2", amount="-90", currency="usd"),
-        discrepancy(
-            run_id=run,
-            customer="cus_C",
-            line_item="3",
-            amount="40",
-            currency="usd",
-            status=DiscrepancyStatus.ACKNOWLEDGED,
-        ),
-        discrepancy(run_id=run, customer="cus_D", line_item="4", amount="7", currency="usd"),
-        discrepancy(
-            run_id=run,
-            customer="cus_E",
-            line_item="5",
-            amount="500",
-            currency="usd",
-            status=DiscrepancyStatus.RESOLVED,
+        *(
+            discrepancy(run_id=run, customer=c, line_item=c, amount=a, currency="usd", status=st)
+            for c, a, st in rows
         ),
     )
     monkeypatch.setattr(report_module, "TABLE_ROWS", 2)
