@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
+from typing import TypeVar
+
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
@@ -43,3 +48,23 @@ def statuses(session: Session, ids: list[int]) -> list[tuple[DiscrepancyStatus, 
     rows = session.exec(select(Discrepancy).where(col(Discrepancy.id).in_(ids))).all()
     by_id = {row.id: (row.status, row.note) for row in rows}
     return [by_id[i] for i in ids]
+
+
+T = TypeVar("T")
+
+
+def whole_and_paged(
+    engine: Engine,
+    read: Callable[[Session], T],
+    *,
+    pages_of: tuple[ModuleType, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[T, T]:
+    """What `read` makes of the rows read at once, then read 2 rows a page (the module's page
+    size `pages_of` names, set to 2): a reader that streams must make the same of both."""
+    with Session(engine) as session:
+        whole = read(session)
+    monkeypatch.setattr(*pages_of, 2)
+    with Session(engine) as session:
+        paged = read(session)
+    return whole, paged

@@ -17,7 +17,7 @@ from models.tables import (
 from tasks import alert as alert_module
 from tasks.alert import MAX_LINES, build_alert, pending_alert
 from tests.builders import customers_by_meters, discrepancy, new_run
-from tests.finance import add
+from tests.finance import add, whole_and_paged
 
 RUN = ReconciliationRun(
     id=7,
@@ -214,11 +214,12 @@ def test_an_alert_read_a_page_at_a_time_is_the_alert_of_one_read(
         amount=lambda number, meter: f"{number}{len(meter)}",
     )
     add(engine, *rows)
-    with Session(engine) as session:
-        whole = pending_alert(session=session, run_id=run_id)
-    monkeypatch.setattr(alert_module, "PENDING_PAGE", 2)
-    with Session(engine) as session:
-        paged = pending_alert(session=session, run_id=run_id)
+    whole, paged = whole_and_paged(
+        engine,
+        lambda session: pending_alert(session=session, run_id=run_id),
+        pages_of=(alert_module, "PENDING_PAGE"),
+        monkeypatch=monkeypatch,
+    )
     assert paged == whole
     assert paged is not None
     headers = [line for line in paged.body.splitlines() if not line.startswith("- ")]

@@ -24,7 +24,7 @@ from tasks import summary as summary_module
 from tasks.report import compact_period, render_json, render_markdown, render_terminal
 from tasks.summary import CurrencyTotal, RunRows, build_summary, summarize
 from tests.builders import customers_by_meters, discrepancy, new_run
-from tests.finance import add, failed_pair
+from tests.finance import add, failed_pair, whole_and_paged
 
 
 def run_cli(*args: str) -> int:
@@ -226,11 +226,12 @@ def test_a_summary_read_a_page_at_a_time_is_the_summary_of_one_read(
         amount=lambda number, meter: f"{number}.{len(meter)}",
     )
     add(engine, *rows)
-    with Session(engine) as session:
-        whole = build_summary(session=session, run_id=run)
-    monkeypatch.setattr(summary_module, "ROWS_PAGE", 2)
-    with Session(engine) as session:
-        paged = build_summary(session=session, run_id=run)
+    whole, paged = whole_and_paged(
+        engine,
+        lambda session: build_summary(session=session, run_id=run),
+        pages_of=(summary_module, "ROWS_PAGE"),
+        monkeypatch=monkeypatch,
+    )
     assert paged == whole
     assert [(c.customer, c.count) for c in paged.customers][:2] == [("cus_D", 3), ("cus_C", 3)]
     assert paged.at_stake == 12
