@@ -27,14 +27,20 @@ from sqlmodel import Session
 from flows.reconcile import RunOutcome, reconcile_meters
 from flows.task_runners import pairs_per_task_for
 from integrations.settings import TaskRunnerKind, get_settings
-from integrations.stripe.prefect_limit import DEFAULT_LIMIT_NAME, PrefectRateLimiter, plan_for
+from integrations.stripe.local_share import share_of
+from integrations.stripe.prefect_limit import (
+    DEFAULT_JITTER,
+    DEFAULT_LIMIT_NAME,
+    PrefectRateLimiter,
+    plan_for,
+)
 from models.engine import dispose_engines, get_engine, session_scope
 from models.migrate import upgrade
 from models.pairs import track_from_ledger
 from models.tables import InvoiceLineItem, ReconciliationRun, Trigger
 from simulator import StripeSimulator, max_in_window
 from tasks.fetch import close_clients, configure_clients
-from tasks.run_config import RunConfig
+from tasks.run_config import LOCAL_CLUSTER_WORKERS, RunConfig
 from tests.fixtures.gcl import FakeGcl, drive
 from tests.fixtures.prefect import LEAK_CANARY_KEY
 from tests.world import World, build_world, found, noon
@@ -152,12 +158,16 @@ def test_the_dask_runner_finds_what_the_thread_runner_finds_within_the_rate_limi
         assert per_task > 1
         assert summary.task_runs_recorded == summary.task_runs_expected
         assert reconcile_task_runs(summary, url) == math.ceil(summary.pairs_total / per_task)
-    # The workers went through the shared limit: nothing refused, no burst over the limit.
+    # The workers kept to their shares of the limit: nothing refused, never more than the
+    # limit in a second, and within the shares' budget (98 % of it). The shares promise the
+    # budget in any second when requests reach Stripe within 50 ms of each other; a busy test
+    # machine can hold one back longer, so the budget is checked in a second less that 50 ms.
     stats = simulator.stats
     assert stats.event_summaries >= world.pairs + BULK_PAIRS - 1
     assert stats.rate_limited == 0
     assert stats.max_arrivals_per_window(1.0) <= RATE
-    assert stats.max_starts_per_window(1.0) <= plan_for(RATE).worst_second()
+    budget = sum(share_of(RATE, processes=LOCAL_CLUSTER_WORKERS, index=i) for i in range(2))
+    assert stats.max_starts_per_window(1.0 - DEFAULT_JITTER) <= budget < RATE
 
 
 def test_the_limit_is_created_on_the_prefect_server_with_its_decay(
