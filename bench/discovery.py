@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.environ import child_environ
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,12 +115,7 @@ def measure(
     database_url = f"sqlite:///{workdir / f'discovery-{n}-{time.monotonic_ns()}.db'}"
     simulator.data, subscriptions = seed(n, database_url)
     simulator.reset_stats()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("METER_RECON_", "PREFECT_", "STRIPE_"))
-    }
-    env.update(
+    env = child_environ(
         {
             "STRIPE_API_KEY": api_key,
             "STRIPE_API_BASE": simulator.url,

@@ -55,6 +55,7 @@ from bench.baseline import run_baseline
 from bench.dataset import Seeded, build, write_ledger
 from bench.discovery import measure as measure_discovery
 from bench.discovery import table as discovery_table
+from bench.environ import child_environ
 from bench.ledger_sync import run as run_ledger_sync
 from bench.micro import (
     MicroResult,
@@ -245,12 +246,7 @@ def flow_env(
     workers: int,
     extra: dict[str, str],
 ) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("METER_RECON_", "PREFECT_", "STRIPE_"))
-    }
-    env.update(
+    env = child_environ(
         {
             "PREFECT_HOME": prefect_home,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

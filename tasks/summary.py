@@ -1,6 +1,6 @@
 """A run's summary, built once: read the run's rows (`read_run`), aggregate them without I/O
 (`summarize`), and hand the one `RunSummary` to every renderer (`tasks/report.py`: markdown,
-JSON, the terminal; the alert's totals come from `summarize_money` too).
+JSON, the terminal; the alert's totals come from the same `Money` and `currency_totals`).
 
 Money is never added across currencies: every total is per currency.
 """
@@ -243,15 +243,6 @@ class Money:
         self.sums[key][0] += positive
         self.sums[key][1] += negative
         self.counts[key] += 1
-
-
-def summarize_money(rows: Iterable[Discrepancy]) -> tuple[CurrencyTotal, ...]:
-    """Per currency (sorted), the not-billed and over-billed sums; not valued rows left out."""
-    money = Money()
-    for row in rows:
-        if row.amount_at_stake is not None and row.currency is not None:
-            money.add(row.currency, row.amount_at_stake)
-    return currency_totals(money)
 
 
 def currency_totals(money: Money) -> tuple[CurrencyTotal, ...]:

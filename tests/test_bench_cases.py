@@ -15,6 +15,7 @@ import pytest
 
 from bench.dataset import OFF_MIDNIGHT, build, pair_list, write_ledger
 from bench.discovery import measure as measure_discovery
+from bench.environ import child_environ
 from bench.run import (
     CASES,
     STRIPE_LEDGER_LABEL,
@@ -336,3 +337,15 @@ def test_a_flow_reports_its_own_peak_rss_not_the_bench_processs() -> None:
     )
     assert int(child.stdout) < 300 * 1024  # its imports, not the 400 MiB it was forked with
     del ballast
+
+
+def test_a_measured_run_gets_none_of_the_shells_settings_but_those_it_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("METER_RECON_TASK_RUNNER", "PREFECT_API_URL", "STRIPE_API_KEY"):
+        monkeypatch.setenv(name, "from the shell")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    env = child_environ({"STRIPE_API_KEY": "sk_test_bench"})
+    assert env["STRIPE_API_KEY"] == "sk_test_bench"
+    assert "METER_RECON_TASK_RUNNER" not in env and "PREFECT_API_URL" not in env
+    assert env["LANG"] == "C.UTF-8"
