@@ -32,6 +32,7 @@ from integrations.settings import (
     read_ledger_query,
 )
 from integrations.stripe.local_share import share_of
+from integrations.stripe.machine_window import machine_window_limiter, machine_window_supported
 from integrations.stripe.prefect_limit import DEFAULT_JITTER, ensure_limit, plan_for
 from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
@@ -344,7 +345,8 @@ def _run(
 def _share_rate_limit(config: RunConfig) -> None:
     """The workers of a Dask cluster elsewhere share Stripe's rate limit through a Prefect
     GCL: create it (or bring it to this run's rate) before any task asks Stripe for anything.
-    A local cluster's workers each keep to a fixed share and need nothing."""
+    A local cluster's workers share one window on the machine (or, without POSIX file locks,
+    keep to fixed shares) and need nothing."""
     if config.task_runner is not TaskRunnerKind.DASK:
         return
     rate = config.max_requests_per_second
@@ -352,6 +354,16 @@ def _share_rate_limit(config: RunConfig) -> None:
         plan = plan_for(rate)
         ensure_limit(plan)
         get_run_logger().info("Stripe rate limit shared through Prefect: %s", plan)
+        return
+    if machine_window_supported():
+        window = machine_window_limiter(rate)
+        get_run_logger().info(
+            "Stripe rate limit shared by the %d local workers through one window on this "
+            "machine: %d requests in any %.2f s",
+            LOCAL_CLUSTER_WORKERS,
+            window.capacity,
+            window.window,
+        )
         return
     shares = [
         share_of(rate, processes=LOCAL_CLUSTER_WORKERS, index=index)

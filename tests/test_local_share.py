@@ -1,4 +1,5 @@
-"""Stripe's rate limit shared by the local cluster's workers: a fixed share each.
+"""Stripe's rate limit shared by the local cluster's workers where the machine cannot share
+one window between processes (no POSIX file locks): a fixed share each.
 
 The budget (98 % of the limit) is split in whole requests, one share per worker process;
 each keeps to its share in any `1 + jitter` seconds, so together they never let more than the
@@ -16,7 +17,9 @@ import pytest
 from pydantic import SecretStr
 
 from integrations.settings import TaskRunnerKind
+from integrations.stripe import machine_window
 from integrations.stripe.local_share import local_share_limiter, share_of
+from integrations.stripe.machine_window import MachineWindowRateLimiter, machine_window_limiter
 from integrations.stripe.prefect_limit import DEFAULT_JITTER, PrefectRateLimiter
 from integrations.stripe.rate_limit import SlidingWindowRateLimiter
 from simulator import max_in_window
@@ -85,10 +88,21 @@ def dask_config() -> RunConfig:
     )
 
 
-def test_a_worker_of_the_local_cluster_keeps_to_its_share(
+def test_a_worker_of_the_local_cluster_shares_the_machines_window(
     dask_config: RunConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(name=1))
+    limiter = client_limiter(dask_config)
+    assert limiter is machine_window_limiter(50.0)
+    assert isinstance(limiter, MachineWindowRateLimiter)
+    assert limiter.capacity == 49
+
+
+def test_without_file_locks_a_worker_of_the_local_cluster_keeps_to_its_share(
+    dask_config: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(name=1))
+    monkeypatch.setattr(machine_window, "machine_window_supported", lambda: False)
     limiter = client_limiter(dask_config)
     assert limiter is local_share_limiter(50.0, processes=LOCAL_CLUSTER_WORKERS, index=1)
     assert isinstance(limiter, SlidingWindowRateLimiter)
