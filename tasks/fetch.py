@@ -92,10 +92,10 @@ def configure_clients(**options: Any) -> None:
 
 
 def _rate_limiter(config: RunConfig) -> RateLimiter | None:
-    """The override if any; in a worker of the local Dask cluster, its fixed share of the
-    limit; in a worker of a cluster elsewhere, the Prefect GCL every
-    worker process shares; else None (the client's per-process limiter: the flow's process,
-    which sends nothing while workers do)."""
+    """The override if any; in a worker of the local Dask cluster, the window every process
+    of the machine shares (a fixed share of the limit without POSIX file locks); in a worker
+    of a cluster elsewhere, the Prefect GCL every worker process shares; else None (the
+    client's per-process limiter: the flow's process, which sends nothing while workers do)."""
     if _limiter_override is not None:
         return _limiter_override
     if config.task_runner is not TaskRunnerKind.DASK:

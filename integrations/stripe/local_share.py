@@ -1,4 +1,5 @@
-"""Stripe's rate limit shared by the worker processes of one machine, with no round trip.
+"""Stripe's rate limit shared by the worker processes of one machine that cannot share one
+window (no POSIX file locks, so no `machine_window`): a fixed share each, with no round trip.
 
 A Dask `LocalCluster` has a known number of worker processes, so the limit can be cut into
 fixed shares: the budget (98 % of the limit, as for the Prefect global concurrency limit) is
@@ -6,12 +7,10 @@ split into whole requests, one share per process, and each process lets at most 
 start in any window of `1 + jitter` seconds (the per-process sliding window the thread
 runner uses). Requests that arrive at Stripe in any one second started within `1 + jitter`
 seconds, so Stripe sees at most the budget in any second, and no process asks Prefect or
-another process for anything: a Prefect call per batch (a database write on its server) and
-the wait for the bucket to drain are what made the shared limit cost more than the limit.
+another process for anything.
 
-A sliding window loses nothing to a thread woken late (a start is recorded when it happens);
-what a process does not use of its share is lost to the others. The run keeps every process
-busy (two tasks a thread in flight), so that is the run's last seconds.
+What a process does not use of its share is lost to the others, which is what the machine's
+shared window avoids: the run's last seconds, when one process has no work left.
 """
 
 from __future__ import annotations
