@@ -20,15 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.environ import child_environ
+from bench.proc import status_kib
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _reset_peak() -> bool:
@@ -52,7 +46,7 @@ def child(out: Path) -> None:
     config = RunConfig.of(get_settings())
     with get_engine(config.database).connect() as connection:  # the driver loaded, the pool up
         connection.execute(text("SELECT 1"))
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     reset = _reset_peak()
     started = time.monotonic()
     found = discover(config)
@@ -60,7 +54,7 @@ def child(out: Path) -> None:
     added = found.added if isinstance(found.added, int) else len(found.added)  # before: a tuple
     figures = {
         "rss_before_kib": before,
-        "peak_kib": _status_kib("VmHWM"),
+        "peak_kib": status_kib("VmHWM"),
         "peak_reset": reset,
         "seconds": seconds,
         "pairs": found.pairs,

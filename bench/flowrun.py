@@ -20,6 +20,7 @@ from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bench.proc import peak_rss_kib  # noqa: E402
 from integrations.prefect_server import started_first, wait_until_ready  # noqa: E402
 from integrations.settings import Settings  # noqa: E402
 
@@ -89,19 +90,6 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         },
     }
     Path(args.out).write_text(json.dumps(result), encoding="utf-8")
-
-
-def peak_rss_kib() -> int:
-    """This process's own peak RSS: `VmHWM`, which starts again at `exec`. Not `ru_maxrss`:
-    Linux keeps it across `fork` and `exec`, so a flow started by a bench process that had
-    grown larger (seeding 100,000 pairs) would report the bench's peak as its own."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def time_discovery(marks: dict[str, float]) -> None:

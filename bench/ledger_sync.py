@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 from bench.micro import PostgresUnreachable, throwaway_postgres
+from bench.proc import peak_rss_kib
 from models.engine import make_engine
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -81,7 +81,7 @@ def _child(source: str, target: str) -> None:
     started = time.perf_counter()
     done = sync_ledger_query(engine=get_engine(target), source_url=source, query=QUERY)
     seconds = time.perf_counter() - started
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mib = peak_rss_kib() / 1024
     print(json.dumps({"rows": done.rows, "seconds": seconds, "rss_mib": rss_mib}))
 
 

@@ -67,6 +67,7 @@ from bench.micro import (
     sqlite_record,
     throwaway_postgres,
 )
+from bench.proc import cpu_seconds, status_kib
 from bench.stats import BenchStats
 from bench.steady import idle_seconds, seconds_per_request, stall_spans
 from bench.stripe_ledger import BOTH_LEDGERS, LedgerCost, cost_table, read_cost
@@ -154,43 +155,12 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _status_kib(pid: int, field: str) -> int:
-    """A memory figure of `/proc/PID/status` (`VmHWM`: peak RSS, `VmRSS`: RSS now), in KiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _peak_rss_kib(pid: int) -> int:
-    return _status_kib(pid, "VmHWM")
-
-
 def _is_prefect_server(pid: int) -> bool:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     return b"uvicorn" in command and b"prefect.server.api.server:create_app" in command
-
-
-def _rss_kib(pid: int) -> int:
-    return _status_kib(pid, "VmRSS")
 
 
 class RssSampler:
@@ -210,15 +180,15 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            self.client_kib = max(self.client_kib, _peak_rss_kib(self.pid))
-            self.timeline.append((round(time.time(), 1), _rss_kib(self.pid) // 1024))
-            self.client_cpu = max(self.client_cpu, _cpu_seconds(self.pid))
+            self.client_kib = max(self.client_kib, status_kib("VmHWM", self.pid))
+            self.timeline.append((round(time.time(), 1), status_kib("VmRSS", self.pid) // 1024))
+            self.client_cpu = max(self.client_cpu, cpu_seconds(self.pid))
             stack = _children(self.pid)
             while stack:
                 child = stack.pop()
-                peak = _peak_rss_kib(child)
+                peak = status_kib("VmHWM", child)
                 self.descendants_kib[child] = max(self.descendants_kib.get(child, 0), peak)
-                cpu = _cpu_seconds(child)
+                cpu = cpu_seconds(child)
                 self.descendants_cpu[child] = max(self.descendants_cpu.get(child, 0.0), cpu)
                 if child not in self.servers and _is_prefect_server(child):
                     self.servers.add(child)

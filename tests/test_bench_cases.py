@@ -325,11 +325,11 @@ def test_the_subscription_list_builds_only_its_page_and_answers_the_same() -> No
         simulator._subscriptions_list("status=all&starting_after=sub_nope")
 
 
-def test_a_flow_reports_its_own_peak_rss_not_the_bench_processs() -> None:
+def test_a_measured_child_reports_its_own_peak_rss_not_the_bench_processs() -> None:
     ballast = bytearray(400 * 2**20)  # the bench process, grown by seeding a large run
     ballast[::4096] = b"\x01" * len(ballast[::4096])
     child = subprocess.run(
-        [sys.executable, "-c", "from bench.flowrun import peak_rss_kib; print(peak_rss_kib())"],
+        [sys.executable, "-c", "from bench.proc import peak_rss_kib; print(peak_rss_kib())"],
         capture_output=True,
         text=True,
         check=True,
