@@ -68,6 +68,7 @@ from bench.micro import (
     throwaway_postgres,
 )
 from bench.proc import cpu_seconds, status_kib
+from bench.settle import settle
 from bench.stats import BenchStats
 from bench.steady import idle_seconds, seconds_per_request, stall_spans
 from bench.stripe_ledger import BOTH_LEDGERS, LedgerCost, cost_table, read_cost
@@ -112,6 +113,7 @@ class FlowCase:
     #: when its phases began: where the peak is, in the raw figures.
     rss_timeline: list[tuple[float, int]] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
+    settled: float = 0.0  # seconds waited, before the run, for the machine to go quiet
     runner: str = ""  # the task runner the run fanned out on, as it ran
     grouping: str = ""  # pairs per task, and whether set or chosen by the flow
     database: str = SQLITE  # where the run records: SQLite (a file) or PostgreSQL
@@ -321,6 +323,7 @@ def _run_flow_case(
         "--out",
         str(out),
     ]
+    case.settled = settle()
     with log.open("ab") as sink:
         sink.write(f"\n=== {case.label}: {case.pairs} pairs, {case.database} ===\n".encode())
         sink.flush()
@@ -628,7 +631,8 @@ class Bench:
             print(
                 f"  {label} x {size:,}: {case.wall:.1f} s, ratio {case.ratio:.3f}, "
                 f"429s {case.rate_limited}, history {case.task_runs_recorded}/"
-                f"{case.task_runs_expected}, flow RSS {case.client_rss_mib:.0f} MiB",
+                f"{case.task_runs_expected}, flow RSS {case.client_rss_mib:.0f} MiB, "
+                f"started after {case.settled:.1f} s for a quiet machine",
                 flush=True,
             )
         return rows

@@ -27,6 +27,7 @@ from bench.run import (
     runner_label,
     runner_table,
 )
+from bench.settle import cpu_busy, settle
 from bench.stats import BenchStats
 from bench.stripe_ledger import LedgerCost, cost_table
 from integrations.settings import get_settings
@@ -349,3 +350,30 @@ def test_a_measured_run_gets_none_of_the_shells_settings_but_those_it_is_given(
     assert env["STRIPE_API_KEY"] == "sk_test_bench"
     assert "METER_RECON_TASK_RUNNER" not in env and "PREFECT_API_URL" not in env
     assert env["LANG"] == "C.UTF-8"
+
+
+class ReadingClock:
+    """Each busy reading takes half a second, as `cpu_busy` does."""
+
+    def __init__(self, readings: list[float]) -> None:
+        self.now = 0.0
+        self.readings = iter(readings)
+
+    def busy(self) -> float:
+        self.now += 0.5
+        return next(self.readings)
+
+
+def test_a_run_starts_once_the_machine_has_gone_quiet() -> None:
+    clock = ReadingClock([0.9, 0.6, 0.1, 0.9])
+    waited = settle(busy=clock.busy, clock=lambda: clock.now)
+    assert waited == 1.5  # three readings: the third below a quarter of the cores
+
+
+def test_a_machine_busy_with_other_work_is_measured_as_it_is_after_the_timeout() -> None:
+    clock = ReadingClock([1.0] * 100)
+    assert settle(busy=clock.busy, clock=lambda: clock.now, timeout=5.0) == 5.0
+
+
+def test_the_machines_busy_share_is_a_share_of_all_its_cores() -> None:
+    assert 0.0 <= cpu_busy(0.05) <= 1.0
