@@ -733,29 +733,48 @@ def runners(bench: Bench) -> None:
 
 
 def runner_table(rows: dict[str, list[FlowCase]]) -> list[str]:
-    """Per runner: the largest run's whole cost, the fan-out's and the fitted marginal cost
-    (the slope over the sizes, start-up left out), and CPU per pair by process."""
+    """Per runner: the largest run's whole cost, the fan-out's, and the marginal cost fitted
+    over the sizes twice: on the whole run (start-up left out, its run-to-run noise in) and on
+    the fan-out alone (where the pairs are reconciled: no start-up at all); CPU per pair by
+    process."""
     lines = [
         "| runner, side by side | R req/s | pairs | wall s | bound s | whole (wall / bound) "
-        "| fan-out / bound | marginal (fit over sizes) | 429s | stalls > 0.5 s (s) "
-        "| CPU ms per pair flow / server / Dask workers |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| fan-out / bound | marginal: wall over sizes | marginal: fan-out over sizes | 429s "
+        "| stalls > 0.5 s (s) | CPU ms per pair flow / server / Dask workers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for group in rows.values():
         largest = max(group, key=lambda c: c.pairs)
-        _, per_request = fit_line([(c.requests, c.wall) for c in group])
-        marginal = f"{per_request * largest.rate:.3f}" if len(group) > 1 else "-"
-        fanout_bound = max(largest.requests - 1 - largest.discovery_requests, 1) / largest.rate
+        fanout_bound = fanout_requests(largest) / largest.rate
+        wall_fit = marginal(group, lambda c: c.requests, lambda c: c.wall)
+        fanout_fit = marginal(group, fanout_requests, lambda c: c.phases["fanout"])
         pairs = largest.pairs
         lines.append(
             f"| {largest.runner} | {largest.rate:,.0f} | {pairs:,} | {largest.wall:.1f} "
             f"| {largest.bound:.1f} | {largest.ratio:.3f} "
-            f"| {largest.phases['fanout'] / fanout_bound:.3f} | {marginal} "
+            f"| {largest.phases['fanout'] / fanout_bound:.3f} | {wall_fit} | {fanout_fit} "
             f"| {sum(c.rate_limited for c in group)} | {largest.stalls} ({largest.idle:.1f}) "
             f"| {largest.client_cpu * 1000 / pairs:.1f} / {largest.server_cpu * 1000 / pairs:.1f}"
             f" / {largest.workers_cpu * 1000 / pairs:.1f} |"
         )
     return lines
+
+
+def fanout_requests(case: FlowCase) -> int:
+    """The requests of the fan-out: all but discovery's and the meter refresh."""
+    return max(case.requests - 1 - case.discovery_requests, 1)
+
+
+def marginal(
+    group: list[FlowCase],
+    requests: Callable[[FlowCase], float],
+    seconds: Callable[[FlowCase], float],
+) -> str:
+    """The fitted seconds per request over the sizes, x R ("-" from a single size)."""
+    if len(group) < 2:
+        return "-"
+    _, per_request = fit_line([(requests(c), seconds(c)) for c in group])
+    return f"{per_request * group[0].rate:.3f}"
 
 
 PREFECT_DATABASE = "meter_recon_bench_prefect"

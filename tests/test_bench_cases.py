@@ -102,8 +102,23 @@ def test_the_side_by_side_table_fits_the_marginal_cost_and_splits_cpu_by_process
     assert cells[0] == "Dask"
     assert cells[2] == "1,500"
     assert cells[5] == f"{42.0 / (1551 / 50):.3f}"  # whole: wall / bound
-    assert cells[7] == "1.100"  # marginal: the fitted slope x R
-    assert cells[10] == "2.0 / 1.0 / 20.0"  # CPU ms per pair: flow / server / Dask workers
+    assert cells[7] == "1.100"  # marginal: the slope of the wall time x R
+    assert cells[8] == "1.100"  # and of the fan-out alone (start-up the same in both runs)
+    assert cells[11] == "2.0 / 1.0 / 20.0"  # CPU ms per pair: flow / server / Dask workers
+
+
+def test_the_fan_outs_marginal_cost_leaves_out_a_start_up_slower_in_one_run() -> None:
+    def row(pairs: int, requests: int, start_up: float, fanout: float) -> FlowCase:
+        case = FlowCase("flow", pairs, 0, "", requests=requests, wall=start_up + fanout, rate=50.0)
+        case.runner, case.discovery_requests = "Dask", 4
+        case.phases = {"fanout": fanout}
+        return case
+
+    # The 1,500-pair run started 2 s slower; its fan-out took 21 s more for 1,000 requests more.
+    table = runner_table({"Dask": [row(500, 555, 6.0, 12.0), row(1500, 1555, 8.0, 33.0)]})
+    cells = [cell.strip() for cell in table[2].split("|")[1:-1]]
+    assert cells[7] == "1.150"  # the wall time's slope takes the 2 s for marginal cost
+    assert cells[8] == "1.050"  # the fan-out's does not
 
 
 def test_dask_rows_record_into_sqlite_postgres_or_both() -> None:
