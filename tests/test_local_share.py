@@ -88,20 +88,24 @@ def dask_config() -> RunConfig:
     )
 
 
-def test_a_worker_of_the_local_cluster_shares_the_machines_window(
-    dask_config: RunConfig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def in_worker_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process is the Dask worker named 1."""
     monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(name=1))
+
+
+@pytest.mark.usefixtures("in_worker_1")
+def test_a_worker_of_the_local_cluster_shares_the_machines_window(dask_config: RunConfig) -> None:
     limiter = client_limiter(dask_config)
     assert limiter is machine_window_limiter(50.0)
     assert isinstance(limiter, MachineWindowRateLimiter)
     assert limiter.capacity == 49
 
 
+@pytest.mark.usefixtures("in_worker_1")
 def test_without_file_locks_a_worker_of_the_local_cluster_keeps_to_its_share(
     dask_config: RunConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(name=1))
     monkeypatch.setattr(machine_window, "machine_window_supported", lambda: False)
     limiter = client_limiter(dask_config)
     assert limiter is local_share_limiter(50.0, processes=LOCAL_CLUSTER_WORKERS, index=1)
@@ -109,10 +113,8 @@ def test_without_file_locks_a_worker_of_the_local_cluster_keeps_to_its_share(
     assert limiter.capacity == 24
 
 
-def test_a_worker_of_a_cluster_elsewhere_shares_the_prefect_limit(
-    dask_config: RunConfig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(distributed, "get_worker", lambda: SimpleNamespace(name=1))
+@pytest.mark.usefixtures("in_worker_1")
+def test_a_worker_of_a_cluster_elsewhere_shares_the_prefect_limit(dask_config: RunConfig) -> None:
     remote = replace(dask_config, dask_address="tcp://scheduler.internal:8786")
     assert isinstance(client_limiter(remote), PrefectRateLimiter)
 
