@@ -9,16 +9,14 @@ items compared, open discrepancies per ledger).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import create_engine, text
 
 from bench.dataset import Seeded
 from simulator.stats import UNGROUPED_SUMMARIES, SimulatorStats
-
-if TYPE_CHECKING:
-    from bench.run import FlowCase
 
 #: The value of `METER_RECON_LEDGERS` for a run comparing both ledgers.
 BOTH_LEDGERS = "internal,stripe"
@@ -114,7 +112,30 @@ def _share(part: int, whole: int) -> str:
     return f"{part:,} ({part / whole:.1%})" if whole else f"{part:,}"
 
 
-def cost_table(cases: list[FlowCase]) -> list[str]:
+class CostedRun(Protocol):
+    """What the section reads of a measured run (`bench.run.FlowCase` is one)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def pairs(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def wall(self) -> float: ...
+    @property
+    def bound(self) -> float: ...
+    @property
+    def ratio(self) -> float: ...
+    @property
+    def rate_limited(self) -> int: ...
+    @property
+    def pairs_failed(self) -> int: ...
+    @property
+    def stripe_cost(self) -> LedgerCost | None: ...
+
+
+def cost_table(cases: Sequence[CostedRun]) -> list[str]:
     """The section of the report: one row per run that compared the `stripe` ledger."""
     rows = [c for c in cases if c.stripe_cost is not None]
     if not rows:
@@ -149,7 +170,7 @@ def cost_table(cases: list[FlowCase]) -> list[str]:
     return lines
 
 
-def cost_note(case: FlowCase) -> str:
+def cost_note(case: CostedRun) -> str:
     """One line per run: the invoice sync, and the daily fetch both ledgers share."""
     cost = case.stripe_cost
     assert cost is not None
