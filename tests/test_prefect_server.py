@@ -416,13 +416,20 @@ def test_the_server_ends_with_a_cli_that_is_killed_or_interrupted(
 ) -> None:
     state, url = world
     simulator.latency = 10  # the flow is under way, waiting for Stripe, when the signal comes
-    cli = Cli(run_args(state, url), cli_env(prefect_home, simulator), tmp_path / "cli.log")
+    # A CLI that does not end shows where it stands: SIGABRT makes Python print every thread.
+    env = cli_env(prefect_home, simulator) | {"PYTHONFAULTHANDLER": "1"}
+    cli = Cli(run_args(state, url), env, tmp_path / "cli.log")
     try:
         server = cli.watch(healthy=True)
         assert server is not None, cli.output
         time.sleep(0.5)
         cli.process.send_signal(sig)
-        cli.process.wait(timeout=30)
+        try:
+            cli.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            cli.process.send_signal(signal.SIGABRT)
+            cli.process.wait(timeout=10)
+            pytest.fail(f"the CLI still ran 30 s after {sig.name}:\n{cli.output}")
         assert cli.left_running() == [], f"the server outlived the CLI ({sig.name})"
     finally:
         simulator.latency = 0
