@@ -23,6 +23,7 @@ from integrations.stripe.machine_window import (
     window_directory,
 )
 from integrations.stripe.rate_limit import DEFAULT_MARGIN_SECONDS
+from models.errors import UserError
 from simulator import max_in_window
 
 
@@ -112,8 +113,9 @@ def test_the_window_files_directory_is_the_users_own_and_private(
     assert directory == tmp_path / f"meter-recon-{os.getuid()}"
     assert directory.stat().st_mode & 0o777 == 0o700
     directory.chmod(0o755)
-    with pytest.raises(PermissionError, match="not a private directory"):
+    with pytest.raises(UserError, match="not a private directory of this user") as refused:
         window_directory()
+    assert "TMPDIR" in str(refused.value)  # what to do about it, in the one sentence
 
 
 def test_a_process_has_one_handle_per_window_and_a_file_per_limit(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from integrations.stripe.prefect_limit import DEFAULT_MARGIN
 from integrations.stripe.rate_limit import DEFAULT_MARGIN_SECONDS, SlidingWindowRateLimiter
+from models.errors import UserError
 
 try:  # POSIX only; `machine_window_supported()` says whether this machine has it
     import fcntl
@@ -53,13 +54,21 @@ def machine_window_supported() -> bool:
     return fcntl is not None
 
 
+class WindowDirectoryRefused(UserError, PermissionError):
+    """The window files' directory is not the user's own and private: another user could
+    change the pace of this user's requests to Stripe."""
+
+
 def window_directory() -> Path:
     """The user's own directory for window files: created private, refused if it is not."""
     directory = Path(tempfile.gettempdir()) / f"meter-recon-{os.getuid()}"
     directory.mkdir(mode=0o700, exist_ok=True)
     info = directory.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise PermissionError(f"{directory} is not a private directory of this user")
+        raise WindowDirectoryRefused(
+            f"{directory} is not a private directory of this user, and it holds the Dask "
+            "workers' shared Stripe rate limit: remove it, or point TMPDIR elsewhere."
+        )
     return directory
 
 
