@@ -249,6 +249,13 @@ def _listens(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _interruptible() -> None:
+    """Ctrl-C reaches the CLI as it does from a terminal, even when the tests were started
+    in the background by a shell that ignores SIGINT there (children inherit that, and Python
+    then installs no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Cli:
     """`meter-recon ...` in its own process, and the Prefect server it starts, if any."""
 
@@ -263,6 +270,7 @@ class Cli:
                 cwd=ROOT,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_interruptible,
             )
 
     def watch(self, until: float = 120.0, *, healthy: bool = False) -> Server | None:
