@@ -31,9 +31,8 @@ from integrations.settings import (
     get_settings,
     read_ledger_query,
 )
-from integrations.stripe.local_share import share_of
-from integrations.stripe.machine_window import machine_window_limiter, machine_window_supported
-from integrations.stripe.prefect_limit import DEFAULT_JITTER, ensure_limit, plan_for
+from integrations.stripe.local_share import describe_local_limit
+from integrations.stripe.prefect_limit import ensure_limit, plan_for
 from models.db_errors import database_errors
 from models.engine import get_engine, read_only, session_scope
 from models.enums import Ledger
@@ -355,25 +354,10 @@ def _share_rate_limit(config: RunConfig) -> None:
         ensure_limit(plan)
         get_run_logger().info("Stripe rate limit shared through Prefect: %s", plan)
         return
-    if machine_window_supported():
-        window = machine_window_limiter(rate)
-        get_run_logger().info(
-            "Stripe rate limit shared by the %d local workers through one window on this "
-            "machine: %d requests in any %.2f s",
-            LOCAL_CLUSTER_WORKERS,
-            window.capacity,
-            window.window,
-        )
-        return
-    shares = [
-        share_of(rate, processes=LOCAL_CLUSTER_WORKERS, index=index)
-        for index in range(LOCAL_CLUSTER_WORKERS)
-    ]
     get_run_logger().info(
-        "Stripe rate limit shared by the %d local workers: %s requests in any %.2f s",
+        "Stripe rate limit shared by the %d local workers %s",
         LOCAL_CLUSTER_WORKERS,
-        " + ".join(map(str, shares)),
-        1 + DEFAULT_JITTER,
+        describe_local_limit(rate, processes=LOCAL_CLUSTER_WORKERS),
     )
 
 

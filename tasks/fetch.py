@@ -102,15 +102,9 @@ def _rate_limiter(config: RunConfig) -> RateLimiter | None:
         return None
     index = _local_worker_index(config)
     if index is not None:
-        from integrations.stripe.local_share import local_share_limiter
-        from integrations.stripe.machine_window import (
-            machine_window_limiter,
-            machine_window_supported,
-        )
+        from integrations.stripe.local_share import local_cluster_limiter
 
-        if machine_window_supported():
-            return machine_window_limiter(config.max_requests_per_second)
-        return local_share_limiter(
+        return local_cluster_limiter(
             config.max_requests_per_second, processes=LOCAL_CLUSTER_WORKERS, index=index
         )
     if config.dask_address:

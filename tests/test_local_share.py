@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from integrations.settings import TaskRunnerKind
 from integrations.stripe import machine_window
-from integrations.stripe.local_share import local_share_limiter, share_of
+from integrations.stripe.local_share import describe_local_limit, local_share_limiter, share_of
 from integrations.stripe.machine_window import MachineWindowRateLimiter, machine_window_limiter
 from integrations.stripe.prefect_limit import DEFAULT_JITTER, PrefectRateLimiter
 from integrations.stripe.rate_limit import SlidingWindowRateLimiter
@@ -124,3 +124,15 @@ def test_the_flows_own_process_paces_alone_outside_any_worker(dask_config: RunCo
     assert isinstance(limiter, SlidingWindowRateLimiter)
     assert limiter.rate == 50.0
     assert limiter is not local_share_limiter(50.0, processes=LOCAL_CLUSTER_WORKERS, index=0)
+
+
+def test_the_run_logs_how_the_local_workers_share_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert describe_local_limit(50.0, processes=2) == (
+        "through one window on this machine: 49 requests in any 1.02 s"
+    )
+    monkeypatch.setattr(machine_window, "machine_window_supported", lambda: False)
+    assert describe_local_limit(50.0, processes=2) == (
+        "in fixed shares: 25 + 24 requests in any 1.05 s"
+    )

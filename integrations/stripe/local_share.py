@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import threading
 
+from integrations.stripe import machine_window
 from integrations.stripe.prefect_limit import DEFAULT_JITTER, DEFAULT_MARGIN
 from integrations.stripe.rate_limit import SlidingWindowRateLimiter
 
@@ -51,3 +52,24 @@ def local_share_limiter(
             share = share_of(rate, processes=processes, index=index)
             limiter = _shared[key] = SlidingWindowRateLimiter(share, 1.0, margin=jitter)
         return limiter
+
+
+def local_cluster_limiter(rate: float, *, processes: int, index: int) -> SlidingWindowRateLimiter:
+    """Worker `index`'s limiter: the machine's shared window, or its fixed share where the
+    machine has no POSIX file locks."""
+    if machine_window.machine_window_supported():
+        return machine_window.machine_window_limiter(rate)
+    return local_share_limiter(rate, processes=processes, index=index)
+
+
+def describe_local_limit(rate: float, *, processes: int) -> str:
+    """How the local cluster's workers share `rate`, for the run's log."""
+    if machine_window.machine_window_supported():
+        window = machine_window.machine_window_limiter(rate)
+        return (
+            f"through one window on this machine: {window.capacity} requests in any "
+            f"{window.window:.2f} s"
+        )
+    shares = [share_of(rate, processes=processes, index=i) for i in range(processes)]
+    each = " + ".join(map(str, shares))
+    return f"in fixed shares: {each} requests in any {1 + DEFAULT_JITTER:.2f} s"

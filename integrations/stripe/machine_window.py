@@ -126,10 +126,6 @@ class MachineWindowRateLimiter(SlidingWindowRateLimiter):
             _HEADER.pack_into(ring, 0, (slot + 1) % self.capacity, now)
             return None
 
-    def close(self) -> None:
-        self._ring.close()
-        os.close(self._fd)
-
     def __repr__(self) -> str:
         return (
             f"MachineWindowRateLimiter(path={str(self.path)!r}, rate={self.rate!r}, "
